@@ -1,0 +1,94 @@
+"""The seed's command line: ``python -m eeg_assets <command>``.
+
+Each command is a thin wrapper over the pure library; exit codes: 0 success, 1 the data says no
+(nothing to build, no seizure windows, ...), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+class CommandError(Exception):
+    """A failure to report as one clear line and exit code 1."""
+
+
+def _cmd_make_sample_corpus(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.sample_corpus import write_sample_corpus
+
+    summary = write_sample_corpus(Path(args.out))
+    print(summary)
+    return 0
+
+
+def _cmd_build_cache(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.build import BuildError, build_split, format_report
+    from eeg_assets.lib.flags import EnvFlags
+
+    limit = EnvFlags.from_env().file_limit(args.limit_files)
+    try:
+        report = build_split(
+            Path(args.data_dir), Path(args.cache_dir), split=args.split,
+            workers=args.workers, limit_files=limit, progress=None if args.no_progress else "auto",
+        )
+    except BuildError as exc:
+        raise CommandError(str(exc)) from exc
+    print(format_report(report))
+    if report.all_failed:
+        raise CommandError(f"every recording under {args.data_dir} failed; nothing was built")
+    return 0
+
+
+def _cmd_scan_cache(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.manifest import scan_cache_command
+
+    return scan_cache_command(Path(args.cache_dir))
+
+
+def _cmd_balanced_info(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.balanced import balanced_info_command
+
+    return balanced_info_command(Path(args.cache_dir), seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eeg_assets", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-sample-corpus", help="write the deterministic TUSZ-format sample corpus")
+    p.add_argument("--out", required=True, help="folder to create (gets edf/{train,dev,eval}/...)")
+    p.set_defaults(func=_cmd_make_sample_corpus)
+
+    p = sub.add_parser("build-cache", help="build the NPZ window cache of one split (incremental)")
+    p.add_argument("--data-dir", required=True, help="TUSZ split folder, searched recursively")
+    p.add_argument("--cache-dir", required=True, help="cache split folder (e.g. cache/tusz/train)")
+    p.add_argument("--split", required=True, help="split name recorded with the outputs")
+    p.add_argument("--limit-files", type=int, default=None,
+                   help="build at most N recordings (also BGB_LIMIT_FILES, BGB_SMOKE_TEST=1: 3)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_build_cache)
+
+    p = sub.add_parser("scan-cache", help="rebuild manifest.json by scanning the NPZs' labels")
+    p.add_argument("--cache-dir", required=True)
+    p.set_defaults(func=_cmd_scan_cache)
+
+    p = sub.add_parser("balanced-info", help="print the balanced training set of a split")
+    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=_cmd_balanced_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,126 @@
+"""The per-split build ledger: what was built from which input, with which config.
+
+One SQLite file per cache split (``_ledger.sqlite``). For every source recording it records the
+input fingerprints, the config version, the outcome (built, too short, quarantined with a reason)
+and the per-window facts that the dataset index and the manifest need, so neither ever has to
+reopen an NPZ. SQLite gives atomic per-file updates: a build killed at any point leaves a ledger
+that describes exactly the files whose NPZ was renamed into place before the kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+LEDGER_NAME = "_ledger.sqlite"
+
+BUILT = "built"
+TOO_SHORT = "too_short"
+QUARANTINED = "quarantined"
+
+
+@dataclass
+class FileFingerprint:
+    """Cheap identity of a file's content: size and modification time (as ``make`` uses)."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileFingerprint:
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns)
+
+    def __str__(self) -> str:
+        return f"{self.size}:{self.mtime_ns}"
+
+
+@dataclass
+class RecordingEntry:
+    """Outcome of building one source recording."""
+
+    source: str                      # EDF path relative to the split's data dir (POSIX)
+    stem: str
+    status: str                      # BUILT | TOO_SHORT | QUARANTINED
+    config_version: str
+    edf_fingerprint: str
+    annotation_fingerprint: str = ""
+    reason: str = ""                 # why it was quarantined (or is too short)
+    npz_name: str = ""               # "<stem>_windows.npz" when BUILT
+    npz_fingerprint: str = ""        # of the NPZ as written, to detect changes behind our back
+    n_windows: int = 0
+    #: Per window: how many of its label samples are 1 (exact; fraction = count / window_samples).
+    seizure_samples: list[int] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # rates, durations, Fz/Pz method, warnings
+
+    @property
+    def input_fingerprint(self) -> str:
+        return f"{self.edf_fingerprint}|{self.annotation_fingerprint}|{self.config_version}"
+
+
+_COLUMNS = tuple(RecordingEntry.__dataclass_fields__)
+_JSON_COLUMNS = {"seizure_samples", "details"}
+
+
+class Ledger:
+    """Read and update the ledger of one cache split directory."""
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = Path(cache_dir)
+        self.path = self.cache_dir / LEDGER_NAME
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path, timeout=60)) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS recordings ("
+                + ", ".join(f"{c} TEXT" if c != "source" else "source TEXT PRIMARY KEY"
+                            for c in _COLUMNS)
+                + ")")
+            with conn:
+                yield conn
+
+    def entries(self) -> dict[str, RecordingEntry]:
+        if not self.exists():
+            return {}
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM recordings").fetchall()
+        return {row[0]: _from_row(row) for row in rows}
+
+    def put(self, entry: RecordingEntry) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO recordings ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})", _to_row(entry))
+
+    def remove(self, sources: Iterable[str]) -> None:
+        with self._connect() as conn:
+            conn.executemany("DELETE FROM recordings WHERE source = ?", [(s,) for s in sources])
+
+
+def _to_row(entry: RecordingEntry) -> tuple:
+    data = asdict(entry)
+    return tuple(json.dumps(data[c]) if c in _JSON_COLUMNS else str(data[c]) for c in _COLUMNS)
+
+
+def _from_row(row: tuple) -> RecordingEntry:
+    data = dict(zip(_COLUMNS, row))
+    for c in _JSON_COLUMNS:
+        data[c] = json.loads(data[c])
+    data["n_windows"] = int(data["n_windows"])
+    return RecordingEntry(**data)
+
+
+def built_entries(cache_dir: Path) -> list[RecordingEntry]:
+    """Entries with an NPZ, in the stable order used by the index and the manifest (NPZ name)."""
+    entries = [e for e in Ledger(cache_dir).entries().values() if e.status == BUILT]
+    return sorted(entries, key=lambda e: e.npz_name)
