@@ -22,6 +22,8 @@ LEDGER_NAME = "_ledger.sqlite"
 BUILT = "built"
 TOO_SHORT = "too_short"
 QUARANTINED = "quarantined"
+#: Output could not be written (disk full, permissions): retried on every run.
+FAILED = "failed"
 
 
 @dataclass
@@ -46,7 +48,7 @@ class RecordingEntry:
 
     source: str                      # EDF path relative to the split's data dir (POSIX)
     stem: str
-    status: str                      # BUILT | TOO_SHORT | QUARANTINED
+    status: str                      # BUILT | TOO_SHORT | QUARANTINED | FAILED
     config_version: str
     edf_fingerprint: str
     annotation_fingerprint: str = ""

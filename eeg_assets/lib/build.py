@@ -1,0 +1,425 @@
+"""Build the NPZ window cache of one split, incrementally and safely.
+
+``build_split`` compares every EDF under the split folder with the ledger (input fingerprints and
+config version), builds only what is new or changed in a process pool, removes the outputs of
+recordings that disappeared, and records per-file facts for the index and the manifest. A bad
+recording is quarantined with its reason; it never aborts the split.
+
+An empty NPZ is never written: a recording shorter than one window is recorded as ``too_short``
+(0 windows) and has no file in the cache.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eeg_assets.lib.annotations import AnnotationError, find_annotation, parse_annotation
+from eeg_assets.lib.channels import ChannelError, plan_channels
+from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
+from eeg_assets.lib.edf import EdfError, EdfRecording
+from eeg_assets.lib.ledger import (
+    BUILT, FAILED, QUARANTINED, TOO_SHORT, FileFingerprint, Ledger, RecordingEntry,
+)
+from eeg_assets.lib.npzio import write_npz_streaming
+from eeg_assets.lib.preprocess import condition_channel, normalise_inplace, resampled_length
+from eeg_assets.lib.windows import count_windows, iter_windows, label_mask, window_seizure_counts
+
+NPZ_SUFFIX = "_windows.npz"
+LOCK_NAME = ".build.lock"
+
+
+class BuildError(Exception):
+    """The split as a whole cannot be built (wrong folder, nothing to build)."""
+
+
+class RecordingError(ValueError):
+    """The recording's signal is unusable (rates, flat or absurd channels, duration mismatch)."""
+
+
+@dataclass
+class BuildReport:
+    split: str
+    data_dir: Path
+    cache_dir: Path
+    config_version: str
+    recordings: int = 0
+    built: list[RecordingEntry] = field(default_factory=list)
+    skipped: int = 0
+    too_short: list[RecordingEntry] = field(default_factory=list)
+    quarantined: list[RecordingEntry] = field(default_factory=list)  # built now or still
+    removed: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # e.g. symlinks leaving the data dir
+    seconds: float = 0.0
+    eeg_seconds_built: float = 0.0
+
+    @property
+    def all_failed(self) -> bool:
+        return self.recordings > 0 and len(self.quarantined) == self.recordings
+
+    @property
+    def windows_built(self) -> int:
+        return sum(e.n_windows for e in self.built)
+
+
+def npz_name_for(stem: str) -> str:
+    return f"{stem}{NPZ_SUFFIX}"
+
+
+# --------------------------------------------------------------------------------------------
+# One recording (runs in a worker process)
+# --------------------------------------------------------------------------------------------
+
+def build_recording(edf_path: Path, source: str, cache_dir: Path,
+                    config: CacheConfig = DEFAULT_CONFIG) -> RecordingEntry:
+    """Build one recording's NPZ; never raises for bad input (returns a quarantined entry)."""
+    edf_path = Path(edf_path)
+    entry = RecordingEntry(source=source, stem=edf_path.stem, status=QUARANTINED,
+                           config_version=config.version(), edf_fingerprint="")
+    try:
+        entry.edf_fingerprint = str(FileFingerprint.of(edf_path))
+        annotation_path = find_annotation(edf_path)
+        entry.annotation_fingerprint = str(FileFingerprint.of(annotation_path))
+        entry.details["annotation_file"] = annotation_path.name
+        _build_into(entry, edf_path, annotation_path, Path(cache_dir), config)
+    except (EdfError, ChannelError, AnnotationError, RecordingError) as exc:
+        entry.status, entry.reason = QUARANTINED, str(exc)
+    except OSError as exc:
+        # Writing the output failed (disk full, permissions): not the recording's fault, so it is
+        # retried on the next run instead of being quarantined.
+        entry.status = FAILED
+        entry.reason = f"{edf_path.name}: could not write {npz_name_for(edf_path.stem)}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one bad recording must not abort the split
+        entry.status = QUARANTINED
+        entry.reason = f"{edf_path.name}: unexpected error {type(exc).__name__}: {exc}"
+        entry.details["traceback"] = traceback.format_exc(limit=5)
+    return entry
+
+
+def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, cache_dir: Path,
+                config: CacheConfig) -> None:
+    annotation = parse_annotation(annotation_path, config)
+    with EdfRecording(edf_path) as recording:
+        plan = plan_channels(recording.labels, config)
+        used = [s for s in plan.sources if s is not None]
+        rates = {recording.sample_rates[s] for s in used}
+        if len(rates) > 1:
+            by_channel = ", ".join(f"{recording.labels[s].strip()} {recording.sample_rates[s]:g} Hz"
+                                   for s in used)
+            raise RecordingError(f"{edf_path.name}: EEG channels have different sampling rates "
+                                 f"({by_channel})")
+        fs = rates.pop()
+        n_raw = min(recording.n_samples[s] for s in used)
+        duration_s = n_raw / fs
+        if abs(annotation.duration_s - duration_s) > config.duration_tolerance_s:
+            raise RecordingError(
+                f"{edf_path.name}: annotation {annotation_path.name} says duration "
+                f"{annotation.duration_s:g} s but the EDF signal lasts {duration_s:g} s")
+        late = [e for e in annotation.seizures if e.start_s >= duration_s]
+        if late:
+            raise RecordingError(
+                f"{annotation_path.name}: seizure at {late[0].start_s:g}-{late[0].stop_s:g} s "
+                f"starts after the end of the signal ({duration_s:g} s)")
+        entry.details.update(
+            fs=fs, duration_s=duration_s, n_signals=len(recording.labels),
+            reconstructed=plan.describe_reconstruction(), header_repair=recording.header_repair,
+            seizure_events=len(annotation.seizures),
+        )
+        n_samples = resampled_length(n_raw, fs, config.target_fs)
+        n_windows = count_windows(n_samples, config)
+        if n_windows == 0:
+            entry.status = TOO_SHORT
+            entry.reason = (f"{edf_path.name}: {duration_s:g} s is shorter than one "
+                            f"{config.window_s} s window; no windows, no NPZ")
+            return
+        data = _conditioned_signals(recording, plan, fs, n_raw, n_samples, config, edf_path)
+
+    mask = label_mask(annotation.seizures, n_samples, config)
+    npz_path = cache_dir / npz_name_for(entry.stem)
+    shape = (n_windows, len(config.channels), config.window_samples)
+    write_npz_streaming(npz_path, {
+        "windows": (shape, np.float32, iter_windows(data, n_windows, config)),
+        "labels": (shape[::2], np.float32, iter_windows(mask, n_windows, config)),
+    })
+    entry.status = BUILT
+    entry.npz_name = npz_path.name
+    entry.npz_fingerprint = str(FileFingerprint.of(npz_path))
+    entry.n_windows = n_windows
+    entry.seizure_samples = window_seizure_counts(mask, config)
+
+
+def _conditioned_signals(recording: EdfRecording, plan, fs: float, n_raw: int, n_samples: int,
+                         config: CacheConfig, edf_path: Path) -> np.ndarray:
+    data = np.empty((len(config.channels), n_samples), dtype=np.float32)
+    flat = []
+    for out_index, source in enumerate(plan.sources):
+        if source is None:
+            continue
+        raw = recording.read(source)[:n_raw]
+        if not np.ptp(raw) > 0:
+            flat.append(config.channels[out_index])
+            continue
+        data[out_index] = condition_channel(raw, fs, config)[:n_samples]
+    if flat:
+        raise RecordingError(f"{edf_path.name}: flat EEG channel(s) with zero variance: "
+                             f"{', '.join(flat)}")
+    for channel, neighbours in plan.reconstructed.items():
+        rows = [config.channels.index(n) for n in neighbours]
+        data[config.channels.index(channel)] = data[rows].mean(axis=0)
+    return normalise_inplace(data, config)
+
+
+# --------------------------------------------------------------------------------------------
+# A split
+# --------------------------------------------------------------------------------------------
+
+def discover_recordings(data_dir: Path) -> tuple[list[Path], list[str]]:
+    """EDF files under ``data_dir`` (recursive, sorted) and the paths ignored with a reason."""
+    data_dir = Path(data_dir)
+    root = data_dir.resolve()
+    found, ignored = [], []
+    for path in sorted(data_dir.rglob("*")):
+        if path.suffix.lower() != ".edf" or not (path.is_file() or path.is_symlink()):
+            continue
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            ignored.append(f"{path.relative_to(data_dir)}: symlink to {resolved} outside {root}")
+            continue
+        if not resolved.is_file():
+            ignored.append(f"{path.relative_to(data_dir)}: broken symlink")
+            continue
+        found.append(path)
+    return found, ignored
+
+
+@contextmanager
+def split_lock(cache_dir: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """One writer per cache split: a second build waits for the first instead of interleaving."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / LOCK_NAME, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another build holds {cache_dir / LOCK_NAME}; waiting for it to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _is_current(entry: RecordingEntry | None, edf_fp: str, annotation_fp: str, version: str,
+                cache_dir: Path) -> bool:
+    if entry is None or entry.status == FAILED:
+        return False
+    if (entry.edf_fingerprint, entry.annotation_fingerprint, entry.config_version) != (
+            edf_fp, annotation_fp, version):
+        return False
+    if entry.status != BUILT:
+        return True
+    npz = cache_dir / entry.npz_name
+    return npz.exists() and str(FileFingerprint.of(npz)) == entry.npz_fingerprint
+
+
+def _annotation_fingerprint(edf_path: Path) -> str:
+    try:
+        return str(FileFingerprint.of(find_annotation(edf_path)))
+    except AnnotationError:
+        return ""
+
+
+def build_split(
+    data_dir: Path,
+    cache_dir: Path,
+    split: str,
+    config: CacheConfig = DEFAULT_CONFIG,
+    workers: int | None = None,
+    limit_files: int | None = None,
+    progress: str | None = "auto",
+    log: Callable[[str], None] | None = None,
+) -> BuildReport:
+    """Bring ``cache_dir`` up to date with the recordings under ``data_dir``.
+
+    ``progress="auto"`` draws a progress line on stderr when it is a terminal. ``log`` receives
+    human-readable lines (default: stderr).
+    """
+    data_dir, cache_dir = Path(data_dir), Path(cache_dir)
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if not data_dir.is_dir():
+        raise BuildError(f"--data-dir {data_dir} is not a folder")
+    edf_paths, ignored = discover_recordings(data_dir)
+    if not edf_paths:
+        raise BuildError(f"no .edf recordings under {data_dir} (expected the TUSZ layout "
+                         "<patient>/<session>/<montage>/<stem>.edf)")
+    if limit_files is not None:
+        edf_paths = edf_paths[:limit_files]
+    started = time.monotonic()
+    version = config.version()
+    report = BuildReport(split=split, data_dir=data_dir, cache_dir=cache_dir,
+                         config_version=version, recordings=len(edf_paths), ignored=ignored)
+    for line in ignored:
+        log(f"ignored {line}")
+
+    with split_lock(cache_dir, log):
+        ledger = Ledger(cache_dir)
+        entries = ledger.entries()
+        _remove_leftovers(cache_dir)
+        report.removed = _remove_vanished(data_dir, cache_dir, ledger, entries)
+
+        todo: list[tuple[Path, str]] = []
+        stems: dict[str, str] = {}
+        for path in edf_paths:
+            source = path.relative_to(data_dir).as_posix()
+            if path.stem in stems:
+                duplicate = RecordingEntry(
+                    source=source, stem=path.stem, status=QUARANTINED, config_version=version,
+                    edf_fingerprint=str(FileFingerprint.of(path)),
+                    reason=f"{source}: duplicate recording name; {stems[path.stem]} "
+                           "has the same stem and owns its NPZ")
+                ledger.put(duplicate)
+                report.quarantined.append(duplicate)
+                continue
+            stems[path.stem] = source
+            entry = entries.get(source)
+            if _is_current(entry, str(FileFingerprint.of(path)), _annotation_fingerprint(path),
+                           version, cache_dir):
+                report.skipped += 1
+                if entry.status == QUARANTINED:
+                    report.quarantined.append(entry)
+                elif entry.status == TOO_SHORT:
+                    report.too_short.append(entry)
+            else:
+                todo.append((path, source))
+
+        for entry in _run(todo, cache_dir, config, workers, progress, split):
+            previous = entries.get(entry.source)
+            if entry.status != BUILT and previous is not None and previous.npz_name:
+                (cache_dir / previous.npz_name).unlink(missing_ok=True)
+            ledger.put(entry)
+            if entry.status == BUILT:
+                report.built.append(entry)
+                report.eeg_seconds_built += entry.details.get("duration_s", 0.0)
+            elif entry.status == TOO_SHORT:
+                report.too_short.append(entry)
+            else:
+                report.quarantined.append(entry)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _remove_leftovers(cache_dir: Path) -> None:
+    """Temporary files of a killed writer (we hold the split lock, so no writer is running)."""
+    for tmp in cache_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_vanished(data_dir: Path, cache_dir: Path, ledger: Ledger,
+                     entries: dict[str, RecordingEntry]) -> list[str]:
+    """Drop outputs of recordings whose EDF is gone, and NPZs that no ledger entry owns."""
+    vanished = [s for s in entries if not (data_dir / s).is_file()]
+    for source in vanished:
+        if entries[source].npz_name:
+            (cache_dir / entries[source].npz_name).unlink(missing_ok=True)
+    ledger.remove(vanished)
+    for source in vanished:
+        del entries[source]
+    owned = {e.npz_name for e in entries.values() if e.npz_name}
+    for npz in cache_dir.glob(f"*{NPZ_SUFFIX}"):
+        if npz.name not in owned:  # renamed into place by a build killed before its ledger write
+            npz.unlink()
+    return vanished
+
+
+def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
+         workers: int | None, progress: str | None, split: str) -> Iterator[RecordingEntry]:
+    if not todo:
+        return
+    # Largest first, so a long recording does not start last and leave the other cores idle.
+    todo = sorted(todo, key=lambda item: item[0].stat().st_size, reverse=True)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    bar = _Progress(len(todo), split, enabled=progress == "always" or (
+        progress == "auto" and sys.stderr.isatty()))
+    if workers == 1:
+        for path, source in todo:
+            entry = build_recording(path, source, cache_dir, config)
+            bar.advance(entry)
+            yield entry
+        bar.close()
+        return
+    # spawn, not fork: the caller may be a threaded process (Dagster), and workers import only
+    # the pure library.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending = {pool.submit(build_recording, p, s, cache_dir, config): (p, s) for p, s in todo}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                path, source = pending.pop(future)
+                try:
+                    entry = future.result()
+                except BrokenProcessPool:
+                    entry = RecordingEntry(
+                        source=source, stem=path.stem, status=FAILED,
+                        config_version=config.version(), edf_fingerprint="",
+                        reason=f"{path.name}: worker process died (out of memory?); retried next run")
+                bar.advance(entry)
+                yield entry
+    bar.close()
+
+
+class _Progress:
+    def __init__(self, total: int, split: str, enabled: bool):
+        self.total, self.split, self.enabled = total, split, enabled
+        self.done = self.windows = self.bad = 0
+        self.started = time.monotonic()
+
+    def advance(self, entry: RecordingEntry) -> None:
+        self.done += 1
+        self.windows += entry.n_windows
+        self.bad += entry.status in (QUARANTINED, FAILED)
+        if self.enabled:
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / self.done * (self.total - self.done)
+            width = 30
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(
+                f"\r[{self.split}] [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+                f" files, {self.windows} windows, {self.bad} quarantined, ETA {eta:5.0f} s ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def format_report(report: BuildReport) -> str:
+    lines = [
+        f"[build-cache] split {report.split}: {report.recordings} recordings under {report.data_dir}",
+        f"[build-cache] built {len(report.built)} ({report.windows_built} windows, "
+        f"{report.eeg_seconds_built / 3600:.2f} EEG-hours) | skipped {report.skipped} unchanged | "
+        f"too short {len(report.too_short)} | quarantined {len(report.quarantined)} | "
+        f"removed {len(report.removed)} | {report.seconds:.1f} s",
+        f"[build-cache] cache {report.cache_dir} (config {report.config_version})",
+    ]
+    for entry in report.too_short:
+        lines.append(f"  too short: {entry.source}")
+    for entry in report.quarantined:
+        label = "failed (will retry)" if entry.status == FAILED else "quarantined"
+        lines.append(f"  {label}: {entry.source}: {entry.reason}")
+    for source in report.removed:
+        lines.append(f"  removed (EDF gone): {source}")
+    for line in report.ignored:
+        lines.append(f"  ignored: {line}")
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Windowing and label masks exactly as DOMAIN.md defines them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from eeg_assets.lib.annotations import SeizureEvent
+from eeg_assets.lib.config import CacheConfig
+
+
+def count_windows(n_samples: int, config: CacheConfig) -> int:
+    """``(n - window) // stride + 1``; the trailing partial window is dropped; 0 when too short."""
+    if n_samples < config.window_samples:
+        return 0
+    return (n_samples - config.window_samples) // config.stride_samples + 1
+
+
+def label_mask(events: Iterable[SeizureEvent], n_samples: int, config: CacheConfig) -> np.ndarray:
+    """Per-sample seizure mask at the target rate: ``[floor(start*fs), floor(stop*fs))``, clipped."""
+    mask = np.zeros(n_samples, dtype=np.float32)
+    for event in events:
+        start = min(max(math.floor(event.start_s * config.target_fs), 0), n_samples)
+        stop = min(max(math.floor(event.stop_s * config.target_fs), 0), n_samples)
+        mask[start:stop] = 1.0
+    return mask
+
+
+def window_seizure_counts(mask: np.ndarray, config: CacheConfig) -> list[int]:
+    """Number of seizure samples in each window (exact integers, so categories never drift)."""
+    n_windows = count_windows(len(mask), config)
+    cumulative = np.concatenate([[0], np.cumsum(mask > 0, dtype=np.int64)])
+    starts = np.arange(n_windows, dtype=np.int64) * config.stride_samples
+    return (cumulative[starts + config.window_samples] - cumulative[starts]).tolist()
+
+
+def iter_windows(data: np.ndarray, n_windows: int, config: CacheConfig) -> Iterator[np.ndarray]:
+    """Views of consecutive windows along the last axis (no copy of the whole stack)."""
+    for index in range(n_windows):
+        start = index * config.stride_samples
+        yield data[..., start:start + config.window_samples]
