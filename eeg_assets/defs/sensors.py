@@ -1,0 +1,100 @@
+"""A sensor on new, changed or removed EDF drops in the raw folders.
+
+A drop is only acted on once it is complete: the EDF's size and mtime must be the same as at the
+previous tick and its annotation file must exist; anything else waits for a later tick. The run
+key is a hash of the split's settled file set, so the same drop is never processed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from eeg_assets.defs.resources import EegAssetsConfig
+from eeg_assets.lib.annotations import ANNOTATION_SUFFIXES
+
+SENSOR_INTERVAL_S = 30
+
+
+def observe_split(raw_dir: Path) -> dict[str, list[int]]:
+    """``{relative EDF path: [edf size, edf mtime_ns, annotation size, annotation mtime_ns]}``.
+
+    Only files inside ``raw_dir`` count: a symlink leading elsewhere is ignored.
+    """
+    observed: dict[str, list[int]] = {}
+    if not raw_dir.is_dir():
+        return observed
+    root = raw_dir.resolve()
+    for path in raw_dir.rglob("*"):
+        if path.suffix.lower() != ".edf" or not path.resolve().is_relative_to(root):
+            continue
+        try:
+            edf = os.stat(path)
+        except OSError:
+            continue  # vanished between listing and stat: next tick
+        annotation = [0, 0]
+        for suffix in ANNOTATION_SUFFIXES:
+            candidate = path.with_suffix(suffix)
+            if candidate.is_file():
+                st = os.stat(candidate)
+                annotation = [st.st_size, st.st_mtime_ns]
+                break
+        observed[path.relative_to(raw_dir).as_posix()] = [edf.st_size, edf.st_mtime_ns, *annotation]
+    return observed
+
+
+def settled(current: dict[str, list[int]], previous: dict[str, list[int]]) -> tuple[dict, list[str]]:
+    """Files unchanged since the previous tick with an annotation; and those still arriving."""
+    ready, waiting = {}, []
+    for name, stats in current.items():
+        if previous.get(name) == stats and stats[2] > 0:
+            ready[name] = stats
+        else:
+            waiting.append(name)
+    return ready, waiting
+
+
+def make_raw_edf_drop_sensor(job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="raw_edf_drop_sensor",
+        job=job,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests a run of a split's cache chain when EDF recordings (with their "
+                    "annotations) are added, changed or removed under EEG_ASSETS_RAW_ROOT.",
+    )
+    def raw_edf_drop_sensor(context: dg.SensorEvaluationContext, eeg_config: EegAssetsConfig):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        new_cursor: dict[str, dict] = {}
+        requests, waiting_total = [], 0
+        for split in eeg_config.split_folders:
+            state = cursor.get(split, {})
+            current = observe_split(eeg_config.raw_dir(split))
+            ready, waiting = settled(current, state.get("observed", {}))
+            waiting_total += len(waiting)
+            # A file still arriving keeps the last settled version of itself in the fingerprint,
+            # so a half-copied file never triggers a run and never hides a completed one.
+            applied = state.get("applied", {})
+            fileset = {name: ready.get(name, applied.get(name)) for name in current
+                       if name in ready or name in applied}
+            if fileset != applied and (fileset or applied):
+                # Keyed on the transition, so a recording removed and dropped again still runs.
+                transition = json.dumps([applied, fileset], sort_keys=True).encode()
+                requests.append(dg.RunRequest(
+                    run_key=f"{split}:{hashlib.sha256(transition).hexdigest()[:20]}",
+                    partition_key=split,
+                    tags={"eeg_assets/trigger": "raw_edf_drop", "eeg_assets/files": str(len(fileset))},
+                ))
+                applied = fileset
+            new_cursor[split] = {"observed": current, "applied": applied}
+        context.update_cursor(json.dumps(new_cursor, sort_keys=True))
+        if requests:
+            return requests
+        return dg.SkipReason(f"no settled changes ({waiting_total} file(s) still arriving)"
+                             if waiting_total else "no new, changed or removed recordings")
+
+    return raw_edf_drop_sensor

@@ -1,0 +1,61 @@
+"""Small PNG renderings for materialization metadata (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def category_counts_png(counts: dict[str, int], title: str) -> bytes:
+    """Bar chart of windows per category."""
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    names = list(counts)
+    bars = ax.bar(names, [counts[n] for n in names], color=["#d95f02", "#7570b3", "#1b9e77"][:len(names)])
+    ax.bar_label(bars)
+    ax.set_ylabel("windows")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def window_png(window: np.ndarray, label: np.ndarray, channels: tuple[str, ...], fs: int,
+               title: str) -> bytes:
+    """One cached window (z-scores, stacked traces) with its seizure mask shaded."""
+    n_channels, n_samples = window.shape
+    t = np.arange(n_samples) / fs
+    step = max(1, n_samples // 4000)  # enough points for the eye, small PNG
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for row in range(n_channels):
+        ax.plot(t[::step], window[row, ::step] * 0.3 - row * 3, lw=0.5, color="k")
+    seizure = label > 0
+    if seizure.any():
+        ax.fill_between(t, 3, -3 * n_channels, where=seizure, color="#d95f02", alpha=0.2,
+                        step="mid", label="seizure mask")
+        ax.legend(loc="upper right")
+    ax.set_yticks([-3 * r for r in range(n_channels)], [c.capitalize() for c in channels])
+    ax.set_xlabel("seconds")
+    ax.set_title(title)
+    return _png(fig)
+
+
+def curves_png(history: list[dict], keys: tuple[str, ...], title: str) -> bytes:
+    """Per-epoch curves (e.g. losses, AUROC) from a training history."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 2.8))
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        epochs = [h["epoch"] for h in history if key in h]
+        ax.plot(epochs, [h[key] for h in history if key in h], marker="o")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+    fig.suptitle(title)
+    return _png(fig)
