@@ -1,6 +1,6 @@
 """eeg_assets: a Dagster asset platform for TUSZ seizure detection.
 
-``eeg_assets.lib`` is the pure EEG library (no Dagster import); ``eeg_assets.defs`` is the thin
+``eeg_assets.lib`` is the pure EEG library (no Dagster import); ``eeg_assets.orchestration`` is the thin
 Dagster layer. The ``Definitions`` object is loaded lazily, so that the seed's CLI and the worker
 processes never pay for importing Dagster; Dagster's module loader finds it through ``dir()``.
 """
@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "defs":
-        from eeg_assets.defs import defs
+        from eeg_assets.orchestration import defs
 
         return defs
     raise AttributeError(f"module 'eeg_assets' has no attribute {name!r}")

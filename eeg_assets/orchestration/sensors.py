@@ -5,8 +5,6 @@ previous tick and its annotation file must exist; anything else waits for a late
 key is a hash of the split's settled file set, so the same drop is never processed twice.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from eeg_assets.defs.resources import EegAssetsConfig
+from eeg_assets.orchestration.resources import EegAssetsConfig
 from eeg_assets.lib.annotations import ANNOTATION_SUFFIXES
 
 SENSOR_INTERVAL_S = 30
@@ -58,7 +56,7 @@ def settled(current: dict[str, list[int]], previous: dict[str, list[int]]) -> tu
     return ready, waiting
 
 
-def make_raw_edf_drop_sensor(job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def make_raw_edf_drop_sensor(job) -> dg.SensorDefinition:
     @dg.sensor(
         name="raw_edf_drop_sensor",
         job=job,

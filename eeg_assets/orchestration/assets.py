@@ -4,8 +4,6 @@ Every asset is a thin call into :mod:`eeg_assets.lib`; this module adds partitio
 metadata and automation.
 """
 
-from __future__ import annotations
-
 import base64
 import hashlib
 import json
@@ -15,8 +13,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from eeg_assets.defs.partitions import split_partitions
-from eeg_assets.defs.resources import EegAssetsConfig, freshness_window
+from eeg_assets.orchestration.partitions import split_partitions
+from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
 from eeg_assets.lib.build import build_split
 from eeg_assets.lib.ledger import BUILT, Ledger
 

@@ -1,0 +1,200 @@
+"""The balanced training set (SeizureTransformer recipe) composed from a split's manifest.
+
+All partial-seizure windows P; ``floor(full_ratio * |P|)`` full-seizure and
+``floor(background_ratio * |P|)`` no-seizure windows drawn uniformly without replacement (all of
+them when fewer exist) with ``numpy.random.default_rng(seed)``. The seizure ratio is exact, from
+the composition: ``(partial + full) / total``, and ``pos_weight = sqrt((1 - r) / r)``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
+from eeg_assets.lib.flags import EnvFlags
+from eeg_assets.lib.index import (
+    DatasetError, DatasetIndex, Log, SplitFacts, collect_facts, ensure_index,
+)
+from eeg_assets.lib.manifest import FULL, NO_SEIZURE, PARTIAL, Manifest, ensure_manifest
+from eeg_assets.lib.npzio import NpzFormatError
+
+
+class BalancedSetError(DatasetError):
+    """The recipe cannot give a usable training set (e.g. no partial-seizure windows)."""
+
+
+class WindowRef(NamedTuple):
+    npz_name: str
+    window_idx: int
+
+
+@dataclass(frozen=True)
+class BalancedComposition:
+    """The drawn windows of each category, and how many were available."""
+
+    partial: tuple[WindowRef, ...]
+    full: tuple[WindowRef, ...]
+    background: tuple[WindowRef, ...]
+    partial_available: int
+    full_available: int
+    background_available: int
+    balance: BalanceConfig
+
+    @property
+    def windows(self) -> tuple[WindowRef, ...]:
+        """Partial, then full, then background windows, each in manifest order."""
+        return self.partial + self.full + self.background
+
+    @property
+    def total(self) -> int:
+        return len(self.partial) + len(self.full) + len(self.background)
+
+    @property
+    def seizure_windows(self) -> int:
+        return len(self.partial) + len(self.full)
+
+    @property
+    def seizure_ratio(self) -> float:
+        return self.seizure_windows / self.total
+
+    @property
+    def pos_weight(self) -> float:
+        return pos_weight(self.seizure_ratio)
+
+
+def pos_weight(seizure_ratio: float) -> float:
+    """``sqrt((1 - r) / r)``: the seed's class weight for the seizure class."""
+    if not 0.0 < seizure_ratio < 1.0:
+        raise ValueError(f"pos_weight needs a seizure ratio strictly between 0 and 1, "
+                         f"got {seizure_ratio}")
+    return math.sqrt((1.0 - seizure_ratio) / seizure_ratio)
+
+
+def recipe_count(ratio: float, partial: int) -> int:
+    """``int(ratio * partial)``, in exact decimal arithmetic (0.3 means 3/10, not its float)."""
+    return math.floor(Fraction(repr(float(ratio))) * partial)
+
+
+def restrict_manifest(manifest: Manifest, files: Iterable[str] | None) -> Manifest:
+    """The manifest's entries of ``files`` only (all of them for ``None``)."""
+    if files is None:
+        return manifest
+    wanted = set(files)
+    return {category: [e for e in entries if e["cache_file"] in wanted]
+            for category, entries in manifest.items()}
+
+
+def compose_balanced(manifest: Manifest, balance: BalanceConfig = DEFAULT_BALANCE,
+                     files: Iterable[str] | None = None) -> BalancedComposition:
+    """Apply the recipe to the manifest's windows (of ``files`` only, when given)."""
+    manifest = restrict_manifest(manifest, files)
+    refs = {category: [WindowRef(e["cache_file"], e["window_idx"]) for e in manifest[category]]
+            for category in (PARTIAL, FULL, NO_SEIZURE)}
+    partial = refs[PARTIAL]
+    if not partial:
+        raise BalancedSetError(
+            f"no partial_seizure windows ({len(refs[FULL])} full_seizure, "
+            f"{len(refs[NO_SEIZURE])} no_seizure): the balanced recipe is defined by them")
+    rng = np.random.default_rng(balance.seed)
+    # Full windows are drawn before background ones; the order is part of the recipe's output.
+    full = _draw(rng, refs[FULL], recipe_count(balance.full_ratio, len(partial)))
+    background = _draw(rng, refs[NO_SEIZURE], recipe_count(balance.background_ratio, len(partial)))
+    if not background:
+        raise BalancedSetError("no no_seizure windows to draw: every window would be a seizure "
+                               "window and pos_weight would be 0")
+    return BalancedComposition(
+        partial=tuple(partial), full=full, background=background,
+        partial_available=len(partial), full_available=len(refs[FULL]),
+        background_available=len(refs[NO_SEIZURE]), balance=balance,
+    )
+
+
+def _draw(rng: np.random.Generator, refs: Sequence[WindowRef], wanted: int
+          ) -> tuple[WindowRef, ...]:
+    picked = rng.choice(len(refs), size=min(wanted, len(refs)), replace=False)
+    return tuple(refs[i] for i in np.sort(picked).tolist())
+
+
+def dataset_log_lines(composition: BalancedComposition) -> list[str]:
+    """The seed's verification lines, exactly."""
+    return [
+        f"[DATASET] BalancedSeizureDataset: {composition.total} windows from manifest",
+        "[DATASET] Using BalancedSeizureDataset known distribution",
+        f"[DATASET] Seizure ratio: {composition.seizure_ratio:.1%} (from manifest)",
+        f"[DATASET] Using pos_weight: {composition.pos_weight:.2f} (sqrt scaling)",
+    ]
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """A split whose index is current, and the files that the env flags let a run use."""
+
+    cache_dir: Path
+    facts: SplitFacts
+    index: DatasetIndex
+    files: tuple[str, ...]
+    flags: EnvFlags
+
+
+def prepare_split(cache_dir: Path, flags: EnvFlags | None = None,
+                  config: CacheConfig = DEFAULT_CONFIG, log: Log = print) -> PreparedSplit:
+    """Validate or rebuild the index (and, under BGB_FORCE_MANIFEST_REBUILD, rescan every NPZ)."""
+    flags = flags if flags is not None else EnvFlags.from_env()
+    cache_dir = Path(cache_dir)
+    facts = collect_facts(cache_dir, config, scan_all=flags.force_manifest_rebuild)
+    index = ensure_index(cache_dir, config, facts=facts, log=log)
+    files = index.first_files(flags.file_limit())
+    if len(files) < len(index.files):
+        why = "BGB_LIMIT_FILES" if flags.limit_files is not None else "BGB_SMOKE_TEST=1"
+        log(f"[DATASET] Using the first {len(files)} of {len(index.files)} files ({why})")
+    return PreparedSplit(cache_dir=cache_dir, facts=facts, index=index, files=files, flags=flags)
+
+
+def balanced_composition(split: PreparedSplit, balance: BalanceConfig = DEFAULT_BALANCE,
+                         config: CacheConfig = DEFAULT_CONFIG, log: Log = print
+                         ) -> BalancedComposition:
+    """Validate or rebuild the manifest, then compose the balanced set of the split's used files."""
+    manifest = ensure_manifest(split.cache_dir, config, force=split.flags.force_manifest_rebuild,
+                               facts=split.facts, log=log)
+    return compose_balanced(manifest, balance, files=split.files)
+
+
+def composition_table(composition: BalancedComposition) -> list[str]:
+    rows = [
+        (PARTIAL, composition.partial_available, len(composition.partial)),
+        (FULL, composition.full_available, len(composition.full)),
+        (NO_SEIZURE, composition.background_available, len(composition.background)),
+    ]
+    rows.append(("total", sum(r[1] for r in rows), composition.total))
+    return [f"  {'category':<16}{'available':>10}{'drawn':>10}"] + [
+        f"  {name:<16}{available:>10}{drawn:>10}" for name, available, drawn in rows]
+
+
+def balanced_info_command(cache_dir: Path, seed: int = 42,
+                          log: Callable[[str], None] = print) -> int:
+    """``python -m eeg_assets balanced-info``: the balanced set of a split, without training."""
+    balance = BalanceConfig(seed=seed)
+    try:
+        flags = EnvFlags.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        split = prepare_split(Path(cache_dir), flags, log=log)
+        composition = balanced_composition(split, balance, log=log)
+    except (DatasetError, NpzFormatError, OSError) as exc:
+        print(f"error: no balanced training set for {cache_dir}: {exc}", file=sys.stderr)
+        return 1
+    log(f"[balanced-info] {cache_dir}: seed {balance.seed}, full {balance.full_ratio} x partial, "
+        f"background {balance.background_ratio} x partial")
+    for line in composition_table(composition) + dataset_log_lines(composition):
+        log(line)
+    return 0

@@ -1,0 +1,217 @@
+"""Torch datasets over the window cache, and the choice of the training dataset.
+
+Reading one item copies one window (and its label row) out of a memory-mapped, uncompressed NPZ
+member: nothing else of the file is read or decompressed. Memory maps are opened lazily in the
+process that reads (a DataLoader worker opens its own) and kept in a small LRU, because every map
+holds a file descriptor and a TUSZ split has thousands of files.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from eeg_assets.lib.balanced import (
+    BalancedComposition, BalancedSetError, PreparedSplit, WindowRef, balanced_composition,
+    compose_balanced, dataset_log_lines, pos_weight, prepare_split,
+)
+from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
+from eeg_assets.lib.flags import EnvFlags
+from eeg_assets.lib.index import DatasetError, DatasetIndex, Log, ensure_index, name_list
+from eeg_assets.lib.manifest import FULL, PARTIAL, Manifest, count_categories, ensure_manifest
+from eeg_assets.lib.npzio import open_member
+
+#: Files whose two members stay mapped per process (two descriptors each).
+DEFAULT_MAX_OPEN_FILES = 128
+
+
+class _MappedMembers:
+    """Per-process LRU of memory-mapped NPZ members; pickles without its maps."""
+
+    def __init__(self, cache_dir: Path, max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+        self.cache_dir = Path(cache_dir)
+        self.max_open_files = max_open_files
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._maps: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {"cache_dir": self.cache_dir, "max_open_files": self.max_open_files}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def get(self, npz_name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(windows, labels)`` of one NPZ, mapped in this process."""
+        if self._pid != os.getpid():  # a forked worker must not share its parent's maps
+            self._reset()
+        maps = self._maps.get(npz_name)
+        if maps is None:
+            path = self.cache_dir / npz_name
+            maps = (open_member(path, "windows"), open_member(path, "labels"))
+            self._maps[npz_name] = maps
+            if len(self._maps) > self.max_open_files:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(npz_name)
+        return maps
+
+
+class _CachedWindows(Dataset):
+    """Reads ``(window, label)`` tensors of a cache split, one window's bytes at a time."""
+
+    def __init__(self, cache_dir: Path, max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+        self.cache_dir = Path(cache_dir)
+        self._members = _MappedMembers(self.cache_dir, max_open_files)
+
+    def read_window(self, npz_name: str, window_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        windows, labels = self._members.get(npz_name)
+        window = np.array(windows[window_idx], dtype=np.float32)
+        label = np.array(labels[window_idx], dtype=np.float32)
+        return torch.from_numpy(window), torch.from_numpy(label)
+
+
+class BalancedSeizureDataset(_CachedWindows):
+    """The balanced training windows of a split (see :mod:`eeg_assets.lib.balanced`)."""
+
+    def __init__(self, cache_dir: Path, composition: BalancedComposition,
+                 max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+        super().__init__(cache_dir, max_open_files)
+        self.composition = composition
+        self.windows: tuple[WindowRef, ...] = composition.windows
+
+    @classmethod
+    def from_manifest(cls, cache_dir: Path, manifest: Manifest | None = None,
+                      balance: BalanceConfig = DEFAULT_BALANCE,
+                      files: Sequence[str] | None = None,
+                      config: CacheConfig = DEFAULT_CONFIG, log: Log = print
+                      ) -> BalancedSeizureDataset:
+        """Compose from ``manifest`` (default: the split's, validated or rebuilt first)."""
+        if manifest is None:
+            manifest = ensure_manifest(cache_dir, config, log=log)
+        return cls(cache_dir, compose_balanced(manifest, balance, files=files))
+
+    @property
+    def seizure_ratio(self) -> float:
+        return self.composition.seizure_ratio
+
+    @property
+    def pos_weight(self) -> float:
+        return self.composition.pos_weight
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        npz_name, window_idx = self.windows[i]
+        return self.read_window(npz_name, window_idx)
+
+
+class EEGWindowDataset(_CachedWindows):
+    """Every window of a split's labelled NPZs, in index order (validation).
+
+    ``locate(i)`` and ``recordings`` tell which recording and window an item is, so predictions
+    can be stitched back per recording.
+    """
+
+    def __init__(self, cache_dir: Path, index: DatasetIndex | None = None,
+                 files: Sequence[str] | None = None, config: CacheConfig = DEFAULT_CONFIG,
+                 log: Log = print, max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+        super().__init__(cache_dir, max_open_files)
+        if index is None:
+            index = ensure_index(cache_dir, config, log=log)
+        wanted = set(index.files if files is None else files)
+        unknown = wanted - set(index.files)
+        if unknown:
+            raise DatasetError(f"not in the index of {cache_dir}: {name_list(sorted(unknown))}")
+        unlabelled = [n for n, labelled in zip(index.files, index.labelled)
+                      if n in wanted and not labelled]
+        if unlabelled:
+            log(f"[DATASET] EEGWindowDataset: skipping {name_list(unlabelled)} without labels")
+        self.recordings: tuple[tuple[str, int], ...] = tuple(
+            (name, count) for (name, count), labelled in zip(index.recordings(), index.labelled)
+            if name in wanted and labelled)
+        #: ``_ends[k]`` = items in recordings 0..k, for a binary search from item to recording.
+        self._ends = list(accumulate(count for _name, count in self.recordings))
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def locate(self, i: int) -> tuple[str, int]:
+        """``(npz_name, window_idx)`` of item ``i``."""
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for {len(self)} windows")
+        k = bisect_right(self._ends, i)
+        start = self._ends[k - 1] if k else 0
+        return self.recordings[k][0], i - start
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.read_window(*self.locate(i))
+
+
+@dataclass(frozen=True)
+class TrainingDataset:
+    """The dataset a training run uses, with its exact seizure ratio and class weight."""
+
+    dataset: BalancedSeizureDataset | EEGWindowDataset
+    seizure_ratio: float
+    pos_weight: float
+    #: Why the balanced set was not used (smoke tests only); ``None`` when it was.
+    fallback_reason: str | None = None
+
+
+def select_training_dataset(cache_dir: Path, balance: BalanceConfig = DEFAULT_BALANCE,
+                            flags: EnvFlags | None = None, log: Log = print,
+                            config: CacheConfig = DEFAULT_CONFIG) -> TrainingDataset:
+    """Pick the training dataset as the seed does.
+
+    Validates or rebuilds the index and the manifest (BGB_FORCE_MANIFEST_REBUILD=1 deletes and
+    rebuilds the manifest), applies BGB_LIMIT_FILES / BGB_SMOKE_TEST to the index's files, and
+    uses :class:`BalancedSeizureDataset`. Only in a smoke test does a failure to compose the
+    balanced set fall back to :class:`EEGWindowDataset`; otherwise it is raised. ``flags``
+    defaults to the environment at call time.
+    """
+    flags = flags if flags is not None else EnvFlags.from_env()
+    split = prepare_split(cache_dir, flags, config, log)
+    try:
+        composition = balanced_composition(split, balance, config, log)
+    except BalancedSetError as exc:
+        if not flags.smoke_test:
+            raise
+        return _fallback(split, config, log, reason=str(exc))
+    dataset = BalancedSeizureDataset(split.cache_dir, composition)
+    for line in dataset_log_lines(composition):
+        log(line)
+    return TrainingDataset(dataset, composition.seizure_ratio, composition.pos_weight)
+
+
+def _fallback(split: PreparedSplit, config: CacheConfig, log: Log, reason: str
+              ) -> TrainingDataset:
+    log(f"[DATASET] BalancedSeizureDataset unavailable in smoke test ({reason}); "
+        "falling back to EEGWindowDataset")
+    dataset = EEGWindowDataset(split.cache_dir, split.index, files=split.files, log=log)
+    counts = count_categories(split.facts.restricted_to(split.files), config)
+    total = sum(counts.values())
+    ratio = (counts[PARTIAL] + counts[FULL]) / total if total else 0.0
+    if not 0.0 < ratio < 1.0:
+        raise DatasetError(f"{split.cache_dir}: the fallback's {total} labelled windows have a "
+                           f"seizure ratio of {ratio:.1%}; no usable pos_weight")
+    weight = pos_weight(ratio)
+    log(f"[DATASET] EEGWindowDataset: {len(dataset)} windows from index")
+    log(f"[DATASET] Seizure ratio: {ratio:.1%} (from index)")
+    log(f"[DATASET] Using pos_weight: {weight:.2f} (sqrt scaling)")
+    return TrainingDataset(dataset, ratio, weight, fallback_reason=reason)

@@ -1,0 +1,512 @@
+"""Train, checkpoint, resume and re-evaluate the seizure detector (no Dagster here).
+
+:func:`fit` runs epochs of AdamW with a one-cycle learning-rate schedule on a map-style training
+dataset of ``(window (C, T), label (T,))`` items and validates after every epoch on a dataset whose
+items are consecutive windows of whole recordings (``recordings()`` lists them in item order), so
+validation scores stitched recording timelines as :mod:`eeg_assets.lib.evaluation` describes.
+
+Reproducibility: every epoch reseeds torch from ``(seed, epoch)`` and draws its own shuffle, so an
+epoch's result depends only on the state it starts from. That makes CPU runs bit-identical across
+repeats and makes a resumed run identical to an uninterrupted one. On CUDA, bf16 autocast and
+non-deterministic kernels make runs close but not identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from eeg_assets.lib.evaluation import PostProcessConfig, ValidationAccumulator
+from eeg_assets.lib.model import ModelConfig, SeizureUNet, count_parameters
+from eeg_assets.lib.npzio import atomic_path
+
+#: Bump when the training code changes what a configuration learns; part of
+#: :meth:`TrainConfig.version`, so an old ``last.pt`` is never resumed by new code.
+TRAINING_FORMAT = 1
+#: Layout of the checkpoint dictionaries.
+CHECKPOINT_FORMAT = 1
+#: Fields that change how fast training runs but not what it learns; left out of the version.
+RUNTIME_FIELDS = frozenset({"num_workers", "eval_batch_size"})
+
+BEST_CHECKPOINT = "best.pt"
+LAST_CHECKPOINT = "last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, data-geometry and post-processing parameters of one training run.
+
+    Defaults target a CPU run on a few hundred windows in a few minutes; a GPU run on the full
+    balanced set raises ``epochs``, ``batch_size`` and the model size.
+    """
+
+    epochs: int = 5
+    batch_size: int = 8
+    eval_batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    #: Fraction of all steps spent warming the learning rate up (one-cycle ``pct_start``).
+    warmup_fraction: float = 0.1
+    seed: int = 42
+    num_workers: int = 0
+    #: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    device: str = "auto"
+    #: Train on a fresh random subset of this many windows each epoch (None: all of them).
+    max_train_windows_per_epoch: int | None = None
+    #: Sample rate and window stride of the cache, needed to stitch validation windows.
+    sample_rate_hz: int = 256
+    stride_samples: int = 2560
+    threshold: float = 0.5
+    merge_gap_s: float = 2.0
+    min_event_s: float = 2.0
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    @property
+    def post_process(self) -> PostProcessConfig:
+        return PostProcessConfig(self.threshold, self.merge_gap_s, self.min_event_s)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        fields = dict(data)
+        fields["model"] = ModelConfig.from_dict(fields["model"])
+        return cls(**fields)
+
+    def version(self) -> str:
+        """A short, stable hash of every parameter that changes what training learns."""
+        learned = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        learned["training_format"] = TRAINING_FORMAT
+        blob = json.dumps(learned, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ValidationDataset(Protocol):
+    """What :func:`fit` needs from a validation set (``EEGWindowDataset`` provides it)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def recordings(self) -> list[tuple[str, int]]:
+        """``(npz name, n_windows)`` in item order: items are consecutive windows of these."""
+        ...
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`fit`; times and throughput cover every epoch in ``history``."""
+
+    best_epoch: int
+    best_metrics: dict
+    history: list[dict]
+    best_checkpoint: Path
+    last_checkpoint: Path
+    train_seconds: float
+    windows_per_s: float
+    device: str
+    config_version: str
+    #: Epochs already done when this call started (0: a fresh run).
+    resumed_from_epoch: int
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["best_checkpoint"] = str(self.best_checkpoint)
+        data["last_checkpoint"] = str(self.last_checkpoint)
+        return data
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffle of all item indices drawn from ``(seed, epoch)``, optionally truncated.
+
+    Set the epoch before iterating; the DataLoader iterates the sampler in the main process, so
+    this also works with persistent workers.
+    """
+
+    def __init__(self, n_items: int, seed: int, limit: int | None = None):
+        self.n_items = n_items
+        self.seed = seed
+        self.limit = n_items if limit is None else min(limit, n_items)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.limit
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n_items, generator=generator)[: self.limit].tolist())
+
+
+class _RecordingRegrouper:
+    """Hands recording-ordered window predictions to the accumulator one whole recording at once."""
+
+    def __init__(self, recordings: Sequence[tuple[str, int]], accumulator: ValidationAccumulator):
+        self.accumulator = accumulator
+        self._pending = deque((name, n) for name, n in recordings if n > 0)
+        self._probs: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._filled = 0
+
+    def add(self, probs: np.ndarray, labels: np.ndarray) -> None:
+        start = 0
+        while start < len(probs):
+            if not self._pending:
+                raise ValueError("the validation dataset yielded more windows than recordings() lists")
+            name, n_windows = self._pending[0]
+            take = min(n_windows - self._filled, len(probs) - start)
+            self._probs.append(probs[start: start + take])
+            self._labels.append(labels[start: start + take])
+            self._filled += take
+            start += take
+            if self._filled == n_windows:
+                self.accumulator.add_recording(name, np.concatenate(self._probs),
+                                               np.concatenate(self._labels))
+                self._probs, self._labels, self._filled = [], [], 0
+                self._pending.popleft()
+
+    def finish(self) -> None:
+        if self._pending:
+            raise ValueError(f"the validation dataset ended with {len(self._pending)} recordings "
+                             f"incomplete (first: {self._pending[0][0]})")
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=device.type == "cuda")
+
+
+def _make_loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device,
+                 sampler: Sampler | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      pin_memory=device.type == "cuda")
+
+
+def _check_validation_dataset(dataset: ValidationDataset) -> list[tuple[str, int]]:
+    recordings = list(dataset.recordings())
+    announced = sum(n for _name, n in recordings)
+    if announced != len(dataset):
+        raise ValueError(f"validation recordings() announce {announced} windows, "
+                         f"the dataset has {len(dataset)}")
+    if announced == 0:
+        raise ValueError("the validation dataset is empty")
+    return recordings
+
+
+def _validate(model: nn.Module, loader: DataLoader, recordings: list[tuple[str, int]],
+              config: TrainConfig, pos_weight: torch.Tensor, device: torch.device,
+              ) -> tuple[dict, ValidationAccumulator]:
+    """Validation loss (same weighted BCE as training) and stitched-recording metrics."""
+    accumulator = ValidationAccumulator(config.sample_rate_hz, config.stride_samples,
+                                        config.post_process)
+    regrouper = _RecordingRegrouper(recordings, accumulator)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_samples = 0
+    model.eval()
+    with torch.inference_mode():
+        for windows, labels in loader:
+            windows = windows.to(device, non_blocking=True).float()
+            labels = labels.to(device, non_blocking=True).float()
+            with _autocast(device):
+                logits = model(windows)
+            logits = logits.float()
+            loss_sum += F.binary_cross_entropy_with_logits(
+                logits, labels, pos_weight=pos_weight, reduction="sum")
+            n_samples += labels.numel()
+            regrouper.add(torch.sigmoid(logits).cpu().numpy(), (labels > 0.5).cpu().numpy())
+    regrouper.finish()
+    metrics = {"val_loss": loss_sum.item() / n_samples}
+    metrics.update({f"val_{key}": value for key, value in accumulator.metrics().items()})
+    return metrics, accumulator
+
+
+def _selection_key(metrics: dict) -> tuple[float, float]:
+    """Best checkpoint = highest val AUROC (undefined AUROC ranks last), then lowest val loss."""
+    auroc = metrics["val_auroc"]
+    return (auroc if math.isfinite(auroc) else -math.inf, -metrics["val_loss"])
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: checkpoint format {checkpoint.get('format')!r}, "
+                         f"this code reads {CHECKPOINT_FORMAT}")
+    return checkpoint
+
+
+def _resume_mismatch(checkpoint: dict, config: TrainConfig, data_versions: dict,
+                     pos_weight: float) -> str | None:
+    """Why ``checkpoint`` cannot be continued with these inputs, or None when it can."""
+    if checkpoint["train_config_version"] != config.version():
+        return (f"train config version {checkpoint['train_config_version']} != "
+                f"{config.version()}")
+    if checkpoint["data_versions"] != data_versions:
+        return f"data versions {checkpoint['data_versions']} != {data_versions}"
+    if checkpoint["pos_weight"] != pos_weight:
+        return f"pos_weight {checkpoint['pos_weight']} != {pos_weight}"
+    return None
+
+
+@contextmanager
+def _deterministic_on_cpu(device: torch.device):
+    """Refuse non-deterministic kernels on CPU for the duration of training, then restore."""
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def fit(
+    train_dataset: Dataset,
+    pos_weight: float,
+    val_dataset: ValidationDataset,
+    out_dir: Path,
+    config: TrainConfig = TrainConfig(),
+    log: Callable[[str], None] = print,
+    on_epoch: Callable[[dict], None] | None = None,
+    resume: bool = True,
+    data_versions: dict | None = None,
+) -> TrainResult:
+    """Train for ``config.epochs`` epochs, writing ``best.pt`` and ``last.pt`` into ``out_dir``.
+
+    ``data_versions`` (e.g. cache and balance versions) are stored in the checkpoints; with
+    ``resume``, an existing ``last.pt`` is continued only when its config version, data versions
+    and ``pos_weight`` all match, otherwise training starts over. ``on_epoch`` receives each epoch's
+    metrics after its checkpoints are written; ``log`` receives human-readable progress lines.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best_path, last_path = out_dir / BEST_CHECKPOINT, out_dir / LAST_CHECKPOINT
+    data_versions = dict(data_versions or {})
+    pos_weight = float(pos_weight)
+    device = resolve_device(config.device)
+    recordings = _check_validation_dataset(val_dataset)
+    if len(train_dataset) == 0:
+        raise ValueError("the training dataset is empty")
+
+    with _deterministic_on_cpu(device):
+        torch.manual_seed(config.seed)
+        model = SeizureUNet(config.model).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+        sampler = EpochSampler(len(train_dataset), config.seed, config.max_train_windows_per_epoch)
+        steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
+            pct_start=config.warmup_fraction)
+        history: list[dict] = []
+        best_epoch, best_metrics = 0, {}
+        start_epoch = 0
+
+        if resume and last_path.exists():
+            checkpoint = _read_checkpoint(last_path, map_location=device)
+            mismatch = _resume_mismatch(checkpoint, config, data_versions, pos_weight)
+            if mismatch is None:
+                model.load_state_dict(checkpoint["model_state"])
+                optimizer.load_state_dict(checkpoint["optimizer_state"])
+                scheduler.load_state_dict(checkpoint["scheduler_state"])
+                history = checkpoint["history"]
+                best_epoch, best_metrics = checkpoint["best_epoch"], checkpoint["best_metrics"]
+                start_epoch = checkpoint["epoch"]
+                log(f"resuming from {last_path} after epoch {start_epoch}/{config.epochs} "
+                    f"(best so far: epoch {best_epoch}, val AUROC "
+                    f"{best_metrics['val_auroc']:.4f})")
+            else:
+                log(f"not resuming {last_path}: {mismatch}; training from scratch")
+        if start_epoch == 0:
+            # A stale best.pt of another configuration must never pass for this run's.
+            best_path.unlink(missing_ok=True)
+            last_path.unlink(missing_ok=True)
+        resumed_from = start_epoch
+
+        criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        train_loader = _make_loader(train_dataset, config.batch_size, config.num_workers, device,
+                                    sampler)
+        val_loader = _make_loader(val_dataset, config.eval_batch_size, config.num_workers,
+                                  device)
+        if start_epoch >= config.epochs:
+            log(f"{last_path} already holds all {config.epochs} epochs; nothing to train")
+        else:
+            log(f"training on {device}: {len(sampler)} of {len(train_dataset)} train windows "
+                f"per epoch ({steps_per_epoch} steps of {config.batch_size}), "
+                f"{len(val_dataset)} val windows in {len(recordings)} recordings, "
+                f"{count_parameters(model):,} parameters, pos_weight {pos_weight:.3f}, "
+                f"config {config.version()}")
+
+        for epoch in range(start_epoch, config.epochs):
+            epoch_start = time.perf_counter()
+            torch.manual_seed(_epoch_seed(config.seed, epoch))
+            sampler.set_epoch(epoch)
+            model.train()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            n_windows = 0
+            for windows, labels in train_loader:
+                windows = windows.to(device, non_blocking=True).float()
+                labels = labels.to(device, non_blocking=True).float()
+                with _autocast(device):
+                    logits = model(windows)
+                loss = criterion(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach() * len(windows)
+                n_windows += len(windows)
+            train_loss = loss_sum.item() / n_windows
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"epoch {epoch + 1}: training loss is {train_loss}")
+            train_seconds = time.perf_counter() - epoch_start
+
+            val_start = time.perf_counter()
+            val_metrics, _ = _validate(model, val_loader, recordings, config,
+                                       criterion.pos_weight, device)
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                **val_metrics,
+                "lr": scheduler.get_last_lr()[0],
+                "train_windows": n_windows,
+                "windows_per_s": n_windows / train_seconds,
+                "train_seconds": train_seconds,
+                "val_seconds": time.perf_counter() - val_start,
+                "epoch_seconds": time.perf_counter() - epoch_start,
+            }
+            history.append(metrics)
+            is_best = best_epoch == 0 or _selection_key(metrics) > _selection_key(best_metrics)
+            if is_best:
+                best_epoch, best_metrics = epoch + 1, metrics
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "model_config": config.model.to_dict(),
+                "train_config": config.to_dict(),
+                "train_config_version": config.version(),
+                "data_versions": data_versions,
+                "pos_weight": pos_weight,
+                "epoch": epoch + 1,
+                "metrics": metrics,
+                "best_epoch": best_epoch,
+                "best_metrics": best_metrics,
+                "history": history,
+                "model_state": model.state_dict(),
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(),
+            }
+            if is_best:
+                _save_checkpoint(best_path, payload)
+            _save_checkpoint(last_path, payload)
+            log(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, val loss "
+                f"{metrics['val_loss']:.4f}, AUROC {metrics['val_auroc']:.4f}, sensitivity "
+                f"{metrics['val_sensitivity']:.3f}, FA/24h {metrics['val_fa_per_24h']:.1f}, "
+                f"{metrics['windows_per_s']:.1f} windows/s, {metrics['epoch_seconds']:.1f} s"
+                + (" (best)" if is_best else ""))
+            if on_epoch is not None:
+                on_epoch(metrics)
+
+    total_windows = sum(m["train_windows"] for m in history)
+    train_seconds = sum(m["train_seconds"] for m in history)
+    return TrainResult(
+        best_epoch=best_epoch,
+        best_metrics=best_metrics,
+        history=history,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        train_seconds=train_seconds,
+        windows_per_s=total_windows / train_seconds if train_seconds else float("nan"),
+        device=str(device),
+        config_version=config.version(),
+        resumed_from_epoch=resumed_from,
+    )
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
+                    ) -> tuple[SeizureUNet, dict]:
+    """The checkpoint's model (in eval mode, on ``map_location``) and its full dictionary."""
+    checkpoint = _read_checkpoint(Path(path), map_location=map_location)
+    model = SeizureUNet(ModelConfig.from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model_state"])
+    model.to(map_location).eval()
+    return model, checkpoint
+
+
+def evaluate_checkpoint(
+    path: Path,
+    val_dataset: ValidationDataset,
+    device: str = "auto",
+    num_workers: int = 0,
+    hypothesis_dir: Path | None = None,
+) -> dict:
+    """Recompute a checkpoint's validation metrics (same keys as :func:`fit`'s ``val_*``).
+
+    Post-processing, stitching geometry, batch size and ``pos_weight`` come from the checkpoint,
+    so on the device that trained it this reproduces the metrics the checkpoint reports (exactly
+    on CPU). With ``hypothesis_dir``, one ``<bname>.csv_bi`` hypothesis file per recording is
+    written there.
+    """
+    torch_device = resolve_device(device)
+    model, checkpoint = load_checkpoint(path, map_location=torch_device)
+    config = TrainConfig.from_dict(checkpoint["train_config"])
+    recordings = _check_validation_dataset(val_dataset)
+    loader = _make_loader(val_dataset, config.eval_batch_size, num_workers, torch_device)
+    pos_weight = torch.tensor(checkpoint["pos_weight"], device=torch_device)
+    metrics, accumulator = _validate(model, loader, recordings, config, pos_weight, torch_device)
+    if hypothesis_dir is not None:
+        accumulator.write_hypotheses(Path(hypothesis_dir))
+    return metrics
+
+
+__all__ = [
+    "BEST_CHECKPOINT",
+    "EpochSampler",
+    "LAST_CHECKPOINT",
+    "TrainConfig",
+    "TrainResult",
+    "ValidationDataset",
+    "evaluate_checkpoint",
+    "fit",
+    "load_checkpoint",
+    "resolve_device",
+]

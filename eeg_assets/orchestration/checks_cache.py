@@ -1,0 +1,64 @@
+"""Asset checks on npz_windows: the seed's verification checklist for the NPZ files."""
+
+import dagster as dg
+
+from eeg_assets.orchestration.assets import npz_windows
+from eeg_assets.orchestration.partitions import split_partitions
+from eeg_assets.orchestration.resources import EegAssetsConfig
+from eeg_assets.lib.build import discover_recordings
+from eeg_assets.lib.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
+from eeg_assets.lib.verify import check_split_schema
+
+MAX_LISTED = 20
+
+
+@dg.asset_check(asset=npz_windows, blocking=True, partitions_def=split_partitions,
+                description="Every NPZ has windows (n,19,15360) and labels (n,15360), float32, "
+                            "uncompressed, finite, within the clip range, binary labels, and "
+                            "matches what build-cache recorded.")
+def npz_schema(context: dg.AssetCheckExecutionContext, eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+    split = context.partition_key
+    report = check_split_schema(eeg_config.cache_dir(split), eeg_config.cache_config())
+    return dg.AssetCheckResult(
+        passed=not report.problems and report.files_checked > 0,
+        metadata={
+            "files_checked": report.files_checked,
+            "windows_checked": report.windows_checked,
+            "problems": len(report.problems),
+            "first_problems": dg.MetadataValue.md(
+                "\n".join(f"- {p}" for p in report.problems[:MAX_LISTED]) or "none"),
+        },
+    )
+
+
+@dg.asset_check(asset=npz_windows, partitions_def=split_partitions,
+                description="Every raw recording is accounted for: an NPZ, too short, or "
+                            "quarantined with a reason; none unexplained.")
+def npz_count_matches_recordings(context: dg.AssetCheckExecutionContext,
+                                 eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+    split = context.partition_key
+    raw_dir = eeg_config.raw_dir(split)
+    edf_paths, ignored = discover_recordings(raw_dir) if raw_dir.is_dir() else ([], [])
+    sources = {p.relative_to(raw_dir).as_posix() for p in edf_paths}
+    entries = Ledger(eeg_config.cache_dir(split)).entries()
+    by_status = {s: [e for e in entries.values() if e.status == s and e.source in sources]
+                 for s in (BUILT, TOO_SHORT, QUARANTINED, FAILED)}
+    unexplained = sorted(sources - set(entries))
+    return dg.AssetCheckResult(
+        passed=not unexplained and not by_status[FAILED],
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "recordings": len(sources),
+            "npz_files": len(by_status[BUILT]),
+            "too_short": len(by_status[TOO_SHORT]),
+            "quarantined": len(by_status[QUARANTINED]),
+            "failed_writes": len(by_status[FAILED]),
+            "not_built_yet": len(unexplained),
+            "ignored_paths": len(ignored),
+            "explanations": dg.MetadataValue.md("\n".join(
+                [f"- not built yet: {s}" for s in unexplained[:MAX_LISTED]]
+                + [f"- {e.status}: {e.source}: {e.reason}"
+                   for e in (by_status[QUARANTINED] + by_status[FAILED] + by_status[TOO_SHORT])[:MAX_LISTED]]
+                + [f"- ignored: {line}" for line in ignored[:MAX_LISTED]]) or "all built"),
+        },
+    )

@@ -1,0 +1,238 @@
+"""TUSZ annotation files (annotations.py): the 20 real ``.csv_bi`` files and DOMAIN.md's pitfalls.
+
+The build-level pitfalls (missing file quarantined, ``.csv`` fallback, ``.csv_bi`` preferred) are
+checked through ``build_split`` as well, since that is where a wrong choice would mislabel data.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from eeg_assets.lib.annotations import (
+    AnnotationError, find_annotation, parse_annotation,
+)
+from eeg_assets.lib.build import build_split
+from eeg_assets.lib.config import DEFAULT_CONFIG
+from eeg_assets.lib.ledger import QUARANTINED, Ledger
+from edf_factory import ANNOTATION_COLUMNS, Event, write_annotation, write_recording
+
+SEIZURE = ["seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz"]
+
+
+# --------------------------------------------------------------------------------------------
+# The 20 real files
+# --------------------------------------------------------------------------------------------
+
+def _raw_facts(text: str):
+    """Independent reading: duration header, and the seizure rows as (start, stop) text pairs."""
+    duration = float(re.search(r"^# duration = ([0-9.]+) secs$", text, re.M).group(1))
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    header = lines[0].split(",")
+    idx = {name: header.index(name) for name in ("start_time", "stop_time", "label")}
+    rows = [line.split(",") for line in lines[1:]]
+    seizures = [(float(r[idx["start_time"]]), float(r[idx["stop_time"]]))
+                for r in rows if r[idx["label"]] in SEIZURE]
+    labels = {r[idx["label"]] for r in rows}
+    return duration, seizures, labels
+
+
+def test_real_csv_bi_files(shared_data):
+    files = sorted((shared_data / "tusz_csv_bi").glob("*.csv_bi"))
+    assert len(files) == 20
+    total_events = 0
+    for path in files:
+        duration, seizures, labels = _raw_facts(path.read_text())
+        assert labels <= {"seiz", "bckg"}, path.name
+        annotation = parse_annotation(path, DEFAULT_CONFIG)
+        assert annotation.duration_s == duration, path.name
+        assert len(annotation.seizures) == len(seizures), path.name
+        if seizures:
+            assert annotation.seizures[0].start_s == seizures[0][0]
+            assert annotation.seizures[-1].stop_s == seizures[-1][1]
+            assert [(e.start_s, e.stop_s) for e in annotation.seizures] == seizures
+        assert all(e.label == "seiz" for e in annotation.seizures)
+        total_events += len(seizures)
+    # spot values read off the files by eye, so the independent reader is checked as well
+    first = parse_annotation(shared_data / "tusz_csv_bi" / "aaaaaasf_s001_t000.csv_bi",
+                             DEFAULT_CONFIG)
+    assert first.duration_s == 1289.0
+    assert (first.seizures[0].start_s, first.seizures[0].stop_s) == (42.2786, 81.7760)
+    assert total_events > 20
+
+
+def test_real_tusz_header_annotations_parse(shared_data):
+    files = sorted((shared_data / "tusz_headers").rglob("*.csv_bi"))
+    assert len(files) == 186
+    for path in files:
+        duration, seizures, _labels = _raw_facts(path.read_text())
+        annotation = parse_annotation(path, DEFAULT_CONFIG)
+        assert annotation.duration_s == duration
+        assert [(e.start_s, e.stop_s) for e in annotation.seizures] == seizures
+
+
+# --------------------------------------------------------------------------------------------
+# Parser pitfalls
+# --------------------------------------------------------------------------------------------
+
+def test_columns_are_read_by_name_not_position(tmp_path):
+    shuffled = ("label", "stop_time", "confidence", "channel", "start_time")
+    path = write_annotation(tmp_path / "x.csv_bi", 300, [Event(12.5, 40.25, "seiz")],
+                            columns=shuffled)
+    assert path.read_text().splitlines()[5] == ",".join(shuffled)
+    annotation = parse_annotation(path, DEFAULT_CONFIG)
+    assert [(e.start_s, e.stop_s, e.label) for e in annotation.seizures] == [(12.5, 40.25, "seiz")]
+
+
+@pytest.mark.parametrize("label", SEIZURE)
+def test_every_seizure_label_counts(tmp_path, label):
+    path = write_annotation(tmp_path / "x.csv_bi", 300,
+                            [Event(0, 10, "bckg"), Event(10, 20.5, label), Event(20.5, 300, "bckg")])
+    annotation = parse_annotation(path, DEFAULT_CONFIG)
+    assert [(e.start_s, e.stop_s, e.label) for e in annotation.seizures] == [(10, 20.5, label)]
+
+
+def test_seizure_labels_are_case_insensitive(tmp_path):
+    path = write_annotation(tmp_path / "x.csv_bi", 300, [Event(1, 2, "MYSZ")])
+    assert [e.label for e in parse_annotation(path, DEFAULT_CONFIG).seizures] == ["mysz"]
+
+
+def test_background_only_file_has_no_seizures(tmp_path):
+    path = write_annotation(tmp_path / "x.csv_bi", 300)  # one bckg row over the recording
+    assert ",bckg," in path.read_text()
+    annotation = parse_annotation(path, DEFAULT_CONFIG)
+    assert annotation.seizures == ()
+    assert annotation.duration_s == 300
+
+
+def test_per_channel_csv_counts_seizure_on_any_channel(tmp_path):
+    path = write_annotation(tmp_path / "x.csv", 300, [
+        Event(0, 300, "bckg", "FP1-F7"),
+        Event(36.8868, 183.3055, "cpsz", "F7-T3"),
+        Event(50, 60, "bckg", "T3-T5"),
+    ])
+    annotation = parse_annotation(path, DEFAULT_CONFIG)
+    assert [(e.start_s, e.stop_s) for e in annotation.seizures] == [(36.8868, 183.3055)]
+
+
+def test_unknown_label_names_file_and_line(tmp_path):
+    path = write_annotation(tmp_path / "rec.csv_bi", 300,
+                            [Event(1, 2, "seiz"), Event(3, 4, "spkz")])
+    with pytest.raises(AnnotationError) as info:
+        parse_annotation(path, DEFAULT_CONFIG)
+    message = str(info.value)
+    assert "rec.csv_bi" in message and "line 8" in message and "spkz" in message
+    assert path.read_text().splitlines()[7].startswith("TERM,3.0000,4.0000,spkz")
+
+
+@pytest.mark.parametrize("row, needle", [
+    ("TERM,abc,4.0,seiz,1.0", "start_time is not a number"),
+    ("TERM,5.0,4.0,seiz,1.0", "not after"),
+    ("TERM,-1.0,4.0,seiz,1.0", "negative"),
+    ("TERM,1.0,4.0,seiz", "expected 5 fields"),
+    ("TERM,400.0,410.0,seiz,1.0", "after the end"),
+])
+def test_malformed_rows_name_file_and_line(tmp_path, row, needle):
+    path = write_annotation(tmp_path / "rec.csv_bi", 300, [Event(1, 2, "seiz")])
+    path.write_text(path.read_text() + row + "\n")
+    with pytest.raises(AnnotationError, match=re.escape(needle)) as info:
+        parse_annotation(path, DEFAULT_CONFIG)
+    assert "rec.csv_bi line 8" in str(info.value)
+
+
+def test_missing_duration_header_and_column_header(tmp_path):
+    path = tmp_path / "a.csv_bi"
+    path.write_text("# version = csv_v1.0.0\nchannel,start_time,stop_time,label,confidence\n")
+    with pytest.raises(AnnotationError, match="duration"):
+        parse_annotation(path, DEFAULT_CONFIG)
+    path.write_text("# duration = 10.0 secs\n")
+    with pytest.raises(AnnotationError, match="no column header"):
+        parse_annotation(path, DEFAULT_CONFIG)
+    path.write_text("# duration = 10.0 secs\nchannel,start,stop,label,confidence\n")
+    with pytest.raises(AnnotationError, match="start_time"):
+        parse_annotation(path, DEFAULT_CONFIG)
+
+
+def test_crlf_and_bom_are_tolerated(tmp_path):
+    text = write_annotation(tmp_path / "a.csv_bi", 300, [Event(5, 6.5, "fnsz")]).read_text()
+    path = tmp_path / "b.csv_bi"
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    annotation = parse_annotation(path, DEFAULT_CONFIG)
+    assert [(e.start_s, e.stop_s) for e in annotation.seizures] == [(5, 6.5)]
+
+
+def test_find_annotation_preference(tmp_path):
+    edf = tmp_path / "r.edf"
+    with pytest.raises(AnnotationError, match="never assumed seizure-free"):
+        find_annotation(edf)
+    (tmp_path / "r.csv").write_text("x")
+    assert find_annotation(edf) == tmp_path / "r.csv"
+    (tmp_path / "r.csv_bi").write_text("x")
+    assert find_annotation(edf) == tmp_path / "r.csv_bi"
+
+
+# --------------------------------------------------------------------------------------------
+# The same pitfalls end to end
+# --------------------------------------------------------------------------------------------
+
+def _labels_of(cache, stem):
+    with np.load(cache / f"{stem}_windows.npz") as npz:
+        return npz["labels"]
+
+
+def test_build_missing_annotation_is_quarantined_not_seizure_free(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_recording(data, "aaaaaaaa_s001_t000", annotation=None)
+    write_recording(data, "aaaaaaaa_s001_t001")
+    report = build_split(data, cache, "train", workers=1, progress=None)
+    assert [e.stem for e in report.built] == ["aaaaaaaa_s001_t001"]
+    [bad] = report.quarantined
+    assert bad.stem == "aaaaaaaa_s001_t000" and bad.status == QUARANTINED
+    assert "no annotation file" in bad.reason and "aaaaaaaa_s001_t000.edf" in bad.reason
+    assert not (cache / "aaaaaaaa_s001_t000_windows.npz").exists()
+    assert Ledger(cache).entries()[bad.source].status == QUARANTINED
+
+
+def test_build_uses_csv_when_no_csv_bi(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_recording(data, "r", duration_s=70, annotation=".csv",
+                    events=[Event(10, 20, "tcsz", "FP1-F7")])
+    [entry] = build_split(data, cache, "train", workers=1, progress=None).built
+    assert entry.details["annotation_file"] == "r.csv"
+    labels = _labels_of(cache, "r")
+    assert labels[0].sum() == 20 * 256 - 10 * 256
+
+
+def test_build_prefers_csv_bi_when_both_exist(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    rec = write_recording(data, "r", duration_s=70, annotation=".csv_bi",
+                          events=[Event(5, 15, "seiz")])
+    write_annotation(data / "r.csv", 70, [Event(30, 50, "fnsz", "FP1-F7")])
+    [entry] = build_split(data, cache, "train", workers=1, progress=None).built
+    assert entry.details["annotation_file"] == "r.csv_bi"
+    assert entry.annotation_fingerprint  # the .csv_bi's, recorded
+    expected = np.zeros(15360, np.float32)
+    expected[5 * 256:15 * 256] = 1
+    np.testing.assert_array_equal(_labels_of(cache, "r")[0], expected)
+    assert rec.annotation.name == "r.csv_bi"
+
+
+def test_build_unknown_label_quarantines_with_file_and_line(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_recording(data, "r", events=[Event(5, 15, "seiz"), Event(20, 25, "artf")])
+    report = build_split(data, cache, "train", workers=1, progress=None)
+    [bad] = report.quarantined
+    assert "r.csv_bi line 8" in bad.reason and "artf" in bad.reason
+    assert not list(cache.glob("*.npz"))
+
+
+def test_columns_permuted_end_to_end(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_recording(data, "r", duration_s=70, annotation=None)
+    write_annotation(data / "r.csv_bi", 70, [Event(1, 2, "mysz")],
+                     columns=("confidence", "label", "channel", "stop_time", "start_time"))
+    [entry] = build_split(data, cache, "train", workers=1, progress=None).built
+    assert entry.seizure_samples[0] == 256
+    assert ANNOTATION_COLUMNS[0] == "channel"

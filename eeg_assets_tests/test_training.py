@@ -1,0 +1,291 @@
+"""fit() on a tiny synthetic task: learning, checkpoints, determinism, resume, re-evaluation.
+
+Seizures are 5 Hz rhythmic bursts on all channels over unit white noise, in 10 s windows
+(T = 2560 at 256 Hz) with a 5 s stride, so the whole file trains a small model in seconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from eeg_assets.lib.model import ModelConfig
+from eeg_assets.lib.training import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    EpochSampler,
+    TrainConfig,
+    evaluate_checkpoint,
+    fit,
+    load_checkpoint,
+)
+
+FS = 256
+WINDOW = 10 * FS
+STRIDE = 5 * FS
+POS_WEIGHT = 1.39
+
+CONFIG = TrainConfig(
+    epochs=4, batch_size=8, eval_batch_size=16, lr=3e-3, seed=7, device="cpu",
+    stride_samples=STRIDE, sample_rate_hz=FS, threshold=0.5, merge_gap_s=1.0, min_event_s=1.0,
+    model=ModelConfig(base_channels=8, depth=2, bottleneck_blocks=1, attention_heads=2,
+                      dropout=0.1),
+)
+DATA_VERSIONS = {"cache": "c0ffee", "balance": "b0a7"}
+
+
+def _synthetic_recording(rng: np.random.Generator, n_samples: int,
+                         bursts: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    signal = rng.standard_normal((19, n_samples)).astype(np.float32)
+    mask = np.zeros(n_samples, dtype=np.float32)
+    t = np.arange(n_samples) / FS
+    for start, stop in bursts:
+        phase = rng.uniform(0, 2 * np.pi, size=(19, 1))
+        signal[:, start:stop] += 2.0 * np.sin(2 * np.pi * 5.0 * t[start:stop] + phase)
+        mask[start:stop] = 1.0
+    return signal, mask
+
+
+class WindowedRecordings(Dataset):
+    """In-test stand-in for EEGWindowDataset: consecutive windows of whole recordings."""
+
+    def __init__(self, recordings: list[tuple[str, np.ndarray, np.ndarray]], window: int,
+                 stride: int):
+        self._items = []
+        self._counts = []
+        for name, signal, mask in recordings:
+            n = (signal.shape[1] - window) // stride + 1
+            self._counts.append((name, n))
+            self._items += [(signal[:, i * stride: i * stride + window],
+                             mask[i * stride: i * stride + window]) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window, label = self._items[index]
+        return torch.from_numpy(window), torch.from_numpy(label)
+
+    def recordings(self) -> list[tuple[str, int]]:
+        return list(self._counts)
+
+
+def _train_set() -> WindowedRecordings:
+    """32 single-window recordings; 20 hold one 2-6 s burst somewhere in the window."""
+    rng = np.random.default_rng(1)
+    recordings = []
+    for i in range(32):
+        bursts = []
+        if i % 8 < 5:
+            length = int(rng.integers(2 * FS, 6 * FS))
+            start = int(rng.integers(0, WINDOW - length))
+            bursts.append((start, start + length))
+        signal, mask = _synthetic_recording(rng, WINDOW, bursts)
+        recordings.append((f"train{i:02d}_s001_t000_windows.npz", signal, mask))
+    return WindowedRecordings(recordings, WINDOW, STRIDE)
+
+
+def _val_set() -> WindowedRecordings:
+    """Three 40 s recordings (7 windows each): two with one seizure, one without."""
+    rng = np.random.default_rng(2)
+    layout = {"vala_s001_t000": [(10 * FS, 18 * FS)], "valb_s001_t000": [],
+              "valc_s002_t001": [(25 * FS, 33 * FS)]}
+    recordings = [(f"{stem}_windows.npz", *_synthetic_recording(rng, 40 * FS, bursts))
+                  for stem, bursts in layout.items()]
+    return WindowedRecordings(recordings, WINDOW, STRIDE)
+
+
+TRAIN, VAL = _train_set(), _val_set()
+
+
+class _Stop(Exception):
+    """Simulates a killed run from inside on_epoch."""
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("baseline")
+    lines, epochs = [], []
+    result = fit(TRAIN, POS_WEIGHT, VAL, out_dir, CONFIG, log=lines.append,
+                 on_epoch=epochs.append, data_versions=DATA_VERSIONS)
+    return result, lines, epochs, out_dir
+
+
+def _trajectory(history: list[dict]) -> list[tuple]:
+    return [(m["epoch"], m["train_loss"], m["val_loss"], m["val_auroc"], m["lr"]) for m in history]
+
+
+def test_fit_learns_the_synthetic_seizures(baseline):
+    result, lines, epochs, _ = baseline
+    assert result.best_metrics["val_auroc"] > 0.9
+    assert result.best_metrics["val_sensitivity"] == 1.0
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.device == "cpu"
+    assert result.resumed_from_epoch == 0
+    assert result.windows_per_s > 0 and result.train_seconds > 0
+
+
+def test_fit_reports_every_epoch_to_on_epoch_and_log(baseline):
+    result, lines, epochs, _ = baseline
+    assert epochs == result.history and len(epochs) == CONFIG.epochs
+    for key in ("train_loss", "val_loss", "val_auroc", "val_sensitivity", "val_fa_per_24h",
+                "val_precision", "windows_per_s", "epoch_seconds"):
+        assert all(np.isfinite(m[key]) for m in epochs), key
+    assert any(line.startswith("training on cpu") for line in lines)
+    assert sum(line.startswith("epoch ") for line in lines) == CONFIG.epochs
+    best = max(result.history, key=lambda m: (m["val_auroc"], -m["val_loss"]))
+    assert result.best_epoch == best["epoch"] and result.best_metrics == best
+
+
+def test_checkpoints_carry_what_a_later_run_needs(baseline):
+    result, _, _, out_dir = baseline
+    assert result.best_checkpoint == out_dir / BEST_CHECKPOINT
+    assert result.last_checkpoint == out_dir / LAST_CHECKPOINT
+    model, best = load_checkpoint(result.best_checkpoint)
+    assert not model.training
+    assert model.config == CONFIG.model
+    assert best["epoch"] == result.best_epoch
+    assert best["metrics"] == result.best_metrics
+    assert TrainConfig.from_dict(best["train_config"]) == CONFIG
+    assert best["train_config_version"] == CONFIG.version()
+    assert best["data_versions"] == DATA_VERSIONS
+    assert best["pos_weight"] == POS_WEIGHT
+    _, last = load_checkpoint(result.last_checkpoint)
+    assert last["epoch"] == CONFIG.epochs
+    assert last["history"] == result.history
+    assert {"optimizer_state", "scheduler_state"} <= last.keys()
+
+
+def test_evaluate_checkpoint_reproduces_the_reported_metrics(baseline, tmp_path):
+    result, _, _, _ = baseline
+    metrics = evaluate_checkpoint(result.best_checkpoint, VAL, device="cpu",
+                                  hypothesis_dir=tmp_path)
+    assert metrics["val_auroc"] == result.best_metrics["val_auroc"]
+    assert metrics["val_loss"] == pytest.approx(result.best_metrics["val_loss"], rel=1e-9)
+    assert metrics["val_fa_per_24h"] == result.best_metrics["val_fa_per_24h"]
+    names = sorted(p.name for p in tmp_path.glob("*.csv_bi"))
+    assert names == ["vala_s001_t000.csv_bi", "valb_s001_t000.csv_bi", "valc_s002_t001.csv_bi"]
+    assert "# bname = vala_s001_t000" in (tmp_path / "vala_s001_t000.csv_bi").read_text()
+
+
+def test_two_runs_with_the_same_seed_are_identical(baseline, tmp_path):
+    result, _, _, _ = baseline
+    again = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, CONFIG, log=lambda _line: None,
+                data_versions=DATA_VERSIONS)
+    assert _trajectory(again.history) == _trajectory(result.history)
+    assert not torch.are_deterministic_algorithms_enabled(), "fit must restore the global flag"
+
+
+def test_data_loader_workers_do_not_change_the_result(baseline, tmp_path):
+    result, _, _, _ = baseline
+    config = replace(CONFIG, num_workers=2, epochs=4)
+    assert config.version() == CONFIG.version()
+    with_workers = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, config, log=lambda _line: None,
+                       data_versions=DATA_VERSIONS)
+    assert _trajectory(with_workers.history) == _trajectory(result.history)
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(baseline, tmp_path):
+    result, _, _, _ = baseline
+
+    def stop_after_two(metrics):
+        if metrics["epoch"] == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        fit(TRAIN, POS_WEIGHT, VAL, tmp_path, CONFIG, log=lambda _line: None,
+            on_epoch=stop_after_two, data_versions=DATA_VERSIONS)
+    lines = []
+    resumed = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, CONFIG, log=lines.append,
+                  data_versions=DATA_VERSIONS)
+    assert resumed.resumed_from_epoch == 2
+    assert any(line.startswith("resuming from") and "after epoch 2/4" in line for line in lines)
+    assert sum(line.startswith("epoch ") for line in lines) == 2
+    assert _trajectory(resumed.history) == _trajectory(result.history)
+    _, baseline_last = load_checkpoint(result.last_checkpoint)
+    _, resumed_last = load_checkpoint(resumed.last_checkpoint)
+    for name, tensor in baseline_last["model_state"].items():
+        assert torch.equal(tensor, resumed_last["model_state"][name]), name
+
+
+def test_a_finished_run_is_not_trained_again(baseline, tmp_path):
+    result, _, _, out_dir = baseline
+    shutil.copy(out_dir / LAST_CHECKPOINT, tmp_path / LAST_CHECKPOINT)
+    shutil.copy(out_dir / BEST_CHECKPOINT, tmp_path / BEST_CHECKPOINT)
+    lines = []
+    again = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, CONFIG, log=lines.append,
+                data_versions=DATA_VERSIONS)
+    assert any("nothing to train" in line for line in lines)
+    assert again.history == result.history and again.best_epoch == result.best_epoch
+
+
+@pytest.mark.parametrize("change", [
+    {"config": replace(CONFIG, epochs=1)},
+    {"data_versions": {**DATA_VERSIONS, "cache": "other"}},
+    {"pos_weight": 2.0},
+])
+def test_a_checkpoint_of_other_inputs_is_not_resumed(baseline, tmp_path, change):
+    _, _, _, out_dir = baseline
+    shutil.copy(out_dir / LAST_CHECKPOINT, tmp_path / LAST_CHECKPOINT)
+    shutil.copy(out_dir / BEST_CHECKPOINT, tmp_path / BEST_CHECKPOINT)
+    config = change.get("config", replace(CONFIG, epochs=1))
+    lines = []
+    result = fit(TRAIN, change.get("pos_weight", POS_WEIGHT), VAL, tmp_path, config,
+                 log=lines.append, data_versions=change.get("data_versions", DATA_VERSIONS))
+    assert result.resumed_from_epoch == 0
+    assert any(line.startswith("not resuming") for line in lines)
+    _, best = load_checkpoint(result.best_checkpoint)
+    assert best["train_config_version"] == config.version() and len(best["history"]) == 1
+
+
+def test_resume_false_starts_over(baseline, tmp_path):
+    _, _, _, out_dir = baseline
+    shutil.copy(out_dir / LAST_CHECKPOINT, tmp_path / LAST_CHECKPOINT)
+    config = replace(CONFIG, epochs=1)
+    result = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, config, log=lambda _line: None,
+                 resume=False, data_versions=DATA_VERSIONS)
+    assert result.resumed_from_epoch == 0 and len(result.history) == 1
+
+
+def test_max_train_windows_per_epoch_limits_each_epoch(tmp_path):
+    config = replace(CONFIG, epochs=1, max_train_windows_per_epoch=12)
+    result = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, config, log=lambda _line: None)
+    assert result.history[0]["train_windows"] == 12
+
+
+def test_epoch_sampler_draws_a_fresh_reproducible_subset_per_epoch():
+    sampler = EpochSampler(20, seed=3, limit=8)
+    draws = []
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        draws.append(list(sampler))
+    assert len(sampler) == 8 and all(len(d) == 8 and len(set(d)) == 8 for d in draws)
+    assert draws[0] == draws[2] and draws[0] != draws[1]
+    assert all(0 <= i < 20 for d in draws for i in d)
+    full = EpochSampler(5, seed=3)
+    assert sorted(full) == [0, 1, 2, 3, 4]
+
+
+def test_config_version_is_stable_and_tracks_what_is_learned():
+    assert TrainConfig().version() == TrainConfig().version()
+    assert len(TrainConfig().version()) == 16
+    assert TrainConfig(lr=1e-4).version() != TrainConfig().version()
+    assert TrainConfig(model=ModelConfig(attention=False)).version() != TrainConfig().version()
+    assert TrainConfig(num_workers=4).version() == TrainConfig().version()
+    assert TrainConfig.from_dict(CONFIG.to_dict()) == CONFIG
+
+
+def test_validation_set_must_match_its_recordings(tmp_path):
+    class Inconsistent(WindowedRecordings):
+        def recordings(self):
+            return super().recordings()[:-1]
+
+    broken = Inconsistent([("a_windows.npz", *_synthetic_recording(
+        np.random.default_rng(0), 20 * FS, []))], WINDOW, STRIDE)
+    with pytest.raises(ValueError, match="announce"):
+        fit(TRAIN, POS_WEIGHT, broken, tmp_path, CONFIG, log=lambda _line: None)
