@@ -7,7 +7,7 @@ recording with its seizure events, so tests can compute the labels they expect.
 
 It reproduces what the real corpus throws at a reader:
 
-- signal label sets copied from real TUSZ headers (24-36 signals): ``EEG FP1-REF`` in
+- signal label sets copied from real TUSZ headers (18-36 signals): ``EEG FP1-REF`` in
   ``01_tcp_ar``/``03_tcp_ar_a``, ``EEG FP1-LE`` in ``02_tcp_le``, extra electrodes (``EEG T1-REF``,
   ``EEG A1-REF``, ``EEG ROC-REF``, ...), ``EEG EKG1-REF``, ``EMG-REF``, ``PHOTIC-REF``, unused
   numbered inputs, and the 1 Hz side channels ``IBI``, ``BURSTS``, ``SUPPR``;
@@ -29,35 +29,35 @@ Onsets and offsets fall at fractional seconds. The background is attenuated afte
 Every byte is reproducible: each recording's random generator is seeded from its name, the EDF
 header fields are fixed, and samples are digitised here (round half to even, clipped).
 
-======  ========================  ====  =====  ======================================================
-split   stem                      Hz    s      seizures (start-stop s, type) / quirk
-======  ========================  ====  =====  ======================================================
-train   aaaaabtq_s001_t000        256   420    112.4817-208.0931 fnsz (focus T3)
-train   aaaaabtq_s001_t001        256   300    none
-train   aaaaacwe_s002_t000        250   360    48.3125-87.7402 gnsz; 231.0764-266.9288 cpsz (F8)
-train   aaaaadgn_s001_t000        250   330    121.5516-203.3870 cpsz (T4); 02_tcp_le, ``-LE`` labels
-train   aaaaaeyr_s003_t000        256   240    61.2344-73.0059 absz; 170.8867-183.4414 absz
-train   aaaaafms_s001_t000        512   300    137.6641-229.2070 tcsz; T7/T8/P7/P8 names
-train   aaaaafms_s001_t001        512   180    none; T7/T8/P7/P8 names
-train   aaaaagzk_s001_t000        400   300    84.9025-135.3750 fnsz (F3)
-train   aaaaahpc_s002_t000        256   270    150.3398-196.0586 fnsz (T5); no Fz, no Pz
-train   aaaaaivj_s001_t000        256   45     none; shorter than one window
-train   aaaaajxu_s001_t000        250   360    52.7280-62.1640 mysz; 244.4120-276.0480 fnsz (C4)
-train   aaaaakrd_s001_t000        256   420    none
-dev     aaaaalnf_s001_t000        256   300    96.1914-181.5430 fnsz (T4)
-dev     aaaaalnf_s001_t001        256   180    none
-dev     aaaaamcy_s002_t000        250   300    70.4360-106.9880 gnsz; 214.2520-223.3960 mysz
-dev     aaaaanvb_s001_t000        400   240    131.8075-173.2950 cpsz (F7)
-dev     aaaaanvb_s001_t001        400   180    none
-dev     aaaaaopw_s001_t000        250   300    118.6240-190.3600 tcsz; 02_tcp_le, ``-LE`` labels
-eval    aaaaaqhs_s001_t000        256   240    58.7305-134.4023 fnsz (P4)
-eval    aaaaaqhs_s001_t001        256   120    40.9141-54.6523 absz; ``.csv`` only
-eval    aaaaarjw_s002_t000        512   180    96.2480-127.5645 gnsz; start date ``01:01:85``
-eval    aaaaasxe_s001_t000        256   180    none
-======  ========================  ====  =====  ======================================================
+======  ==================  ====  =====  ======================================================
+split   stem                Hz    s      seizures (start-stop s, type) / quirk
+======  ==================  ====  =====  ======================================================
+train   aaaaabtq_s001_t000  256   420    112.4817-208.0931 fnsz (focus T3)
+train   aaaaabtq_s001_t001  256   300    none
+train   aaaaacwe_s002_t000  250   360    48.3125-87.7402 gnsz; 231.0764-266.9288 cpsz (F8)
+train   aaaaadgn_s001_t000  250   330    121.5516-203.3870 cpsz (T4); 02_tcp_le, ``-LE`` labels
+train   aaaaaeyr_s003_t000  256   240    61.2344-73.0059 absz; 170.8867-183.4414 absz
+train   aaaaafms_s001_t000  512   300    137.6641-229.2070 tcsz; T7/T8/P7/P8 names
+train   aaaaafms_s001_t001  512   180    none; T7/T8/P7/P8 names
+train   aaaaagzk_s001_t000  400   300    84.9025-135.3750 fnsz (F3)
+train   aaaaahpc_s002_t000  256   270    150.3398-196.0586 fnsz (T5); no Fz, no Pz
+train   aaaaaivj_s001_t000  256   45     none; shorter than one window
+train   aaaaajxu_s001_t000  250   360    52.7280-62.1640 mysz; 244.4120-276.0480 fnsz (C4)
+train   aaaaakrd_s001_t000  256   420    none
+dev     aaaaalnf_s001_t000  256   300    96.1914-181.5430 fnsz (T4)
+dev     aaaaalnf_s001_t001  256   180    none
+dev     aaaaamcy_s002_t000  250   300    70.4360-106.9880 gnsz; 214.2520-223.3960 mysz
+dev     aaaaanvb_s001_t000  400   240    131.8075-173.2950 cpsz (F7)
+dev     aaaaanvb_s001_t001  400   180    none
+dev     aaaaaopw_s001_t000  250   300    118.6240-190.3600 tcsz; 02_tcp_le, ``-LE`` labels
+eval    aaaaaqhs_s001_t000  256   240    58.7305-134.4023 fnsz (P4)
+eval    aaaaaqhs_s001_t001  256   120    40.9141-54.6523 absz; ``.csv`` only
+eval    aaaaarjw_s002_t000  512   180    96.2480-127.5645 gnsz; start date ``01:01:85``
+eval    aaaaasxe_s001_t000  256   180    none
+======  ==================  ====  =====  ======================================================
 
-Totals: train 10 patients / 12 recordings / 58.8 min / 11 seizures; dev 4 / 6 / 25 min / 5;
-eval 3 / 4 / 12 min / 3.
+Totals (patients / recordings / minutes / seizures): train 10 / 12 / 58.8 / 11,
+dev 4 / 6 / 25 / 5, eval 3 / 4 / 12 / 3.
 """
 
 from __future__ import annotations
@@ -156,6 +156,7 @@ _ELECTRODES: dict[str, tuple[float, float]] = {
 _ELECTRODE_NAMES = tuple(_ELECTRODES)
 _POSITIONS = np.array(list(_ELECTRODES.values()))
 _TEN_TEN_NAMES = {"T3": "T7", "T4": "T8", "T5": "P7", "T6": "P8"}
+_TEN_TWENTY_NAMES = {new: old for old, new in _TEN_TEN_NAMES.items()}
 
 #: The 22 channels of the TCP bipolar montage, as the per-channel ``.csv`` files name them.
 _TCP_CHANNELS: tuple[tuple[str, str], ...] = (
@@ -272,8 +273,8 @@ class _SeizureStyle:
 
 
 _STYLES = {
-    "fnsz": _SeizureStyle(_SHARP_WAVES, (7.0, 3.5), (1.8, 4.0), 0.9),
-    "cpsz": _SeizureStyle(_SHARP_WAVES, (6.0, 3.0), (2.0, 4.0), 1.2),
+    "fnsz": _SeizureStyle(_SHARP_WAVES, (7.0, 3.5), (2.0, 4.5), 1.0),
+    "cpsz": _SeizureStyle(_SHARP_WAVES, (6.0, 3.0), (2.2, 4.5), 1.2),
     "gnsz": _SeizureStyle(_SPIKE_AND_WAVE, (5.0, 3.0), (2.5, 4.5), None),
     "absz": _SeizureStyle(_SPIKE_AND_WAVE, (3.6, 3.0), (4.0, 4.5), None),
     "tcsz": _SeizureStyle(_SHARP_WAVES, (8.0, 3.5), (2.0, 5.0), None),
@@ -503,11 +504,11 @@ def _synthesise(spec: _RecordingSpec, labels: tuple[str, ...],
     tokens = [_token(label) for label in labels]
     nearby = [tok for tok in tokens if tok in _NEAREST_ELECTRODE]
     own_noise = dict(zip(nearby, _pink_noise(rng, len(nearby), n, fs) * 0.5 * background_rms))
-    synonyms = {new: old for old, new in _TEN_TEN_NAMES.items()}
     signals = []
     for tok in tokens:
-        if synonyms.get(tok, tok) in _ELECTRODES:
-            signals.append(eeg[_ELECTRODE_NAMES.index(synonyms.get(tok, tok))])
+        electrode = _TEN_TWENTY_NAMES.get(tok, tok)
+        if electrode in _ELECTRODES:
+            signals.append(eeg[_ELECTRODE_NAMES.index(electrode)])
         elif tok in _NEAREST_ELECTRODE:
             nearest = eeg[_ELECTRODE_NAMES.index(_NEAREST_ELECTRODE[tok])]
             signals.append(0.6 * nearest + own_noise[tok])
@@ -608,7 +609,8 @@ def _add_seizure(eeg: np.ndarray, seizure: _Seizure, fs: int, background_rms: fl
     progress = elapsed / length
     f_onset, f_offset = (f * rng.uniform(0.9, 1.1) for f in style.freq_hz)
     freq = f_onset + (f_offset - f_onset) * progress ** 0.7
-    freq *= 1 + 0.04 * np.sin(2 * np.pi * elapsed / rng.uniform(4.0, 9.0) + rng.uniform(0, 6.3))
+    freq *= 1 + 0.04 * np.sin(2 * np.pi * elapsed / rng.uniform(4.0, 9.0)
+                      + rng.uniform(0, 2 * np.pi))
     phase = 2 * np.pi * np.cumsum(freq) / fs + rng.uniform(0, 2 * np.pi)
     g_onset, g_peak = style.gain
     amplitude = background_rms * (g_onset + (g_peak - g_onset) * np.minimum(progress / 0.6, 1.0))
