@@ -30,8 +30,10 @@ WINDOW = 10 * FS
 STRIDE = 5 * FS
 POS_WEIGHT = 1.39
 
+# One thread: this file runs on a shared 2-core machine where busy neighbours made two OpenMP
+# threads 5-10x slower than one.
 CONFIG = TrainConfig(
-    epochs=4, batch_size=8, eval_batch_size=16, lr=3e-3, seed=7, device="cpu",
+    epochs=4, batch_size=4, eval_batch_size=16, lr=1e-2, seed=7, device="cpu", cpu_threads=1,
     stride_samples=STRIDE, sample_rate_hz=FS, threshold=0.5, merge_gap_s=1.0, min_event_s=1.0,
     model=ModelConfig(base_channels=8, depth=2, bottleneck_blocks=1, attention_heads=2,
                       dropout=0.1),
@@ -164,10 +166,13 @@ def test_checkpoints_carry_what_a_later_run_needs(baseline):
 def test_evaluate_checkpoint_reproduces_the_reported_metrics(baseline, tmp_path):
     result, _, _, _ = baseline
     metrics = evaluate_checkpoint(result.best_checkpoint, VAL, device="cpu",
-                                  hypothesis_dir=tmp_path)
-    assert metrics["val_auroc"] == result.best_metrics["val_auroc"]
-    assert metrics["val_loss"] == pytest.approx(result.best_metrics["val_loss"], rel=1e-9)
-    assert metrics["val_fa_per_24h"] == result.best_metrics["val_fa_per_24h"]
+                                  cpu_threads=CONFIG.cpu_threads, hypothesis_dir=tmp_path)
+    reported = {key: value for key, value in result.best_metrics.items()
+                if key.startswith("val_") and key != "val_seconds"}
+    assert {key: metrics[key] for key in reported} == reported
+    other_threads = evaluate_checkpoint(result.best_checkpoint, VAL, device="cpu", cpu_threads=2)
+    assert other_threads["val_auroc"] == pytest.approx(reported["val_auroc"], abs=1e-4)
+    assert other_threads["val_loss"] == pytest.approx(reported["val_loss"], rel=1e-5)
     names = sorted(p.name for p in tmp_path.glob("*.csv_bi"))
     assert names == ["vala_s001_t000.csv_bi", "valb_s001_t000.csv_bi", "valc_s002_t001.csv_bi"]
     assert "# bname = vala_s001_t000" in (tmp_path / "vala_s001_t000.csv_bi").read_text()
@@ -175,10 +180,12 @@ def test_evaluate_checkpoint_reproduces_the_reported_metrics(baseline, tmp_path)
 
 def test_two_runs_with_the_same_seed_are_identical(baseline, tmp_path):
     result, _, _, _ = baseline
+    threads_before = torch.get_num_threads()
     again = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, CONFIG, log=lambda _line: None,
                 data_versions=DATA_VERSIONS)
     assert _trajectory(again.history) == _trajectory(result.history)
     assert not torch.are_deterministic_algorithms_enabled(), "fit must restore the global flag"
+    assert torch.get_num_threads() == threads_before
 
 
 def test_data_loader_workers_do_not_change_the_result(baseline, tmp_path):
@@ -276,7 +283,7 @@ def test_config_version_is_stable_and_tracks_what_is_learned():
     assert len(TrainConfig().version()) == 16
     assert TrainConfig(lr=1e-4).version() != TrainConfig().version()
     assert TrainConfig(model=ModelConfig(attention=False)).version() != TrainConfig().version()
-    assert TrainConfig(num_workers=4).version() == TrainConfig().version()
+    assert TrainConfig(num_workers=4, cpu_threads=1).version() == TrainConfig().version()
     assert TrainConfig.from_dict(CONFIG.to_dict()) == CONFIG
 
 

@@ -41,7 +41,7 @@ TRAINING_FORMAT = 1
 #: Layout of the checkpoint dictionaries.
 CHECKPOINT_FORMAT = 1
 #: Fields that change how fast training runs but not what it learns; left out of the version.
-RUNTIME_FIELDS = frozenset({"num_workers", "eval_batch_size"})
+RUNTIME_FIELDS = frozenset({"num_workers", "eval_batch_size", "cpu_threads"})
 
 BEST_CHECKPOINT = "best.pt"
 LAST_CHECKPOINT = "last.pt"
@@ -67,14 +67,19 @@ class TrainConfig:
     num_workers: int = 0
     #: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     device: str = "auto"
+    #: torch intra-op threads while training on CPU (None: torch's default, one per core). On a
+    #: CPU shared with other busy processes, 1 thread avoids OpenMP threads waiting on each other
+    #: (the test model ran 5-10x faster with 1 than with 2 threads on a loaded 2-core machine).
+    cpu_threads: int | None = None
     #: Train on a fresh random subset of this many windows each epoch (None: all of them).
     max_train_windows_per_epoch: int | None = None
     #: Sample rate and window stride of the cache, needed to stitch validation windows.
     sample_rate_hz: int = 256
     stride_samples: int = 2560
-    threshold: float = 0.5
-    merge_gap_s: float = 2.0
-    min_event_s: float = 2.0
+    #: Post-processing of validation probabilities into events (see evaluation.py).
+    threshold: float = PostProcessConfig.threshold
+    merge_gap_s: float = PostProcessConfig.merge_gap_s
+    min_event_s: float = PostProcessConfig.min_event_s
     model: ModelConfig = field(default_factory=ModelConfig)
 
     @property
@@ -185,7 +190,8 @@ class _RecordingRegrouper:
         start = 0
         while start < len(probs):
             if not self._pending:
-                raise ValueError("the validation dataset yielded more windows than recordings() lists")
+                raise ValueError(
+                    "the validation dataset yielded more windows than recordings() lists")
             name, n_windows = self._pending[0]
             take = min(n_windows - self._filled, len(probs) - start)
             self._probs.append(probs[start: start + take])
@@ -210,10 +216,13 @@ def _autocast(device: torch.device):
 
 
 def _make_loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device,
-                 sampler: Sampler | None = None) -> DataLoader:
+                 seed: int, sampler: Sampler | None = None) -> DataLoader:
+    # An own generator: without it every new loader iterator draws its worker seed from the
+    # global RNG, so dropout noise would depend on num_workers (persistent workers draw once).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
-                      pin_memory=device.type == "cuda")
+                      pin_memory=device.type == "cuda",
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def _check_validation_dataset(dataset: ValidationDataset) -> list[tuple[str, int]]:
@@ -287,16 +296,28 @@ def _resume_mismatch(checkpoint: dict, config: TrainConfig, data_versions: dict,
 
 
 @contextmanager
-def _deterministic_on_cpu(device: torch.device):
-    """Refuse non-deterministic kernels on CPU for the duration of training, then restore."""
+def _cpu_execution(device: torch.device, threads: int | None):
+    """On CPU, refuse non-deterministic kernels and apply ``threads`` while training; restore after.
+
+    Deterministic mode also fills every uninitialised tensor with NaN by default, which tripled
+    the step time of the small model; no kernel used here reads uninitialised memory, so that
+    debugging aid is switched off.
+    """
     previous = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled())
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.utils.deterministic.fill_uninitialized_memory,
+                torch.get_num_threads())
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        if threads is not None:
+            torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[2]
+        torch.set_num_threads(previous[3])
 
 
 def fit(
@@ -327,7 +348,7 @@ def fit(
     if len(train_dataset) == 0:
         raise ValueError("the training dataset is empty")
 
-    with _deterministic_on_cpu(device):
+    with _cpu_execution(device, config.cpu_threads):
         torch.manual_seed(config.seed)
         model = SeizureUNet(config.model).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
@@ -364,9 +385,9 @@ def fit(
 
         criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
         train_loader = _make_loader(train_dataset, config.batch_size, config.num_workers, device,
-                                    sampler)
+                                    config.seed, sampler)
         val_loader = _make_loader(val_dataset, config.eval_batch_size, config.num_workers,
-                                  device)
+                                  device, config.seed)
         if start_epoch >= config.epochs:
             log(f"{last_path} already holds all {config.epochs} epochs; nothing to train")
         else:
@@ -477,22 +498,27 @@ def evaluate_checkpoint(
     val_dataset: ValidationDataset,
     device: str = "auto",
     num_workers: int = 0,
+    cpu_threads: int | None = None,
     hypothesis_dir: Path | None = None,
 ) -> dict:
     """Recompute a checkpoint's validation metrics (same keys as :func:`fit`'s ``val_*``).
 
-    Post-processing, stitching geometry, batch size and ``pos_weight`` come from the checkpoint,
-    so on the device that trained it this reproduces the metrics the checkpoint reports (exactly
-    on CPU). With ``hypothesis_dir``, one ``<bname>.csv_bi`` hypothesis file per recording is
-    written there.
+    Post-processing, stitching geometry, batch size and ``pos_weight`` come from the checkpoint.
+    On CPU with the training run's ``cpu_threads`` the metrics are bit-identical to the reported
+    ones; another thread count or device changes float rounding (relative differences ~1e-7
+    in the loss), so a check should compare with a tolerance. With ``hypothesis_dir``, one
+    ``<bname>.csv_bi`` hypothesis file per recording is written there.
     """
     torch_device = resolve_device(device)
     model, checkpoint = load_checkpoint(path, map_location=torch_device)
     config = TrainConfig.from_dict(checkpoint["train_config"])
     recordings = _check_validation_dataset(val_dataset)
-    loader = _make_loader(val_dataset, config.eval_batch_size, num_workers, torch_device)
+    loader = _make_loader(val_dataset, config.eval_batch_size, num_workers, torch_device,
+                          config.seed)
     pos_weight = torch.tensor(checkpoint["pos_weight"], device=torch_device)
-    metrics, accumulator = _validate(model, loader, recordings, config, pos_weight, torch_device)
+    with _cpu_execution(torch_device, cpu_threads):
+        metrics, accumulator = _validate(model, loader, recordings, config, pos_weight,
+                                         torch_device)
     if hypothesis_dir is not None:
         accumulator.write_hypotheses(Path(hypothesis_dir))
     return metrics
