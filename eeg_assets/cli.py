@@ -27,7 +27,10 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
     from eeg_assets.lib.build import BuildError, build_split, format_report
     from eeg_assets.lib.flags import EnvFlags
 
-    limit = EnvFlags.from_env().file_limit(args.limit_files)
+    try:
+        limit = EnvFlags.from_env().file_limit(args.limit_files)
+    except ValueError as exc:  # e.g. BGB_LIMIT_FILES=abc: one clear line, not a traceback
+        raise CommandError(str(exc)) from exc
     try:
         report = build_split(
             Path(args.data_dir), Path(args.cache_dir), split=args.split,
@@ -53,6 +56,16 @@ def _cmd_balanced_info(args: argparse.Namespace) -> int:
     return balanced_info_command(Path(args.cache_dir), seed=args.seed)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:  # 0 would build nothing, and a negative slice would silently drop files
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eeg_assets", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True, help="TUSZ split folder, searched recursively")
     p.add_argument("--cache-dir", required=True, help="cache split folder (e.g. cache/tusz/train)")
     p.add_argument("--split", required=True, help="split name recorded with the outputs")
-    p.add_argument("--limit-files", type=int, default=None,
+    p.add_argument("--limit-files", type=_positive_int, default=None,
                    help="build at most N recordings (also BGB_LIMIT_FILES, BGB_SMOKE_TEST=1: 3)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

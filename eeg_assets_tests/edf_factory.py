@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +148,11 @@ def write_edf(
         })
     writer = pyedflib.EdfWriter(str(path), len(signals), file_type=pyedflib.FILETYPE_EDFPLUS)
     try:
-        if record_duration_s != 1.0:  # pyedflib's default; setting it only warns
-            writer.setDatarecordDuration(record_duration_s)
         writer.setSignalHeaders(headers)
+        if record_duration_s != 1.0:  # pyedflib's default
+            with warnings.catch_warnings():  # "might alter calculated sample_frequencies": checked
+                warnings.simplefilter("ignore", UserWarning)
+                writer.setDatarecordDuration(record_duration_s)
         writer.setStartdatetime(start)
         writer.writeSamples(data)
     finally:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,13 +13,13 @@ import pytest
 from eeg_assets.lib import index as index_module
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.index import (
-    INDEX_NAME, StaleCacheError, collect_facts, ensure_index, index_staleness, read_index,
+    INDEX_NAME, NpzFacts, StaleCacheError, collect_facts, ensure_index, index_staleness, read_index,
     update_index,
 )
 from eeg_assets.lib.ledger import Ledger
 from eeg_assets.lib.manifest import (
-    MANIFEST_NAME, ManifestError, ensure_manifest, manifest_staleness, read_manifest,
-    scan_manifest, update_manifest, window_categories,
+    MANIFEST_NAME, ManifestError, ManifestTable, ensure_manifest, manifest_bytes,
+    manifest_staleness, read_manifest, scan_manifest, update_manifest, window_categories,
 )
 from eeg_assets.lib.npzio import write_npz
 from eeg_assets_tests.fake_cache import SMALL_CONFIG, label_rows, write_recording
@@ -69,6 +67,28 @@ def test_window_categories_thresholds_from_exact_counts():
     assert list(window_categories([15206, 15207], 15360, 0.99)) == [0, 1]
 
 
+def test_window_categories_takes_the_window_length_per_window():
+    assert list(window_categories([99, 99], np.array([100, 200]), 0.99)) == [1, 0]
+
+
+def test_table_serialisation_is_the_canonical_json_dumps(tmp_path):
+    def facts(name, counts):
+        return NpzFacts(name, "1:1", len(counts), 100, tuple(counts), None)
+
+    table = ManifestTable.from_facts([
+        facts('q"uote\\_windows.npz', [0, 100]), facts("\u00e9t\u00e9_windows.npz", [50]),
+        facts("a_windows.npz", [0, 0, 7, 100, 0]), facts("b_windows.npz", []),
+    ], CFG)
+    manifest = table.to_manifest()
+    assert manifest["no_seizure"][:3] == [entry("a_windows.npz", 0), entry("a_windows.npz", 1),
+                                          entry("a_windows.npz", 4)]
+    assert table.to_bytes() == manifest_bytes(manifest)
+    assert table.to_bytes() == (json.dumps(manifest, separators=(",", ":")) + "\n").encode()
+    assert table.counts() == {"partial_seizure": 2, "full_seizure": 2, "no_seizure": 4}
+    empty = ManifestTable.from_facts([], CFG)
+    assert empty.to_bytes() == manifest_bytes(empty.to_manifest())
+
+
 def test_window_categories_rejects_impossible_counts():
     with pytest.raises(ValueError):
         window_categories([101], 100, 0.99)
@@ -93,7 +113,7 @@ def test_full_scan_reads_labels_and_matches_incremental_bytes(split):
     assert set(result.facts.scanned) == {A, B}
 
 
-def test_incremental_update_after_adding_one_file_opens_no_npz(split, monkeypatch):
+def test_incremental_updates_after_adding_one_file_open_no_npz(split, monkeypatch):
     update_manifest(split, CFG)
     write_recording(split, "cccccccc_s002_t001", [0, 100])
 
@@ -102,6 +122,7 @@ def test_incremental_update_after_adding_one_file_opens_no_npz(split, monkeypatc
 
     monkeypatch.setattr(index_module, "scan_npz", refuse)
     manifest = update_manifest(split, CFG)
+    assert update_index(split, CFG).window_counts == (2, 6, 2)
     C = "cccccccc_s002_t001_windows.npz"
     assert manifest["full_seizure"][-1] == entry(C, 1)
     assert manifest["no_seizure"][-1] == entry(C, 0)
@@ -288,12 +309,7 @@ def test_ensure_index_rewrites_a_stale_index(split):
 # CLI
 # ------------------------------------------------------------------------------------------------
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "eeg_assets", *args], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
-
-
-def test_scan_cache_cli_writes_manifest_and_warns_about_unlabelled(tmp_path):
+def test_scan_cache_cli_writes_manifest_and_warns_about_unlabelled(tmp_path, run_cli):
     cache = tmp_path / "val"
     write_recording(cache, "aaaaaaaa_s001_t000", [0, 15360, 7000], DEFAULT_CONFIG)
     write_recording(cache, "bbbbbbbb_s001_t000", None, DEFAULT_CONFIG, n_windows=2)
@@ -306,7 +322,7 @@ def test_scan_cache_cli_writes_manifest_and_warns_about_unlabelled(tmp_path):
     assert (cache / INDEX_NAME).exists()
 
 
-def test_scan_cache_cli_fails_without_seizure_windows(tmp_path):
+def test_scan_cache_cli_fails_without_seizure_windows(tmp_path, run_cli):
     cache = tmp_path / "val"
     write_recording(cache, "aaaaaaaa_s001_t000", [0, 0], DEFAULT_CONFIG)
     proc = run_cli("scan-cache", "--cache-dir", str(cache))
@@ -314,7 +330,7 @@ def test_scan_cache_cli_fails_without_seizure_windows(tmp_path):
     assert "error: no seizure windows in" in proc.stderr
 
 
-def test_scan_cache_cli_fails_clearly_on_missing_or_empty_dir(tmp_path):
+def test_scan_cache_cli_fails_clearly_on_missing_or_empty_dir(tmp_path, run_cli):
     proc = run_cli("scan-cache", "--cache-dir", str(tmp_path / "nope"))
     assert proc.returncode == 1 and "does not exist" in proc.stderr
     (tmp_path / "empty").mkdir()
@@ -322,7 +338,7 @@ def test_scan_cache_cli_fails_clearly_on_missing_or_empty_dir(tmp_path):
     assert proc.returncode == 1 and "no NPZ files in" in proc.stderr
 
 
-def test_scan_cache_cli_reports_ledger_disagreement(tmp_path):
+def test_scan_cache_cli_reports_ledger_disagreement(tmp_path, run_cli):
     cache = tmp_path / "train"
     write_recording(cache, "aaaaaaaa_s001_t000", [15360, 0], DEFAULT_CONFIG,
                     ledger_counts=[0, 0])

@@ -8,10 +8,11 @@ the composition: ``(partial + full) / total``, and ``pos_weight = sqrt((1 - r) /
 
 from __future__ import annotations
 
+import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -21,10 +22,14 @@ import numpy as np
 from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
 from eeg_assets.lib.flags import EnvFlags
 from eeg_assets.lib.index import (
-    DatasetError, DatasetIndex, Log, SplitFacts, collect_facts, ensure_index,
+    DatasetError, DatasetIndex, Log, SplitFacts, collect_facts, dumps_canonical, ensure_index,
 )
 from eeg_assets.lib.manifest import FULL, NO_SEIZURE, PARTIAL, Manifest, ensure_manifest
-from eeg_assets.lib.npzio import NpzFormatError
+from eeg_assets.lib.npzio import NpzFormatError, write_bytes_atomic
+
+#: The composition as the ``balanced_dataset`` asset stores it, beside the manifest.
+BALANCED_NAME = "balanced_dataset.json"
+BALANCED_FORMAT = 1
 
 
 class BalancedSetError(DatasetError):
@@ -123,6 +128,62 @@ def _draw(rng: np.random.Generator, refs: Sequence[WindowRef], wanted: int
     return tuple(refs[i] for i in np.sort(picked).tolist())
 
 
+def write_balanced(cache_dir: Path, composition: BalancedComposition,
+                   balance: BalanceConfig | None = None) -> Path:
+    """Store the composition as ``balanced_dataset.json`` (manifest-style entries per category).
+
+    ``balance``, when given, must be the configuration the composition was drawn with.
+    """
+    if balance is not None and balance != composition.balance:
+        raise ValueError(f"composition was drawn with {composition.balance}, not {balance}")
+    data = {
+        "balance": asdict(composition.balance),
+        "available": {PARTIAL: composition.partial_available, FULL: composition.full_available,
+                      NO_SEIZURE: composition.background_available},
+        **{category: [{"cache_file": ref.npz_name, "window_idx": ref.window_idx} for ref in refs]
+           for category, refs in _drawn(composition).items()},
+        "total": composition.total,
+        "seizure_ratio": composition.seizure_ratio,
+        "pos_weight": composition.pos_weight,
+        "format": BALANCED_FORMAT,
+    }
+    path = Path(cache_dir) / BALANCED_NAME
+    write_bytes_atomic(path, dumps_canonical(data))
+    return path
+
+
+def read_balanced(cache_dir: Path) -> BalancedComposition:
+    """The stored composition; its ratio and weight must be the ones its windows give."""
+    path = Path(cache_dir) / BALANCED_NAME
+    try:
+        data = json.loads(path.read_bytes())
+        drawn = {category: tuple(WindowRef(e["cache_file"], e["window_idx"])
+                                 for e in data[category])
+                 for category in (PARTIAL, FULL, NO_SEIZURE)}
+        composition = BalancedComposition(
+            partial=drawn[PARTIAL], full=drawn[FULL], background=drawn[NO_SEIZURE],
+            partial_available=data["available"][PARTIAL], full_available=data["available"][FULL],
+            background_available=data["available"][NO_SEIZURE],
+            balance=BalanceConfig(**data["balance"]))
+    except FileNotFoundError:
+        raise BalancedSetError(f"missing {BALANCED_NAME}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BalancedSetError(f"corrupt {BALANCED_NAME}: {exc!r}") from None
+    # compose_balanced never gives a set without partial or background windows.
+    if (data.get("format") != BALANCED_FORMAT or not composition.partial
+            or not composition.background or data.get("total") != composition.total
+            or data.get("seizure_ratio") != composition.seizure_ratio
+            or data.get("pos_weight") != composition.pos_weight):
+        raise BalancedSetError(f"corrupt {BALANCED_NAME}: its totals, seizure_ratio or pos_weight "
+                               "are not the ones its windows give")
+    return composition
+
+
+def _drawn(composition: BalancedComposition) -> dict[str, tuple[WindowRef, ...]]:
+    return {PARTIAL: composition.partial, FULL: composition.full,
+            NO_SEIZURE: composition.background}
+
+
 def dataset_log_lines(composition: BalancedComposition) -> list[str]:
     """The seed's verification lines, exactly."""
     return [
@@ -168,18 +229,16 @@ def balanced_composition(split: PreparedSplit, balance: BalanceConfig = DEFAULT_
 
 
 def composition_table(composition: BalancedComposition) -> list[str]:
-    rows = [
-        (PARTIAL, composition.partial_available, len(composition.partial)),
-        (FULL, composition.full_available, len(composition.full)),
-        (NO_SEIZURE, composition.background_available, len(composition.background)),
-    ]
+    available = (composition.partial_available, composition.full_available,
+                 composition.background_available)
+    rows = [(category, count, len(refs))
+            for (category, refs), count in zip(_drawn(composition).items(), available)]
     rows.append(("total", sum(r[1] for r in rows), composition.total))
     return [f"  {'category':<16}{'available':>10}{'drawn':>10}"] + [
         f"  {name:<16}{available:>10}{drawn:>10}" for name, available, drawn in rows]
 
 
-def balanced_info_command(cache_dir: Path, seed: int = 42,
-                          log: Callable[[str], None] = print) -> int:
+def balanced_info_command(cache_dir: Path, seed: int = 42, log: Log = print) -> int:
     """``python -m eeg_assets balanced-info``: the balanced set of a split, without training."""
     balance = BalanceConfig(seed=seed)
     try:

@@ -264,6 +264,8 @@ def build_split(
         raise BuildError(f"no .edf recordings under {data_dir} (expected the TUSZ layout "
                          "<patient>/<session>/<montage>/<stem>.edf)")
     if limit_files is not None:
+        if limit_files < 1:  # a negative slice would silently drop the last files
+            raise BuildError(f"the file limit must be a positive integer, got {limit_files}")
         edf_paths = edf_paths[:limit_files]
     started = time.monotonic()
     version = config.version()

@@ -122,7 +122,7 @@ class BalancedSeizureDataset(_CachedWindows):
 class EEGWindowDataset(_CachedWindows):
     """Every window of a split's labelled NPZs, in index order (validation).
 
-    ``locate(i)`` and ``recordings`` tell which recording and window an item is, so predictions
+    ``locate(i)`` and ``recordings()`` tell which recording and window an item is, so predictions
     can be stitched back per recording.
     """
 
@@ -140,11 +140,15 @@ class EEGWindowDataset(_CachedWindows):
                       if n in wanted and not labelled]
         if unlabelled:
             log(f"[DATASET] EEGWindowDataset: skipping {name_list(unlabelled)} without labels")
-        self.recordings: tuple[tuple[str, int], ...] = tuple(
-            (name, count) for (name, count), labelled in zip(index.recordings(), index.labelled)
-            if name in wanted and labelled)
+        self._recordings = [(name, count)
+                            for (name, count), labelled in zip(index.recordings(), index.labelled)
+                            if name in wanted and labelled]
         #: ``_ends[k]`` = items in recordings 0..k, for a binary search from item to recording.
-        self._ends = list(accumulate(count for _name, count in self.recordings))
+        self._ends = list(accumulate(count for _name, count in self._recordings))
+
+    def recordings(self) -> list[tuple[str, int]]:
+        """``(npz_name, n_windows)`` in item order: items are consecutive windows of these."""
+        return list(self._recordings)
 
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0
@@ -157,7 +161,7 @@ class EEGWindowDataset(_CachedWindows):
             raise IndexError(f"item {i} out of range for {len(self)} windows")
         k = bisect_right(self._ends, i)
         start = self._ends[k - 1] if k else 0
-        return self.recordings[k][0], i - start
+        return self._recordings[k][0], i - start
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.read_window(*self.locate(i))

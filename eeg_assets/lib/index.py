@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,13 +144,16 @@ def collect_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *,
                       scanned=tuple(scanned), ledger_disagreements=tuple(disagreements))
 
 
-def _npz_on_disk(cache_dir: Path) -> Iterator[tuple[str, str]]:
+def _npz_on_disk(cache_dir: Path) -> list[tuple[str, str]]:
     """``(name, fingerprint)`` of the split's NPZs, by name; temporary files start with a dot."""
-    names = sorted(entry.name for entry in os.scandir(cache_dir)
-                   if entry.name.endswith(NPZ_SUFFIX) and not entry.name.startswith(".")
-                   and entry.is_file())
-    for name in names:
-        yield name, str(FileFingerprint.of(cache_dir / name))
+    found = []
+    with os.scandir(cache_dir) as entries:
+        for entry in entries:
+            if entry.name.endswith(NPZ_SUFFIX) and not entry.name.startswith(".") \
+                    and entry.is_file():
+                st = entry.stat()  # as FileFingerprint.of, without building a Path per file
+                found.append((entry.name, str(FileFingerprint(st.st_size, st.st_mtime_ns))))
+    return sorted(found)
 
 
 def _facts_from_ledger(entry: RecordingEntry, config: CacheConfig) -> NpzFacts:

@@ -12,11 +12,21 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
+from eeg_assets.lib.balanced import compose_balanced, dataset_log_lines, write_balanced
 from eeg_assets.lib.build import build_split
+from eeg_assets.lib.index import INDEX_NAME, collect_facts, update_index
 from eeg_assets.lib.ledger import BUILT, Ledger
+from eeg_assets.lib.manifest import (
+    FULL, MANIFEST_NAME, NO_SEIZURE, PARTIAL, Manifest, category_counts, manifest_warnings,
+    read_manifest, update_manifest,
+)
+from eeg_assets.lib.npzio import open_member
+from eeg_assets.lib.plots import category_counts_png, window_png
+from eeg_assets.lib.splits import patients_of
 
 CONFIG_AT_LOAD = EegAssetsConfig.from_env()
 GROUP = "tusz_cache"
@@ -126,5 +136,122 @@ def npz_windows(context: dg.AssetExecutionContext, eeg_config: EegAssetsConfig) 
                     dg.TableColumn("recording", "string"), dg.TableColumn("status", "string"),
                     dg.TableColumn("reason", "string")]),
             ),
+        },
+    )
+
+
+def _bytes_version(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+@dg.asset(
+    partitions_def=split_partitions,
+    deps=[npz_windows],
+    code_version=CACHE_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"json"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="<cache>/<split>/_dataset_index.json: files and window_counts (the seed's keys) "
+                "with per-file fingerprints and config version, from the build ledger.",
+)
+def dataset_index(context: dg.AssetExecutionContext, eeg_config: EegAssetsConfig) -> dg.MaterializeResult:
+    cache_dir = eeg_config.cache_dir(context.partition_key)
+    index = update_index(cache_dir, eeg_config.cache_config())
+    path = cache_dir / INDEX_NAME
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(_bytes_version(path)),
+        metadata={
+            "files": len(index.files),
+            "windows": index.total_windows,
+            "patients": len(patients_of(index)),
+            "path": dg.MetadataValue.path(str(path)),
+        },
+    )
+
+
+def _example_window_png(cache_dir: Path, manifest: Manifest, config) -> bytes | None:
+    """The first window with a seizure edge (most telling), else the first window."""
+    for category in (PARTIAL, FULL, NO_SEIZURE):
+        if manifest[category]:
+            ref = manifest[category][0]
+            windows = open_member(cache_dir / ref["cache_file"], "windows")
+            labels = open_member(cache_dir / ref["cache_file"], "labels")
+            i = ref["window_idx"]
+            return window_png(np.asarray(windows[i]), np.asarray(labels[i]), config.channels,
+                              config.target_fs, f"{ref['cache_file']} window {i} ({category})")
+    return None
+
+
+@dg.asset(
+    partitions_def=split_partitions,
+    deps=[dataset_index],
+    code_version=CACHE_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"json"},
+    automation_condition=dg.AutomationCondition.eager(),
+    freshness_policy=dg.FreshnessPolicy.time_window(
+        fail_window=freshness_window("MANIFEST", 24 * 7), warn_window=freshness_window("MANIFEST_WARN", 24)),
+    description="<cache>/<split>/manifest.json: every labelled window as partial_seizure, "
+                "full_seizure or no_seizure, updated from recorded per-file facts "
+                "(identical to what scan-cache gives by reading the labels).",
+)
+def manifest(context: dg.AssetExecutionContext, eeg_config: EegAssetsConfig) -> dg.MaterializeResult:
+    cache_dir = eeg_config.cache_dir(context.partition_key)
+    config = eeg_config.cache_config()
+    facts = collect_facts(cache_dir, config)
+    for warning in manifest_warnings(facts):
+        context.log.warning(warning)
+    result = update_manifest(cache_dir, config, facts)
+    counts = category_counts(result)
+    total = sum(counts.values())
+    seizure = counts[PARTIAL] + counts[FULL]
+    path = cache_dir / MANIFEST_NAME
+    metadata = {
+        **{f"windows_{name}": n for name, n in counts.items()},
+        "windows": total,
+        "seizure_fraction_of_windows": round(seizure / total, 4) if total else 0.0,
+        "path": dg.MetadataValue.path(str(path)),
+        "categories": png_markdown(category_counts_png(counts, f"{context.partition_key} windows"),
+                                   "windows per category"),
+    }
+    example = _example_window_png(cache_dir, result, config)
+    if example is not None:
+        metadata["example_window"] = png_markdown(example, "example window with seizure mask")
+    return dg.MaterializeResult(data_version=dg.DataVersion(_bytes_version(path)), metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=split_partitions,
+    deps=[manifest],
+    code_version=BALANCE_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"json"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description="<cache>/<split>/balanced_dataset.json: the SeizureTransformer recipe (all "
+                "partial windows, 0.3x full, 2.5x background, seeded) with its exact "
+                "seizure_ratio and pos_weight.",
+)
+def balanced_dataset(context: dg.AssetExecutionContext, eeg_config: EegAssetsConfig) -> dg.MaterializeResult:
+    cache_dir = eeg_config.cache_dir(context.partition_key)
+    composition = compose_balanced(read_manifest(cache_dir), eeg_config.balance_config())
+    for line in dataset_log_lines(composition):
+        context.log.info(line)
+    path = write_balanced(cache_dir, composition, eeg_config.balance_config())
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(_bytes_version(path)),
+        metadata={
+            "windows": composition.total,
+            "partial_seizure": len(composition.partial),
+            "full_seizure": len(composition.full),
+            "no_seizure": len(composition.background),
+            "seizure_ratio": composition.seizure_ratio,
+            "pos_weight": composition.pos_weight,
+            "seed": eeg_config.balance_seed,
+            "path": dg.MetadataValue.path(str(path)),
+            "composition": png_markdown(category_counts_png(
+                {PARTIAL: len(composition.partial), FULL: len(composition.full),
+                 NO_SEIZURE: len(composition.background)},
+                f"balanced {context.partition_key}: ratio {composition.seizure_ratio:.1%}"),
+                "balanced composition"),
         },
     )

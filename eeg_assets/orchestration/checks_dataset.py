@@ -1,0 +1,139 @@
+"""Asset checks on dataset_index, manifest and balanced_dataset.
+
+The ones that would poison training (leaked patients, a stale or empty manifest, no seizure
+windows, a wrong balanced composition) are blocking: a failure stops downstream assets in the
+same run.
+"""
+
+import math
+
+import dagster as dg
+
+from eeg_assets.lib.balanced import compose_balanced, pos_weight, read_balanced
+from eeg_assets.lib.build import discover_recordings
+from eeg_assets.lib.index import DatasetError, index_staleness, read_index
+from eeg_assets.lib.manifest import (
+    FULL, MANIFEST_NAME, PARTIAL, category_counts, manifest_staleness, read_manifest,
+)
+from eeg_assets.lib.splits import find_leaks, patient_id, patients_of
+from eeg_assets.orchestration.assets import balanced_dataset, dataset_index, manifest
+from eeg_assets.orchestration.partitions import split_partitions
+from eeg_assets.orchestration.resources import EegAssetsConfig
+
+MAX_LISTED = 20
+
+
+def _failed(reason: str, **metadata) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False, metadata={"reason": reason, **metadata})
+
+
+@dg.asset_check(asset=dataset_index, blocking=True, partitions_def=split_partitions,
+                description="_dataset_index.json exists and lists exactly the current NPZs with "
+                            "their window counts, fingerprints and config version.")
+def index_matches_npz(context: dg.AssetCheckExecutionContext,
+                      eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+    cache_dir = eeg_config.cache_dir(context.partition_key)
+    reason = index_staleness(cache_dir, eeg_config.cache_config())
+    if reason:
+        return _failed(reason)
+    index = read_index(cache_dir)
+    return dg.AssetCheckResult(passed=True, metadata={"files": len(index.files),
+                                                      "windows": index.total_windows})
+
+
+def _raw_patients(eeg_config: EegAssetsConfig) -> dict[str, frozenset[str]]:
+    patients = {}
+    for split in eeg_config.split_folders:
+        raw_dir = eeg_config.raw_dir(split)
+        edfs = discover_recordings(raw_dir)[0] if raw_dir.is_dir() else []
+        patients[split] = frozenset(patient_id(p.name) for p in edfs)
+    return patients
+
+
+@dg.asset_check(asset=dataset_index, blocking=True, partitions_def=split_partitions,
+                description="OFFICIAL TUSZ SPLITS: no patient of this split appears in another "
+                            "split's raw folder or cache index (patient = first '_' field).")
+def patient_disjointness(context: dg.AssetCheckExecutionContext,
+                         eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+    split = context.partition_key
+    raw = _raw_patients(eeg_config)
+    cached = {}
+    for other in eeg_config.split_folders:
+        try:
+            cached[other] = patients_of(read_index(eeg_config.cache_dir(other)))
+        except DatasetError:
+            cached[other] = frozenset()
+    mine = raw[split] | cached[split]
+    leaks = {other: sorted(mine & (raw[other] | cached[other]))
+             for other in eeg_config.split_folders if other != split}
+    leaks = {other: patients for other, patients in leaks.items() if patients}
+    metadata = {f"patients_{s}": len(raw[s] | cached[s]) for s in eeg_config.split_folders}
+    if leaks:
+        described = "; ".join(f"{len(p)} shared with {other}: {', '.join(p[:MAX_LISTED])}"
+                              for other, p in leaks.items())
+        return _failed(f"patient leakage from {split}: {described}", **metadata)
+    all_leaks = find_leaks({s: raw[s] | cached[s] for s in eeg_config.split_folders})
+    context.log.info("OFFICIAL TUSZ SPLITS: " + ", ".join(
+        f"{s} {metadata['patients_' + s]} patients" for s in eeg_config.split_folders))
+    if not all_leaks:
+        context.log.info("✅ PATIENT DISJOINTNESS VERIFIED")
+    return dg.AssetCheckResult(passed=True, metadata=metadata)
+
+
+@dg.asset_check(asset=manifest, blocking=True, partitions_def=split_partitions,
+                description="manifest.json exists, is non-empty, covers exactly the labelled NPZs "
+                            "with their current content and config version (not stale).")
+def manifest_current(context: dg.AssetCheckExecutionContext,
+                     eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+    cache_dir = eeg_config.cache_dir(context.partition_key)
+    try:
+        reason = manifest_staleness(cache_dir, eeg_config.cache_config())
+    except DatasetError as exc:
+        reason = str(exc)
+    if reason:
+        return _failed(reason)
+    counts = category_counts(read_manifest(cache_dir))
+    return dg.AssetCheckResult(passed=True, metadata={**counts, "path": str(cache_dir / MANIFEST_NAME)})
+
+
+@dg.asset_check(asset=manifest, blocking=True, partitions_def=split_partitions,
+                description="The split has seizure windows (partial or full) to train on.")
+def seizure_windows_present(context: dg.AssetCheckExecutionContext,
+                            eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+    cache_dir = eeg_config.cache_dir(context.partition_key)
+    try:
+        counts = category_counts(read_manifest(cache_dir))
+    except DatasetError as exc:
+        return _failed(str(exc))
+    seizure = counts[PARTIAL] + counts[FULL]
+    return dg.AssetCheckResult(passed=seizure > 0, metadata={
+        "seizure_windows": seizure, **counts,
+        **({} if seizure else {"reason": "no partial or full seizure windows in the manifest"})})
+
+
+@dg.asset_check(asset=balanced_dataset, blocking=True, partitions_def=split_partitions,
+                description="The stored composition is the recipe applied to the current manifest "
+                            "(same windows for the seed) with the exact seizure_ratio and "
+                            "pos_weight = sqrt((1 - r) / r).")
+def balanced_matches_recipe(context: dg.AssetCheckExecutionContext,
+                            eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+    cache_dir = eeg_config.cache_dir(context.partition_key)
+    try:
+        stored = read_balanced(cache_dir)
+        expected = compose_balanced(read_manifest(cache_dir), eeg_config.balance_config())
+    except DatasetError as exc:
+        return _failed(str(exc))
+    problems = []
+    if stored.windows != expected.windows:
+        problems.append("stored windows differ from the recipe applied to the current manifest")
+    ratio = expected.seizure_ratio
+    if stored.seizure_ratio != ratio:
+        problems.append(f"seizure_ratio {stored.seizure_ratio} != exact {ratio}")
+    if not math.isclose(stored.pos_weight, pos_weight(ratio), rel_tol=1e-12):
+        problems.append(f"pos_weight {stored.pos_weight} != sqrt((1-r)/r) = {pos_weight(ratio)}")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"windows": expected.total, "seizure_ratio": ratio,
+                  "pos_weight": pos_weight(ratio),
+                  **({"reason": "; ".join(problems)} if problems else {})})
+

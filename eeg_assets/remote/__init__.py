@@ -1,0 +1,5 @@
+"""The external side of training: the Dagster Pipes entry point and the Modal app.
+
+These run outside the Dagster process (a local subprocess or a Modal container). They use the
+light ``dagster_pipes`` protocol package, never ``dagster`` itself.
+"""

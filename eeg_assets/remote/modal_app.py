@@ -1,0 +1,54 @@
+"""The Modal app that trains on GPUs: ``modal run eeg_assets/remote/modal_app.py``.
+
+The Dagster ``modal`` launcher runs exactly that command with the Pipes context in the
+environment. The local entrypoint forwards the Pipes variables to a GPU function, which runs the
+same :mod:`eeg_assets.remote.train_entry` as the local launcher, on a persistent Volume mounted at
+``/results`` (cache at ``/results/cache/tusz/{train,val}``, results under ``/results/``). Pipes
+messages come back on stdout, which ``modal run`` streams to the launcher.
+
+Credentials come only from the environment (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or
+``modal token new``); nothing here reads or logs them. Settings, read when the app is imported:
+``EEG_ASSETS_MODAL_GPU`` (default ``A100``), ``EEG_ASSETS_MODAL_VOLUME`` (``eeg-assets-results``),
+``EEG_ASSETS_MODAL_TIMEOUT_S`` (``21600``), ``EEG_ASSETS_MODAL_CPU`` (``8``: data loading
+stalled at Modal's default 0.125 CPU) and ``EEG_ASSETS_MODAL_MEMORY_MB`` (``32768``).
+"""
+
+import os
+
+import modal
+
+RESULTS_MOUNT = "/results"
+CACHE_ROOT = f"{RESULTS_MOUNT}/cache/tusz"
+PIPES_ENV_PREFIX = "DAGSTER_PIPES_"
+
+GPU = os.environ.get("EEG_ASSETS_MODAL_GPU", "A100")
+VOLUME_NAME = os.environ.get("EEG_ASSETS_MODAL_VOLUME", "eeg-assets-results")
+TIMEOUT_S = int(os.environ.get("EEG_ASSETS_MODAL_TIMEOUT_S", 6 * 3600))
+CPU = float(os.environ.get("EEG_ASSETS_MODAL_CPU", 8))
+MEMORY_MB = int(os.environ.get("EEG_ASSETS_MODAL_MEMORY_MB", 32768))
+
+image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .pip_install("torch==2.13.0", "numpy", "scipy", "pyedflib", "matplotlib",
+                 "dagster-pipes==1.13.27")
+    .add_local_python_source("eeg_assets")
+)
+volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+app = modal.App("eeg-assets-train", image=image)
+
+
+@app.function(gpu=GPU, volumes={RESULTS_MOUNT: volume}, timeout=TIMEOUT_S, cpu=CPU,
+              memory=MEMORY_MB)
+def train(pipes_env: dict[str, str]) -> None:
+    os.environ.update(pipes_env)
+    from eeg_assets.remote.train_entry import main
+
+    try:
+        main()
+    finally:
+        volume.commit()  # checkpoints and metrics persist even when training fails
+
+
+@app.local_entrypoint()
+def run() -> None:
+    train.remote({k: v for k, v in os.environ.items() if k.startswith(PIPES_ENV_PREFIX)})

@@ -1,0 +1,75 @@
+"""``python -m eeg_assets.remote.train_entry``: one training run reporting through Dagster Pipes.
+
+The launcher passes a :class:`~eeg_assets.lib.train_run.TrainingRequest` as the Pipes extra
+``request``. Logs, per-epoch metrics, the final materialization and two check results travel
+back over the Pipes channel (a file locally, stdout from Modal).
+"""
+
+from __future__ import annotations
+
+import math
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+from eeg_assets.lib.train_run import TrainingRequest, non_finite_metrics, run_training
+
+#: Tolerance when the checkpoint is re-evaluated: bit-identical on the same CPU setup, float
+#: rounding elsewhere (different thread counts or a GPU).
+REPRODUCTION_TOLERANCE = 1e-4
+
+
+def _report(pipes: PipesContext, summary: dict) -> None:
+    best = summary["best_metrics"]
+    reproduced = summary["reproduced_metrics"]
+    reported_auroc, reproduced_auroc = best.get("val_auroc"), reproduced.get("val_auroc")
+    pipes.report_asset_materialization(
+        metadata={
+            "val_auroc": {"raw_value": best.get("val_auroc"), "type": "float"},
+            "val_sensitivity": {"raw_value": best.get("val_sensitivity"), "type": "float"},
+            "val_fa_per_24h": {"raw_value": best.get("val_fa_per_24h"), "type": "float"},
+            "val_loss": {"raw_value": best.get("val_loss"), "type": "float"},
+            "best_epoch": {"raw_value": summary["best_epoch"], "type": "int"},
+            "epochs": {"raw_value": len(summary["history"]), "type": "int"},
+            "history": {"raw_value": summary["history"], "type": "json"},
+            "train_seconds": {"raw_value": summary["train_seconds"], "type": "float"},
+            "windows_per_s": {"raw_value": summary["windows_per_s"], "type": "float"},
+            "device": {"raw_value": summary["device"], "type": "text"},
+            "pos_weight": {"raw_value": summary["pos_weight"], "type": "float"},
+            "seizure_ratio": {"raw_value": summary["seizure_ratio"], "type": "float"},
+            "train_windows": {"raw_value": summary["train_windows"], "type": "int"},
+            "val_windows": {"raw_value": summary["val_windows"], "type": "int"},
+            "checkpoint": {"raw_value": summary["best_checkpoint"], "type": "path"},
+            "checkpoint_bytes": {"raw_value": summary["checkpoint_bytes"], "type": "int"},
+            "hypotheses_dir": {"raw_value": summary["hypotheses_dir"], "type": "path"},
+        },
+        data_version=f"{summary['config_version']}:{summary['data_versions']['train_index']}",
+    )
+    reproduces = (reported_auroc is not None and reproduced_auroc is not None and (
+        (math.isnan(reported_auroc) and math.isnan(reproduced_auroc))
+        or abs(reported_auroc - reproduced_auroc) <= REPRODUCTION_TOLERANCE))
+    pipes.report_asset_check(
+        "checkpoint_reproduces_metrics", passed=bool(reproduces),
+        metadata={"reported_val_auroc": {"raw_value": reported_auroc, "type": "float"},
+                  "reproduced_val_auroc": {"raw_value": reproduced_auroc, "type": "float"},
+                  "tolerance": {"raw_value": REPRODUCTION_TOLERANCE, "type": "float"}})
+    non_finite = non_finite_metrics(summary)
+    pipes.report_asset_check(
+        "metrics_finite", passed=not non_finite,
+        metadata={"non_finite": {"raw_value": ", ".join(non_finite) or "none", "type": "text"}})
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        request = TrainingRequest.from_dict(pipes.get_extra("request"))
+
+        def on_epoch(metrics: dict) -> None:
+            pipes.report_custom_message({"kind": "epoch", "metrics": metrics})
+            pipes.log.info("epoch {epoch}: train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
+                           "val_auroc {val_auroc:.4f}".format(**metrics))
+
+        summary = run_training(request, log=pipes.log.info, on_epoch=on_epoch)
+        _report(pipes, summary)
+
+
+if __name__ == "__main__":
+    main()
