@@ -120,13 +120,15 @@ class ManifestTable:
     def to_bytes(self) -> bytes:
         """Exactly ``dumps_canonical(self.to_manifest())``, written a run of one NPZ at a time."""
         prefixes = [f'{{"cache_file":{json.dumps(name)},"window_idx":' for name in self.names]
+        numbers = [str(i) for i in range(int(self.window_idx.max()) + 1)] if len(self) else []
         categories = []
         for code, category in enumerate(CATEGORIES):
             file_ids, window_idx = self._category(code)
+            texts = list(map(numbers.__getitem__, window_idx))  # int -> str once per index value
             runs = []
             for start, stop in _runs(file_ids):
                 prefix = prefixes[file_ids[start]]
-                runs.append(prefix + ("}," + prefix).join(map(str, window_idx[start:stop])) + "}")
+                runs.append(prefix + ("}," + prefix).join(texts[start:stop]) + "}")
             categories.append(f"{json.dumps(category)}:[{','.join(runs)}]")
         return ("{" + ",".join(categories) + "}\n").encode()
 

@@ -25,4 +25,7 @@ defs = dg.Definitions(
             description="Eager automation: index, manifest and balanced set follow their upstream."),
     ],
     resources={"eeg_config": CONFIG_AT_LOAD, "training_launcher": training.TrainingLauncher.from_env()},
+    # In process: a step is seconds of work, while a process per step re-imports Dagster and
+    # the definitions (~10 s each). npz_windows parallelises its files with its own pool.
+    executor=dg.in_process_executor,
 )
