@@ -4,9 +4,11 @@ import dagster as dg
 
 from eeg_assets.orchestration.resources import SPLITS
 
-# Partitioned asset checks are a preview feature; the warning would repeat on every load.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec",
-                        category=dg.PreviewWarning)
+# Partitioned asset checks and Pipes writer counts are preview features of this Dagster
+# release; their warnings would repeat on every load and run.
+for _preview in ("Specifying a partitions_def on an AssetCheckSpec",
+                 "Function `PipesMessageReader.expected_writer_count`"):
+    warnings.filterwarnings("ignore", message=_preview, category=dg.PreviewWarning)
 
 #: Cache splits (seed folder names); per-file work happens inside a split's run, not as
 #: thousands of partitions (see DESIGN.md).

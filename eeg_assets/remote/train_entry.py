@@ -64,8 +64,6 @@ def main() -> None:
 
         def on_epoch(metrics: dict) -> None:
             pipes.report_custom_message({"kind": "epoch", "metrics": metrics})
-            pipes.log.info("epoch {epoch}: train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                           "val_auroc {val_auroc:.4f}".format(**metrics))
 
         summary = run_training(request, log=pipes.log.info, on_epoch=on_epoch)
         _report(pipes, summary)
