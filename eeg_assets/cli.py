@@ -41,7 +41,26 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
     print(format_report(report))
     if report.all_failed:
         raise CommandError(f"every recording under {args.data_dir} failed; nothing was built")
+    _refresh_index_and_manifest(Path(args.cache_dir))
     return 0
+
+
+def _refresh_index_and_manifest(cache_dir: Path) -> None:
+    """Bring _dataset_index.json and manifest.json up to date from the recorded facts (cheap)."""
+    from eeg_assets.lib.index import DatasetError, collect_facts, update_index
+    from eeg_assets.lib.manifest import category_counts, update_manifest
+
+    facts = collect_facts(cache_dir)
+    index = update_index(cache_dir, facts=facts)
+    print(f"[build-cache] {cache_dir / '_dataset_index.json'}: {len(index.files)} files, "
+          f"{index.total_windows} windows")
+    try:
+        counts = category_counts(update_manifest(cache_dir, facts=facts))
+    except DatasetError as exc:
+        print(f"[build-cache] warning: no manifest.json: {exc}")
+        return
+    print(f"[build-cache] {cache_dir / 'manifest.json'}: "
+          + ", ".join(f"{n} {category}" for category, n in counts.items()))
 
 
 def _cmd_scan_cache(args: argparse.Namespace) -> int:
