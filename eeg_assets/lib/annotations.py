@@ -58,6 +58,7 @@ def parse_annotation(path: Path, config: CacheConfig) -> Annotation:
     duration: float | None = None
     columns: dict[str, int] | None = None
     seizures: list[SeizureEvent] = []
+    rows = 0
     known = config.seizure_labels | config.background_labels
     for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -75,6 +76,7 @@ def parse_annotation(path: Path, config: CacheConfig) -> Annotation:
         if len(fields) != len(columns):
             raise AnnotationError(
                 f"{path.name} line {line_no}: expected {len(columns)} fields, got {len(fields)}: {raw!r}")
+        rows += 1
         start = _number(fields[columns["start_time"]], path, line_no, "start_time")
         stop = _number(fields[columns["stop_time"]], path, line_no, "stop_time")
         label = fields[columns["label"]].lower()
@@ -99,6 +101,9 @@ def parse_annotation(path: Path, config: CacheConfig) -> Annotation:
                               f"({','.join(REQUIRED_COLUMNS)}); the file is empty or truncated")
     if duration is None:
         raise AnnotationError(f"{path.name}: no '# duration = ... secs' header line")
+    if rows == 0:
+        raise AnnotationError(f"{path.name}: no annotation rows after the column header "
+                              "(a seizure-free recording still has a bckg row)")
     return Annotation(path=path, duration_s=duration, seizures=tuple(seizures))
 
 

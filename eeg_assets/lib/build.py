@@ -49,6 +49,10 @@ class RecordingError(ValueError):
     """The recording's signal is unusable (rates, flat or absurd channels, duration mismatch)."""
 
 
+class OutputWriteError(OSError):
+    """The cache file could not be written (disk full, permissions)."""
+
+
 @dataclass
 class BuildReport:
     split: str
@@ -96,11 +100,12 @@ def build_recording(edf_path: Path, source: str, cache_dir: Path,
         _build_into(entry, edf_path, annotation_path, Path(cache_dir), config)
     except (EdfError, ChannelError, AnnotationError, RecordingError) as exc:
         entry.status, entry.reason = QUARANTINED, str(exc)
+    except OutputWriteError as exc:
+        # Not the recording's fault (disk full, permissions): retried on the next run.
+        entry.status, entry.reason = FAILED, str(exc)
     except OSError as exc:
-        # Writing the output failed (disk full, permissions): not the recording's fault, so it is
-        # retried on the next run instead of being quarantined.
-        entry.status = FAILED
-        entry.reason = f"{edf_path.name}: could not write {npz_name_for(edf_path.stem)}: {exc}"
+        entry.status = QUARANTINED
+        entry.reason = f"{edf_path.name}: cannot read input: {exc}"
     except Exception as exc:  # noqa: BLE001 - one bad recording must not abort the split
         entry.status = QUARANTINED
         entry.reason = f"{edf_path.name}: unexpected error {type(exc).__name__}: {exc}"
@@ -127,11 +132,12 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
             raise RecordingError(
                 f"{edf_path.name}: annotation {annotation_path.name} says duration "
                 f"{annotation.duration_s:g} s but the EDF signal lasts {duration_s:g} s")
-        late = [e for e in annotation.seizures if e.start_s >= duration_s]
+        late = [e for e in annotation.seizures
+                if e.stop_s > duration_s + config.duration_tolerance_s]
         if late:
             raise RecordingError(
                 f"{annotation_path.name}: seizure at {late[0].start_s:g}-{late[0].stop_s:g} s "
-                f"starts after the end of the signal ({duration_s:g} s)")
+                f"runs past the end of the signal ({duration_s:g} s)")
         entry.details.update(
             fs=fs, duration_s=duration_s, n_signals=len(recording.labels),
             reconstructed=plan.describe_reconstruction(), header_repair=recording.header_repair,
@@ -149,10 +155,13 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
     mask = label_mask(annotation.seizures, n_samples, config)
     npz_path = cache_dir / npz_name_for(entry.stem)
     shape = (n_windows, len(config.channels), config.window_samples)
-    write_npz_streaming(npz_path, {
-        "windows": (shape, np.float32, iter_windows(data, n_windows, config)),
-        "labels": (shape[::2], np.float32, iter_windows(mask, n_windows, config)),
-    })
+    try:
+        write_npz_streaming(npz_path, {
+            "windows": (shape, np.float32, iter_windows(data, n_windows, config)),
+            "labels": (shape[::2], np.float32, iter_windows(mask, n_windows, config)),
+        })
+    except OSError as exc:
+        raise OutputWriteError(f"{edf_path.name}: could not write {npz_path}: {exc}") from exc
     entry.status = BUILT
     entry.npz_name = npz_path.name
     entry.npz_fingerprint = str(FileFingerprint.of(npz_path))
@@ -163,18 +172,28 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
 def _conditioned_signals(recording: EdfRecording, plan, fs: float, n_raw: int, n_samples: int,
                          config: CacheConfig, edf_path: Path) -> np.ndarray:
     data = np.empty((len(config.channels), n_samples), dtype=np.float32)
-    flat = []
+    flat, extreme = [], []
     for out_index, source in enumerate(plan.sources):
         if source is None:
             continue
         raw = recording.read(source)[:n_raw]
+        channel = config.channels[out_index]
         if not np.ptp(raw) > 0:
-            flat.append(config.channels[out_index])
+            flat.append(channel)
+            continue
+        std_uv = float(np.std(raw)) * recording.microvolts_per_unit(source)
+        if std_uv > config.max_channel_std_uv:
+            extreme.append(f"{channel} ({std_uv:.3g} uV)")
             continue
         data[out_index] = condition_channel(raw, fs, config)[:n_samples]
     if flat:
         raise RecordingError(f"{edf_path.name}: flat EEG channel(s) with zero variance: "
                              f"{', '.join(flat)}")
+    if extreme:
+        raise RecordingError(
+            f"{edf_path.name}: implausible amplitude, standard deviation above "
+            f"{config.max_channel_std_uv:g} uV on {', '.join(extreme)}; check the physical "
+            "range and unit in the EDF header")
     for channel, neighbours in plan.reconstructed.items():
         rows = [config.channels.index(n) for n in neighbours]
         data[config.channels.index(channel)] = data[rows].mean(axis=0)

@@ -57,6 +57,9 @@ class CacheConfig:
     full_seizure_fraction: float = 0.99
     #: Largest disagreement tolerated between an annotation's duration header and the EDF.
     duration_tolerance_s: float = 1.0
+    #: A channel whose standard deviation exceeds this is rejected: scalp EEG is tens of uV and
+    #: artefacts reach a few mV, so more means a wrong physical range or unit in the header.
+    max_channel_std_uv: float = 10_000.0
 
     @property
     def window_samples(self) -> int:

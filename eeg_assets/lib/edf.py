@@ -19,6 +19,7 @@ import pyedflib
 _DATE_FIELD = slice(168, 176)
 _TIME_FIELD = slice(176, 184)
 EDF_HEADER_BYTES = 256
+_MICROVOLTS_PER_UNIT = {"uv": 1.0, "µv": 1.0, "mv": 1e3, "v": 1e6}
 
 
 class EdfError(ValueError):
@@ -77,6 +78,11 @@ class EdfRecording:
     def read(self, index: int) -> np.ndarray:
         """Physical values of signal ``index`` (float64)."""
         return self._reader.readSignal(index)
+
+    def microvolts_per_unit(self, index: int) -> float:
+        """Scale of signal ``index``'s physical unit in uV (1 for uV or an unknown unit)."""
+        unit = self._reader.getPhysicalDimension(index).strip().lower()
+        return _MICROVOLTS_PER_UNIT.get(unit, 1.0)
 
     def close(self) -> None:
         self._stack.close()
