@@ -13,8 +13,11 @@ and 3 side channels at 1 Hz), then measures, each in a fresh subprocess and a fr
 
 Peak RSS per worker is the worker process's own high-water mark (``VmHWM``): the measuring
 subprocess itself when it builds in-process (1 worker), else the largest of its pool processes
-(see :class:`_WorkerPeaks` for why not ``ru_maxrss``). Nothing is asserted; the figures, the ratios and the targets (<= 1.0 s per EEG-hour on
-all cores, >= 8x faster than naive, < 1.5 GB per worker for 2 h at 512 Hz) are printed.
+(see :class:`_WorkerPeaks` for why not ``ru_maxrss``). Nothing is asserted; the figures, the
+ratios and the targets (<= 1.0 s per EEG-hour on all cores, >= 8x faster than naive, < 1.5 GB per
+worker for 2 h at 512 Hz) are printed. Imports are not timed; pool start-up (each spawned worker
+imports scipy) is. Note that one EEG-hour is ~430 MB of uncompressed windows, so 1.0 s per
+EEG-hour also needs ~430 MB/s of sustained, fsynced writes to the cache disk.
 
 Run by hand: ``python benchmarks/bench_build.py [--hours 2] [--workers N] [--dir /tmp]``.
 The temporary folder (gigabytes) is removed at the end, also after a failure or Ctrl-C.

@@ -137,7 +137,8 @@ def write_edf(
         t = np.arange(n, dtype=np.float64) / rate
         values = np.asarray(generator(index, label, t), dtype=np.float64)
         if values.shape != (n,):
-            raise ValueError(f"generator returned shape {values.shape} for {label}, expected ({n},)")
+            raise ValueError(f"generator returned shape {values.shape} for {label}, "
+                             f"expected ({n},)")
         if not np.all(np.abs(values) <= physical_max_uv):
             raise ValueError(f"{label}: values exceed +-{physical_max_uv} uV")
         data.append(values)
@@ -264,9 +265,8 @@ def write_recording(
                     **edf_options)
     ann = None
     if annotation is not None:
-        ann = write_annotation(directory / f"{stem}{annotation}",
-                               duration_s if annotation_duration_s is None else annotation_duration_s,
-                               events)
+        declared = duration_s if annotation_duration_s is None else annotation_duration_s
+        ann = write_annotation(directory / f"{stem}{annotation}", declared, events)
     return RecordingFiles(edf, ann)
 
 

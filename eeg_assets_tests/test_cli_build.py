@@ -16,7 +16,9 @@ import pytest
 
 from eeg_assets.lib.build import BuildError, build_split
 from eeg_assets.lib.ledger import Ledger
-from edf_factory import TUSZ_EEG_ORDER, Event, eeg_labels, noise_generator, tusz_dir, write_recording
+from edf_factory import (
+    TUSZ_EEG_ORDER, Event, eeg_labels, noise_generator, tusz_dir, write_recording,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

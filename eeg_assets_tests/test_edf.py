@@ -6,13 +6,14 @@ import datetime as dt
 import hashlib
 
 import numpy as np
+import pyedflib
 import pytest
 
 from eeg_assets.lib.build import build_split
 from eeg_assets.lib.edf import EdfError, EdfRecording
 from edf_factory import (
-    TUSZ_EXTRA_LABELS, TUSZ_PHYSICAL_MAX_UV, TUSZ_SIDE_LABELS, eeg_labels, patch_start_date,
-    write_edf, write_recording,
+    TUSZ_EXTRA_LABELS, TUSZ_PHYSICAL_MAX_UV, TUSZ_SIDE_LABELS, eeg_labels, noise_generator,
+    patch_start_date, write_edf, write_recording,
 )
 
 
@@ -21,7 +22,10 @@ def _parse_header(raw: bytes):
     n_records = int(raw[236:244].decode().strip())
     record_s = float(raw[244:252].decode().strip())
     ns = int(raw[252:256].decode().strip())
-    field = lambda offset, width, i: raw[offset + width * i: offset + width * (i + 1)].decode().strip()
+
+    def field(offset, width, i):
+        return raw[offset + width * i: offset + width * (i + 1)].decode().strip()
+
     labels = [field(256, 16, i) for i in range(ns)]
     spr_offset = 256 + ns * (16 + 80 + 8 + 8 + 8 + 8 + 8 + 80)
     per_record = [int(field(spr_offset, 8, i)) for i in range(ns)]
@@ -56,7 +60,6 @@ def test_values_round_trip_within_quantisation(tmp_path):
     path = write_edf(tmp_path / "r.edf", eeg_labels(), 250, 4,
                      extra_labels=TUSZ_EXTRA_LABELS, side_labels=TUSZ_SIDE_LABELS)
     step = 2 * TUSZ_PHYSICAL_MAX_UV / (2 * 32767)
-    from edf_factory import noise_generator
     generate = noise_generator()
     with EdfRecording(path) as recording:
         assert len(recording.labels) == 19 + len(TUSZ_EXTRA_LABELS) + len(TUSZ_SIDE_LABELS)
@@ -74,7 +77,6 @@ def test_start_date_quirk_is_repaired_in_a_copy(tmp_path):
     patch_start_date(path)
     original = path.read_bytes()
     assert original[168:176] == b"01:01:85"
-    import pyedflib
     with pytest.raises(OSError, match="startdate"):
         pyedflib.EdfReader(str(path))  # the quirk is real: a strict reader refuses it
     with EdfRecording(path) as recording:

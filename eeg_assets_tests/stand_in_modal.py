@@ -1,0 +1,171 @@
+"""A stand-in for the ``modal`` CLI, for tests that cannot reach Modal.
+
+``modal run <path>`` with the real CLI imports the app file here, calls its local entrypoint, and
+runs the ``.remote()`` call in a GPU container, streaming the container's stdout back. This
+stand-in does the same with the app's own code and no network:
+
+* host side (``modal run <path>``): checks that ``<path>`` is ``eeg_assets/remote/modal_app.py``,
+  imports it as ``modal run`` does, swaps its ``train`` Function for one whose ``.remote(...)``
+  starts the "container", and calls the local entrypoint's own function (``run``), so the env
+  forwarding of ``modal_app.run`` is what gets tested;
+* container side (``--container <path>``, a fresh process): an environment holding only what a
+  Modal container has (PATH, HOME, locale; nothing else of the host's), the call's arguments from
+  stdin, the app module imported again, its ``volume`` replaced by a folder, and the real
+  ``train`` function body run through ``Function.local``. Its stdout is the stand-in's stdout, so
+  Pipes messages reach the launcher exactly as ``modal run`` would stream them.
+
+The Volume: ``EEG_ASSETS_STAND_IN_VOLUME`` names a host folder that plays the volume mounted at
+``/results``. Paths under ``/results`` in the Pipes extras (the training request) are rewritten
+to that folder before the entry point reads them, because ``/results`` does not exist here.
+``volume.commit()`` appends a line to ``<folder>/.commits``; the original request is appended
+to ``<folder>/.requests.jsonl`` so a test can check what the launcher asked for.
+
+Test controls: ``EEG_ASSETS_STAND_IN_EXIT=N`` makes the CLI fail with code N before doing anything
+(as ``modal run`` does without a token), printing ordinary (non-Pipes) output first.
+
+Run it through a small executable named ``modal`` on PATH (tests write one that execs this file
+with the test's Python).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from dagster_pipes import decode_param, encode_param
+
+EXPECTED_APP = Path(__file__).resolve().parents[1] / "eeg_assets" / "remote" / "modal_app.py"
+VOLUME_ENV = "EEG_ASSETS_STAND_IN_VOLUME"
+EXIT_ENV = "EEG_ASSETS_STAND_IN_EXIT"
+CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
+#: Host variables a Modal container also has (its own values, but harmless to copy).
+CONTAINER_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"stand-in modal: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _import_app(path: Path):
+    spec = importlib.util.spec_from_file_location("modal_app", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["modal_app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _volume_dir() -> Path:
+    folder = os.environ.get(VOLUME_ENV)
+    if not folder:
+        _fail(f"{VOLUME_ENV} is not set (the host folder that plays the /results volume)")
+    return Path(folder)
+
+
+# --------------------------------------------------------------------------------------------
+# Host side: `modal run <path>`
+# --------------------------------------------------------------------------------------------
+
+class _RemoteTrain:
+    """Replaces the app's ``train`` Function: ``.remote(*args)`` runs it in a "container"."""
+
+    def __init__(self, app_path: Path):
+        self.app_path = app_path
+
+    def remote(self, *args, **kwargs):
+        env = {k: os.environ[k] for k in CONTAINER_BASE_ENV if k in os.environ}
+        env[VOLUME_ENV] = str(_volume_dir())  # the stand-in's own setting, not the app's
+        completed = subprocess.run(
+            [sys.executable, __file__, "--container", str(self.app_path)],
+            input=json.dumps({"args": args, "kwargs": kwargs}), text=True, env=env)
+        if completed.returncode != 0:
+            raise RuntimeError(f"remote function train failed (container exit code "
+                               f"{completed.returncode})")
+
+
+def modal_run(app_path: str) -> int:
+    path = Path(app_path).resolve()
+    if path != EXPECTED_APP:
+        _fail(f"expected `modal run {EXPECTED_APP}`, got `modal run {app_path}`")
+    exit_code = os.environ.get(EXIT_ENV)
+    if exit_code:
+        print("✓ Initialized.")
+        print("Error: Token missing. Could not authenticate client.", file=sys.stderr)
+        return int(exit_code)
+    _volume_dir()
+    app = _import_app(path)
+    app.train = _RemoteTrain(path)
+    print("✓ Initialized. View run at https://modal.com/apps/stand-in")  # non-Pipes output
+    try:
+        app.run.info.raw_f()  # the local entrypoint's own body
+    except RuntimeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    print("✓ App completed.")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Container side
+# --------------------------------------------------------------------------------------------
+
+class _FolderVolume:
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def commit(self) -> None:
+        with open(self.folder / ".commits", "a") as f:
+            f.write("commit\n")
+
+
+def _remap(value, mount: str, folder: Path):
+    if isinstance(value, str) and (value == mount or value.startswith(mount + "/")):
+        return str(folder) + value[len(mount):]
+    if isinstance(value, dict):
+        return {k: _remap(v, mount, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_remap(v, mount, folder) for v in value]
+    return value
+
+
+def _remap_pipes_env(env: dict, mount: str, folder: Path) -> dict:
+    """The forwarded Pipes env with ``mount`` paths of its extras pointing into ``folder``."""
+    if CONTEXT_ENV not in env:
+        return env
+    params = decode_param(env[CONTEXT_ENV])
+    extras = params["data"]["extras"]
+    with open(folder / ".requests.jsonl", "a") as f:
+        f.write(json.dumps(extras.get("request")) + "\n")
+    params["data"]["extras"] = _remap(extras, mount, folder)
+    return {**env, CONTEXT_ENV: encode_param(params)}
+
+
+def container(app_path: str) -> int:
+    call = json.loads(sys.stdin.read())
+    folder = _volume_dir()
+    app = _import_app(Path(app_path))
+    app.volume = _FolderVolume(folder)
+    args = list(call["args"])
+    args[0] = _remap_pipes_env(args[0], app.RESULTS_MOUNT, folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "executing locally without the mounted Volume"
+        app.train.local(*args, **call["kwargs"])
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "run":
+        return modal_run(argv[1])
+    if len(argv) == 2 and argv[0] == "--container":
+        return container(argv[1])
+    _fail(f"only `modal run <app file>` is supported, got: {' '.join(argv)}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
