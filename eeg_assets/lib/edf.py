@@ -31,6 +31,8 @@ class EdfRecording:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._data_path = self.path  # the original, or the repaired temporary copy
+        self._layout = None
         self.header_repair = ""
         self._stack = ExitStack()
         try:
@@ -51,6 +53,7 @@ class EdfRecording:
         if size < EDF_HEADER_BYTES:
             raise EdfError(f"{self.path.name}: {size} bytes, shorter than an EDF header "
                            f"({EDF_HEADER_BYTES} bytes): truncated or empty file")
+        _check_size(self.path, size)
         try:
             return pyedflib.EdfReader(str(self.path))
         except OSError as exc:
@@ -71,13 +74,61 @@ class EdfRecording:
             reader = pyedflib.EdfReader(str(copy))
         except OSError as exc:
             raise EdfError(f"{self.path.name}: unreadable EDF: {_pyedflib_reason(str(exc))}") from None
+        self._data_path = copy
         self.header_repair = (f"start date/time {original!r} used ':' separators; "
                               "repaired in a temporary copy")
         return reader
 
     def read(self, index: int) -> np.ndarray:
-        """Physical values of signal ``index`` (float64)."""
-        return self._reader.readSignal(index)
+        """Physical values of signal ``index`` (float64).
+
+        pyedflib has validated the header; the int16 samples are then decoded with numpy from a
+        memory map, about 10x faster than ``readSignal`` (the build's largest cost after filtering).
+        """
+        layout = self._data_layout()
+        if layout is None:
+            return self._reader.readSignal(index)
+        records, columns = layout
+        start, stop = columns[index]
+        digital = records[:, start:stop].astype(np.float64).reshape(-1)
+        reader = self._reader
+        dig_min, dig_max = reader.getDigitalMinimum(index), reader.getDigitalMaximum(index)
+        phys_min, phys_max = reader.getPhysicalMinimum(index), reader.getPhysicalMaximum(index)
+        scale = (phys_max - phys_min) / (dig_max - dig_min)
+        digital -= dig_min
+        digital *= scale
+        digital += phys_min
+        return digital
+
+    def _data_layout(self):
+        """``(records (n_records, samples per record) int16 memmap, column range per signal)``.
+
+        None for files this fast path does not cover (BDF), which pyedflib then reads.
+        """
+        if self._layout is not None:
+            return self._layout or None
+        self._layout = ()
+        with open(self._data_path, "rb") as fh:
+            head = fh.read(EDF_HEADER_BYTES)
+            n_signals = int(head[252:256])
+            fields = fh.read(EDF_HEADER_BYTES * n_signals)
+        if head[:1] != b"0":
+            return None
+        labels = [fields[16 * i:16 * (i + 1)].decode("latin-1").strip() for i in range(n_signals)]
+        per_record_at = 216 * n_signals
+        per_record = [int(fields[per_record_at + 8 * i:per_record_at + 8 * (i + 1)])
+                      for i in range(n_signals)]
+        offsets = np.concatenate([[0], np.cumsum(per_record)])
+        # pyedflib numbers signals without the EDF+ annotation channel.
+        data_signals = [i for i, label in enumerate(labels) if label != "EDF Annotations"]
+        if len(data_signals) != len(self.labels):
+            return None
+        n_records = self._reader.datarecords_in_file
+        records = np.memmap(self._data_path, dtype="<i2", mode="r",
+                            offset=EDF_HEADER_BYTES * (n_signals + 1),
+                            shape=(n_records, int(offsets[-1])))
+        self._layout = (records, [(int(offsets[i]), int(offsets[i + 1])) for i in data_signals])
+        return self._layout
 
     def microvolts_per_unit(self, index: int) -> float:
         """Scale of signal ``index``'s physical unit in uV (1 for uV or an unknown unit)."""
@@ -99,6 +150,50 @@ def _file_size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError as exc:
         raise EdfError(f"{path.name}: cannot read: {exc.strerror}") from None
+
+
+def _check_size(path: Path, size: int) -> None:
+    """Compare the file size with the size its header declares.
+
+    pyedflib reports a truncated header as "a read error occurred", a short file as "(Filesize)",
+    and silently reads only the declared records of a file holding more: name the numbers
+    instead. Headers that cannot be parsed here are left to pyedflib's own reason.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(EDF_HEADER_BYTES)
+        try:
+            n_signals = int(head[252:256].decode("ascii"))
+            header_bytes = int(head[184:192].decode("ascii"))
+            n_records = int(head[236:244].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return
+        if n_signals < 1 or header_bytes != EDF_HEADER_BYTES * (n_signals + 1):
+            return
+        if size < header_bytes:
+            raise EdfError(f"{path.name}: truncated in the header: {size} bytes, but its header "
+                           f"declares {header_bytes} header bytes ({n_signals} signals)")
+        fh.seek(EDF_HEADER_BYTES + 216 * n_signals)  # samples per data record, 8 bytes each
+        spr_field = fh.read(8 * n_signals)
+    try:
+        per_record = [int(spr_field[8 * i:8 * (i + 1)].decode("ascii")) for i in range(n_signals)]
+    except (UnicodeDecodeError, ValueError):
+        return
+    sample_bytes = 3 if head[:1] == b"\xff" else 2  # BDF: 24-bit samples
+    record_bytes = sample_bytes * sum(per_record)
+    if n_records < 0 or record_bytes <= 0 or min(per_record) < 1:
+        return  # -1 (unknown) and absurd counts: pyedflib names them
+    complete = (size - header_bytes) // record_bytes
+    if complete < n_records:
+        raise EdfError(
+            f"{path.name}: file is shorter than its header declares: {size} bytes, but its header "
+            f"declares {n_records} data records of {record_bytes} bytes after {header_bytes} "
+            f"header bytes ({header_bytes + n_records * record_bytes} bytes); only {complete} "
+            "complete records are present (truncated, or a wrong record count)")
+    if complete > n_records:
+        raise EdfError(
+            f"{path.name}: file holds {complete} complete data records of {record_bytes} bytes, "
+            f"but its header declares only {n_records}: a wrong record count (the rest of the "
+            "signal would be silently dropped)")
 
 
 def _pyedflib_reason(message: str) -> str:
