@@ -476,7 +476,7 @@ def test_broken_file_removes_stale_npz(split):
     recs[stem].edf.write_bytes(recs[stem].edf.read_bytes()[:3000])  # truncated by a bad copy
     report = build(data, cache)
     [bad] = report.quarantined
-    assert bad.stem == stem and "unreadable EDF" in bad.reason
+    assert bad.stem == stem and "truncated in the header" in bad.reason
     assert not (cache / f"{stem}_windows.npz").exists()
     entry = Ledger(cache).entries()[bad.source]
     assert entry.status == QUARANTINED and entry.npz_name == ""
