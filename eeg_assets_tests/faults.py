@@ -212,6 +212,8 @@ class FaultCase:
     reasons: tuple[str, ...]  # substrings the reason must contain (empty for BUILT)
     description: str
     make: Callable[[CaseContext], str]  # lays the input out; returns its source path
+    #: For BUILT cases: (details key, substring) the ledger entry's details must show.
+    details: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         return self.name
@@ -220,32 +222,34 @@ class FaultCase:
 CATALOGUE: list[FaultCase] = []
 
 
-def _case(name: str, group: str, outcome: str, *reasons: str, description: str):
+def _case(name: str, group: str, outcome: str, *reasons: str, description: str,
+          details: tuple[tuple[str, str], ...] = ()):
     def register(make: Callable[[CaseContext], str]) -> Callable[[CaseContext], str]:
-        CATALOGUE.append(FaultCase(name, group, outcome, tuple(reasons), description, make))
+        CATALOGUE.append(FaultCase(name, group, outcome, tuple(reasons), description, make,
+                                   details))
         return make
     return register
 
 
-def _edf_fault(name: str, *reasons: str, description: str, outcome: str = QUARANTINED):
-    """A case that damages the placed EDF with ``damage(placed)``."""
+def _damage_case(group: str, name: str, *reasons: str, description: str,
+                 outcome: str = QUARANTINED, details: tuple[tuple[str, str], ...] = ()):
+    """A case that places a copy of the template and damages it with ``damage(placed)``."""
     def register(damage: Callable[[Placed], None]):
         def make(ctx: CaseContext) -> str:
             placed = ctx.place(name)
             damage(placed)
             return placed.source
-        return _case(name, "edf", outcome, *reasons, description=description)(make)
+        return _case(name, group, outcome, *reasons, description=description,
+                     details=details)(make)
     return register
 
 
-def _annotation_fault(name: str, *reasons: str, description: str, outcome: str = QUARANTINED):
-    def register(damage: Callable[[Placed], None]):
-        def make(ctx: CaseContext) -> str:
-            placed = ctx.place(name)
-            damage(placed)
-            return placed.source
-        return _case(name, "annotation", outcome, *reasons, description=description)(make)
-    return register
+def _edf_fault(name: str, *reasons: str, **kwargs):
+    return _damage_case("edf", name, *reasons, **kwargs)
+
+
+def _annotation_fault(name: str, *reasons: str, **kwargs):
+    return _damage_case("annotation", name, *reasons, **kwargs)
 
 
 # --- EDF ----------------------------------------------------------------------------------------
@@ -309,6 +313,7 @@ def _(p: Placed) -> None:
 
 
 @_edf_fault("edf-missing-fz-pz", outcome=BUILT,
+            details=(("reconstructed", "FZ=mean(F3,F4); PZ=mean(P3,P4)"),),
             description="Fz and Pz relabelled away: rebuilt from F3/F4 and P3/P4, not rejected")
 def _(p: Placed) -> None:
     set_signal_field(p.edf, "EEG FZ-REF", "label", "EEG X1-REF")
@@ -341,7 +346,7 @@ def _(p: Placed) -> None:
     set_signal_field(p.edf, "EEG C4-REF", "physical_max", "99999999")
 
 
-@_edf_fault("edf-mixed-rates", "EEG channels have different sampling rates", "O2 128 Hz",
+@_edf_fault("edf-mixed-rates", "EEG channels have different sampling rates", "EEG O2-REF 128 Hz",
             description="O2 at 128 Hz among 256 Hz channels (samples per record 256 -> 128, the "
                         "extra signal 256 -> 384 so the record size is unchanged)")
 def _(p: Placed) -> None:
@@ -349,12 +354,14 @@ def _(p: Placed) -> None:
     set_signal_field(p.edf, "EEG EKG1-REF", "samples_per_record", "384")
 
 
-@_edf_fault("edf-start-date-quirk", outcome=BUILT,
+@_edf_fault("edf-start-date-quirk", outcome=BUILT, details=(("header_repair", "01:01:85"),),
             description="TUSZ start date '01:01:85' in the header: repaired in a temporary copy")
 def _(p: Placed) -> None:
-    with open(p.edf, "r+b") as fh:
-        fh.seek(168)
-        fh.write(b"01:01:85")
+    raw = bytearray(p.edf.read_bytes())
+    # as in the corpus: an EDF+ recording field that agrees with the 1985 start date
+    raw[88:168] = bytes(raw[88:168]).replace(b"Startdate 01-JAN-2008", b"Startdate 01-JAN-1985")
+    raw[168:176] = b"01:01:85"
+    p.edf.write_bytes(bytes(raw))
 
 
 @_case("edf-name-with-spaces", "edf", BUILT,
@@ -421,7 +428,8 @@ def _(p: Placed) -> None:
     edit_lines(p.annotation, replace_line(BCKG_LINE, "TERM,-1.0000,20.5000,bckg,1.0000"))
 
 
-@_annotation_fault("ann-event-past-end", "seizure at 60-95 s runs past the end of the signal (80 s)",
+@_annotation_fault("ann-event-past-end",
+                   "seizure at 60-95 s runs past the end of the signal (80 s)",
                    description="seizure 60-95 s in an 80 s recording")
 def _(p: Placed) -> None:
     edit_lines(p.annotation, replace_line(SEIZURE_LINE, "TERM,60.0000,95.0000,fnsz,1.0000"))
@@ -528,7 +536,8 @@ def _(ctx: CaseContext) -> str:
 
 
 @_case("drop-duplicate-stem", "drop", QUARANTINED, "duplicate recording name",
-       "drop-duplicate-stem/s001_2015/01_tcp_ar/drop-duplicate-stem_s001_t000.edf has the same stem",
+       "drop-duplicate-stem/s001_2015/01_tcp_ar/drop-duplicate-stem_s001_t000.edf "
+       "has the same stem",
        description="the same recording dropped twice (same stem in two session folders)")
 def _(ctx: CaseContext) -> str:
     ctx.place("drop-duplicate-stem", session="s001_2015")
@@ -607,7 +616,8 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
         if cli_output is not None:
             line = cli_line(cli_output, "ignored", source)
             if missing := _missing(line, case.reasons):
-                problems.append(f"CLI output line 'ignored: {source}: ...' lacks {missing}: {line!r}")
+                problems.append(f"CLI output line 'ignored: {source}: ...' lacks {missing}: "
+                                f"{line!r}")
         return problems
     if entry is None:
         return [f"no ledger entry for {source}"]
@@ -619,6 +629,9 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
         if reference is not None and (entry.n_windows, list(entry.seizure_samples)) != reference:
             problems.append(f"built with n_windows={entry.n_windows}, seizure samples "
                             f"{entry.seizure_samples}; the untouched recording gives {reference}")
+        for key, text in case.details:
+            if text not in str(entry.details.get(key, "")):
+                problems.append(f"details[{key!r}] lacks {text!r}: {entry.details.get(key)!r}")
         if cli_output is not None and cli_line(cli_output, "quarantined", source):
             problems.append("listed as quarantined in the CLI output")
         if metadata_rows is not None and any(r["recording"] == source for r in metadata_rows):
@@ -835,14 +848,27 @@ def crash_scenario(work_dir: Path, data_dir: Path, reference_dir: Path, *, seed:
                    workers: int = 1, trigger: str = "time") -> ScenarioResult:
     """SIGKILL a ``build-cache`` process, then rerun it and compare with an uninterrupted build.
 
-    ``trigger="time"``: kill a seeded random 0.3-3.0 s after the build took the split lock (on a
-    fresh cache most of a small build fits in that span). ``trigger="first-npz"``: kill as soon as
-    one NPZ is in place while another is still being written. Only the main process is killed, as
-    an OOM killer or ``kill -9 <pid>`` would; its workers must not outlive it.
+    Where the kill lands, drawn from ``seed``:
+
+    * ``trigger="time"``: 0.3-3.0 s after the process started (imports, build or index/manifest
+      refresh, whichever is running then);
+    * ``trigger="progress"``: once k of the NPZs are in place (k random), 0-0.2 s later: always
+      inside the build, wherever it is (a write, a rename, a ledger update);
+    * ``trigger="mid-write"``: as soon as one NPZ is in place while another is being written.
+
+    Only the main process is killed, as the OOM killer or ``kill -9 <pid>`` would; its workers
+    must not outlive it.
     """
-    delay = random.Random(seed).uniform(0.3, 3.0)
-    name = (f"kill -9 {delay:.2f} s into the build, seed {seed}" if trigger == "time"
-            else "kill -9 with one NPZ in place, another half-written")
+    rng = random.Random(seed)
+    n_expected = len(list(Path(reference_dir).glob("*_windows.npz")))
+    if trigger == "time":
+        delay = rng.uniform(0.3, 3.0)
+        name = f"kill -9 {delay:.2f} s after start, seed {seed}"
+    elif trigger == "progress":
+        k, delay = rng.randrange(n_expected), rng.uniform(0.0, 0.2)
+        name = f"kill -9 {delay:.2f} s after NPZ #{k} was in place, seed {seed}"
+    else:
+        name = "kill -9 mid-write (one NPZ in place, another being written)"
     name += f", {workers} worker(s)"
     result = ScenarioResult(name, "crash (SIGKILL + rerun)", inputs=1)
     cache = Path(work_dir) / f"crash_{trigger}_{seed}_{workers}"
@@ -850,12 +876,14 @@ def crash_scenario(work_dir: Path, data_dir: Path, reference_dir: Path, *, seed:
                              *build_cache_args(data_dir, cache, workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(),
                             cwd=REPO_ROOT, start_new_session=True)
+    started = time.monotonic()
     try:
-        _wait_for(lambda: (cache / ".build.lock").exists(), 120, proc)
         if trigger == "time":
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(0.002)
+            _wait_for(lambda: time.monotonic() - started >= delay, 120, proc)
+        elif trigger == "progress":
+            _wait_for(lambda: (cache / ".build.lock").exists()
+                      and len(list(cache.glob("*_windows.npz"))) >= k, 120, proc)
+            _wait_for(lambda: False, delay, proc)
         else:
             _wait_for(lambda: any(cache.glob("*_windows.npz")) and any(cache.glob(".*.tmp")),
                       120, proc)
@@ -1041,19 +1069,21 @@ def drops_after_caching_scenario(work_dir: Path, template: Template) -> Scenario
     second = run_build_cache(data, cache)
     out = second.stdout
     lines = out.splitlines()
+
+    def quarantined_for(source: str, reason: str) -> bool:
+        return not _missing(cli_line(out, "quarantined", source), (reason,))
+
     expectations = [
-        ("deleted", f"  removed (EDF gone): {placed['deleted'].source}" in lines,
-         "removed (EDF gone)"),
-        ("annotationgone", not _missing(cli_line(out, "quarantined", placed["annotationgone"].source),
-                                        ("no annotation file",)), "no annotation file"),
-        ("damaged", not _missing(cli_line(out, "quarantined", placed["damaged"].source),
-                                 ("only 10 complete records are present",)),
-         "only 10 complete records are present"),
-        ("copying", not _missing(cli_line(out, "quarantined", copying.source),
-                                 ("shorter than its header declares",)),
-         "shorter than its header declares"),
+        ("deleted", "removed (EDF gone)",
+         f"  removed (EDF gone): {placed['deleted'].source}" in lines),
+        ("annotationgone", "no annotation file",
+         quarantined_for(placed["annotationgone"].source, "no annotation file")),
+        ("damaged", "only 10 complete records are present",
+         quarantined_for(placed["damaged"].source, "only 10 complete records are present")),
+        ("copying", "shorter than its header declares",
+         quarantined_for(copying.source, "shorter than its header declares")),
     ]
-    for name, ok, reason in expectations:
+    for name, reason, ok in expectations:
         if ok:
             result.rejected_as_expected += 1
         else:
@@ -1114,7 +1144,8 @@ STALE_CASES: dict[str, tuple[str, str]] = {
     "npz-removed": ("an NPZ deleted", "missing NPZ"),
     "npz-rebuilt-labels": ("an NPZ rewritten with every label set to seizure", "changed NPZ"),
     "npz-rebuilt-fewer-windows": ("an NPZ rewritten with its last window dropped", "changed NPZ"),
-    "manifest-truncated": ("manifest.json cut in half (a half-written file)", "corrupt manifest.json"),
+    "manifest-truncated": ("manifest.json cut in half (a half-written file)",
+                           "corrupt manifest.json"),
     "manifest-deleted": ("manifest.json deleted", "missing manifest.json"),
     "manifest-emptied": ("manifest.json replaced by empty categories", "empty manifest.json"),
     "config-changed": ("the notch frequency changed to 50 Hz", "config change"),
@@ -1238,8 +1269,9 @@ def metadata_rows_of(materialize_result) -> list[dict]:
     return [dict(record.data) for record in table.value.records]
 
 
-def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path):
-    """``npz_windows[train]`` materialized in process, as the brief's Dagster-level check."""
+def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path, *,
+                            log_level: str = "INFO"):
+    """``npz_windows[train]`` materialized in process (an ephemeral Dagster instance)."""
     import dagster as dg
 
     from eeg_assets.orchestration.assets import npz_windows
@@ -1247,4 +1279,5 @@ def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path
 
     config = EegAssetsConfig(raw_root=str(raw_root), cache_root=str(cache_root),
                              results_root=str(results_root), make_sample_if_missing=False)
-    return dg.materialize([npz_windows], resources={"eeg_config": config}, partition_key="train")
+    return dg.materialize([npz_windows], resources={"eeg_config": config}, partition_key="train",
+                          run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})

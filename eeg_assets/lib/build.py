@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import fcntl
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -33,7 +35,7 @@ from eeg_assets.lib.edf import EdfError, EdfRecording
 from eeg_assets.lib.ledger import (
     BUILT, FAILED, QUARANTINED, TOO_SHORT, FileFingerprint, Ledger, RecordingEntry,
 )
-from eeg_assets.lib.npzio import write_npz_streaming
+from eeg_assets.lib.npzio import remove_stale_temporaries, write_npz_streaming
 from eeg_assets.lib.preprocess import condition_channel, normalise_inplace, resampled_length
 from eeg_assets.lib.windows import count_windows, iter_windows, label_mask, window_seizure_counts
 
@@ -342,9 +344,10 @@ def build_split(
 
 
 def _remove_leftovers(cache_dir: Path) -> None:
-    """Temporary files of a killed writer (we hold the split lock, so no writer is running)."""
-    for tmp in cache_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+    """Temporary files of killed writers. The split lock keeps other builds out, but not the
+    index and manifest writers (another build-cache refreshing them, the Dagster assets): their
+    temporary files are locked while written and are left alone."""
+    remove_stale_temporaries(cache_dir)
 
 
 def _remove_vanished(data_dir: Path, cache_dir: Path, ledger: Ledger,
@@ -383,7 +386,8 @@ def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
     # spawn, not fork: the caller may be a threaded process (Dagster), and workers import only
     # the pure library.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_exit_with_parent) as pool:
         pending = {pool.submit(build_recording, p, s, cache_dir, config): (p, s) for p, s in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -399,6 +403,24 @@ def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
                 bar.advance(entry)
                 yield entry
     bar.close()
+
+
+def _exit_with_parent() -> None:
+    """Pool initializer: end this worker as soon as the build process dies.
+
+    A build killed with SIGKILL (``kill -9``, the OOM killer) cannot shut its pool down; its
+    workers would finish their recording, rename its NPZ into the split while a rerun holds the
+    lock, and then wait on the pool's queue forever.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # readable when the parent is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class _Progress:

@@ -8,6 +8,7 @@ locating its bytes in the zip. The files remain ordinary NPZs that ``np.load`` r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import tempfile
@@ -31,17 +32,34 @@ def _array_header(shape: tuple[int, ...], dtype: np.dtype) -> dict:
             "shape": tuple(int(n) for n in shape)}
 
 
+def _locked_temporary(final: Path, suffix: str) -> tuple[int, Path]:
+    """A new temporary file beside ``final`` and a descriptor holding an exclusive ``flock`` on it.
+
+    The lock says "my writer is alive" to :func:`remove_stale_temporaries`; the kernel releases it
+    when the writer dies, however it dies.
+    """
+    while True:
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(name)):
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a cleaner removed it between its creation and our lock: take another
+
+
 @contextmanager
 def atomic_path(final: Path, suffix: str = ".tmp", durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it over ``final`` only on success.
 
     A killed or failing writer leaves at most a ``.tmp`` file, never a file under the final name
-    that looks complete. ``durable`` also fsyncs before the rename, against an OS crash.
+    that looks complete. ``durable`` also fsyncs before the rename, against an OS crash. The
+    temporary file is locked while it is written, so a cleaner running at the same time (another
+    build of the split) leaves it alone.
     """
     final = Path(final)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    fd, tmp = _locked_temporary(final, suffix)
     try:
         yield tmp
         if durable:
@@ -51,6 +69,33 @@ def atomic_path(final: Path, suffix: str = ".tmp", durable: bool = True) -> Iter
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` writers that died before their rename.
+
+    A temporary file whose writer is still running is locked and kept: deleting it would make
+    that writer's rename fail (two builds of a split, or a build and an index/manifest update,
+    running at the same time).
+    """
+    removed = []
+    for tmp in sorted(Path(folder).glob(pattern)):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue  # renamed into place or removed meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                tmp.unlink()
+                removed.append(tmp)
+        except (BlockingIOError, FileNotFoundError):
+            pass  # a live writer holds it, or it was just renamed into place
+        finally:
+            os.close(fd)
+    return removed
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -19,7 +19,7 @@ from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
 from eeg_assets.lib.balanced import compose_balanced, dataset_log_lines, write_balanced
 from eeg_assets.lib.build import build_split
 from eeg_assets.lib.index import INDEX_NAME, collect_facts, update_index
-from eeg_assets.lib.ledger import BUILT, Ledger
+from eeg_assets.lib.ledger import BUILT, FAILED, QUARANTINED, Ledger
 from eeg_assets.lib.manifest import (
     FULL, MANIFEST_NAME, NO_SEIZURE, PARTIAL, Manifest, category_counts, manifest_warnings,
     read_manifest, update_manifest,
@@ -118,7 +118,8 @@ def npz_windows(context: dg.AssetExecutionContext, eeg_config: EegAssetsConfig) 
             "recordings": report.recordings,
             "files_built": len(report.built),
             "files_skipped": report.skipped,
-            "files_quarantined": len(report.quarantined),
+            "files_quarantined": sum(e.status == QUARANTINED for e in report.quarantined),
+            "files_failed_to_write": sum(e.status == FAILED for e in report.quarantined),
             "files_too_short": len(report.too_short),
             "files_removed": len(report.removed),
             "npz_files": len(built),
