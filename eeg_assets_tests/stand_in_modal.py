@@ -18,7 +18,9 @@ The Volume: ``EEG_ASSETS_STAND_IN_VOLUME`` names a host folder that plays the vo
 ``/results``. Paths under ``/results`` in the Pipes extras (the training request) are rewritten
 to that folder before the entry point reads them, because ``/results`` does not exist here.
 ``volume.commit()`` appends a line to ``<folder>/.commits``; the original request is appended
-to ``<folder>/.requests.jsonl`` so a test can check what the launcher asked for.
+to ``<folder>/.requests.jsonl`` so a test can check what the launcher asked for, and both
+processes append their ids to ``<folder>/.pids``. SIGINT (Ctrl-C) stops the CLI and kills the
+container, as it stops a real ``modal run`` and its app.
 
 Test controls: ``EEG_ASSETS_STAND_IN_EXIT=N`` makes the CLI fail with code N before doing anything
 (as ``modal run`` does without a token), printing ordinary (non-Pipes) output first.
@@ -60,6 +62,12 @@ def _import_app(path: Path):
     return module
 
 
+def _record_pid() -> None:
+    """Append this process's id to ``<volume>/.pids`` (tests check nothing is left running)."""
+    with open(_volume_dir() / ".pids", "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
 def _volume_dir() -> Path:
     folder = os.environ.get(VOLUME_ENV)
     if not folder:
@@ -80,12 +88,17 @@ class _RemoteTrain:
     def remote(self, *args, **kwargs):
         env = {k: os.environ[k] for k in CONTAINER_BASE_ENV if k in os.environ}
         env[VOLUME_ENV] = str(_volume_dir())  # the stand-in's own setting, not the app's
-        completed = subprocess.run(
-            [sys.executable, __file__, "--container", str(self.app_path)],
-            input=json.dumps({"args": args, "kwargs": kwargs}), text=True, env=env)
-        if completed.returncode != 0:
+        process = subprocess.Popen([sys.executable, __file__, "--container", str(self.app_path)],
+                                   stdin=subprocess.PIPE, text=True, env=env)
+        try:
+            process.communicate(json.dumps({"args": args, "kwargs": kwargs}))
+        except BaseException:  # Ctrl-C: the app stops, its container with it
+            process.kill()
+            process.wait()
+            raise
+        if process.returncode != 0:
             raise RuntimeError(f"remote function train failed (container exit code "
-                               f"{completed.returncode})")
+                               f"{process.returncode})")
 
 
 def modal_run(app_path: str) -> int:
@@ -97,7 +110,7 @@ def modal_run(app_path: str) -> int:
         print("✓ Initialized.")
         print("Error: Token missing. Could not authenticate client.", file=sys.stderr)
         return int(exit_code)
-    _volume_dir()
+    _record_pid()
     app = _import_app(path)
     app.train = _RemoteTrain(path)
     print("✓ Initialized. View run at https://modal.com/apps/stand-in")  # non-Pipes output
@@ -106,6 +119,9 @@ def modal_run(app_path: str) -> int:
     except RuntimeError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # subprocess.run has killed the container
+        print("Stopping app - local entrypoint interrupted.", file=sys.stderr)
+        return 130
     print("✓ App completed.")
     return 0
 
@@ -148,6 +164,7 @@ def _remap_pipes_env(env: dict, mount: str, folder: Path) -> dict:
 def container(app_path: str) -> int:
     call = json.loads(sys.stdin.read())
     folder = _volume_dir()
+    _record_pid()
     app = _import_app(Path(app_path))
     app.volume = _FolderVolume(folder)
     args = list(call["args"])

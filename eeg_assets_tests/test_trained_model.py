@@ -199,8 +199,9 @@ def assert_trained(run: Run, out_dir: Path) -> None:
     assert saved["epoch"] == 1 and saved["metrics"]["val_auroc"] == meta["val_auroc"]
     assert saved["train_config"] == SHORT_TRAINING.to_dict()
     assert sum(p.numel() for p in model.parameters()) > 0
-    match = re.fullmatch(r"!\[loss and AUROC per epoch\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
-                         meta["curves"])
+    match = re.fullmatch(
+        r"!\[loss and AUROC per epoch\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
+        meta["curves"])
     assert match and base64.b64decode(match.group(1)).startswith(PNG_MAGIC)
     hypotheses = Path(meta["hypotheses_dir"])
     assert hypotheses == out_dir / "hypotheses"
@@ -306,9 +307,10 @@ def test_modal_launcher_forwards_the_seed_flags(tmp_path, modal_on_path):
 
 
 def test_modal_cli_failure_fails_the_asset_with_the_exit_code(tmp_path, modal_on_path,
-                                                              monkeypatch):
+                                                              monkeypatch, capsys):
     monkeypatch.setenv("EEG_ASSETS_STAND_IN_EXIT", "1")
     run = materialize(tmp_path, modal_launcher(), with_cache=False)
+    assert "✓ Initialized." in capsys.readouterr().out  # ordinary CLI output is passed on
     assert not run.result.success
     message = run.failure_message()
     assert re.search(r"`modal run \S*modal_app\.py` exited with code 1", message), message
@@ -342,3 +344,35 @@ def test_unknown_backend_is_a_clear_failure(tmp_path):
     run = materialize(tmp_path, training.TrainingLauncher(backend="slurm"), with_cache=False)
     assert not run.result.success
     assert "unknown training backend 'slurm'" in run.failure_message()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_failing_step_stops_modal_run_and_its_container(tmp_path, modal_on_path, monkeypatch):
+    """A step that dies while `modal run` is running (run terminated, a bad message) interrupts
+    it, so no GPU keeps training for a step that no longer exists.
+
+    The step dies on the first Pipes message ("opened"), so this also shows that messages stream
+    while the container runs: had they been held in a stdout buffer until the end, best.pt would
+    be written before the step saw anything.
+    """
+
+    def consume(self, line: str) -> bool:
+        if "__dagster_pipes_version" in line:
+            raise RuntimeError("step interrupted while training")
+        return False
+
+    monkeypatch.setattr(training._StdoutMessageReader, "consume", consume)
+    run = materialize(tmp_path, modal_launcher())
+    assert not run.result.success
+    assert "step interrupted while training" in run.failure_message()
+    pids = [int(pid) for pid in (tmp_path / "volume" / ".pids").read_text().split()]
+    assert len(pids) == 2  # the CLI and its container
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not (tmp_path / "volume" / "trained_model" / "best.pt").exists()

@@ -296,3 +296,13 @@ def test_validation_set_must_match_its_recordings(tmp_path):
         np.random.default_rng(0), 20 * FS, []))], WINDOW, STRIDE)
     with pytest.raises(ValueError, match="announce"):
         fit(TRAIN, POS_WEIGHT, broken, tmp_path, CONFIG, log=lambda _line: None)
+
+
+
+@pytest.mark.parametrize("epochs, windows", [(5, 16), (1, 8)])
+def test_runs_of_few_steps_train(tmp_path, epochs, windows):
+    """OneCycleLR divided by zero when warm-up covered exactly one of 10 steps (5 x 2 here)."""
+    config = replace(CONFIG, epochs=epochs, batch_size=8, max_train_windows_per_epoch=windows)
+    result = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, config, log=lambda _line: None)
+    assert len(result.history) == epochs
+    assert all(0 < h["lr"] <= config.lr for h in result.history)

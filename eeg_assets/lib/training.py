@@ -320,6 +320,19 @@ def _cpu_execution(device: torch.device, threads: int | None):
         torch.set_num_threads(previous[3])
 
 
+def _one_cycle(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """One-cycle schedule; tiny runs get a constant rate.
+
+    OneCycleLR divides by the warm-up length in steps minus one, so warm-up must span at least
+    two steps (``warmup_fraction * total_steps == 1`` raised ZeroDivisionError).
+    """
+    if total_steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps,
+        pct_start=max(config.warmup_fraction, 2 / total_steps))
+
+
 def fit(
     train_dataset: Dataset,
     pos_weight: float,
@@ -355,9 +368,7 @@ def fit(
                                       weight_decay=config.weight_decay)
         sampler = EpochSampler(len(train_dataset), config.seed, config.max_train_windows_per_epoch)
         steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
-            pct_start=config.warmup_fraction)
+        scheduler = _one_cycle(optimizer, config, config.epochs * steps_per_epoch)
         history: list[dict] = []
         best_epoch, best_metrics = 0, {}
         start_epoch = 0

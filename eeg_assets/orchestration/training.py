@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -105,12 +106,32 @@ class TrainingLauncher(dg.ConfigurableResource):
             except FileNotFoundError:
                 raise dg.Failure(f"{self.modal_executable!r} not found: pip install "
                                  "'eeg_assets[modal]' and run `modal token new`") from None
-            for line in process.stdout:
-                if not reader.consume(line.strip()):
-                    sys.stdout.write(line)
-            if process.wait() != 0:
+            try:
+                for line in process.stdout:
+                    if not reader.consume(line.strip()):
+                        sys.stdout.write(line)
+                process.wait()
+            finally:
+                _stop(process)
+                process.stdout.close()
+            if process.returncode != 0:
                 raise dg.Failure(f"`{' '.join(command)}` exited with code {process.returncode}")
         return dg.PipesClientCompletedInvocation(session)
+
+
+def _stop(process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Interrupt a still-running ``modal run`` (the step failed or the run was terminated).
+
+    SIGINT is Ctrl-C: ``modal run`` then stops the app, so no GPU keeps training for nobody.
+    """
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _request(eeg_config: EegAssetsConfig, backend: str) -> TrainingRequest:

@@ -7,19 +7,25 @@ same :mod:`eeg_assets.remote.train_entry` as the local launcher, on a persistent
 messages come back on stdout, which ``modal run`` streams to the launcher.
 
 Credentials come only from the environment (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or
-``modal token new``); nothing here reads or logs them. Settings, read when the app is imported:
+``modal token new``); nothing here reads or logs them. The container sees none of the local
+environment except what the entrypoint forwards: the Pipes variables and the seed's ``BGB_*`` flags
+(``BGB_SMOKE_TEST``, ``BGB_LIMIT_FILES``, ``BGB_FORCE_MANIFEST_REBUILD``), which the training run
+reads where it runs. Settings, read when the app is imported:
 ``EEG_ASSETS_MODAL_GPU`` (default ``A100``), ``EEG_ASSETS_MODAL_VOLUME`` (``eeg-assets-results``),
 ``EEG_ASSETS_MODAL_TIMEOUT_S`` (``21600``), ``EEG_ASSETS_MODAL_CPU`` (``8``: data loading
 stalled at Modal's default 0.125 CPU) and ``EEG_ASSETS_MODAL_MEMORY_MB`` (``32768``).
 """
 
 import os
+import sys
 
 import modal
 
 RESULTS_MOUNT = "/results"
 CACHE_ROOT = f"{RESULTS_MOUNT}/cache/tusz"
 PIPES_ENV_PREFIX = "DAGSTER_PIPES_"
+#: Local environment variables handed to the GPU function (a container inherits none of them).
+FORWARDED_ENV_PREFIXES = (PIPES_ENV_PREFIX, "BGB_")
 
 GPU = os.environ.get("EEG_ASSETS_MODAL_GPU", "A100")
 VOLUME_NAME = os.environ.get("EEG_ASSETS_MODAL_VOLUME", "eeg-assets-results")
@@ -39,8 +45,12 @@ app = modal.App("eeg-assets-train", image=image)
 
 @app.function(gpu=GPU, volumes={RESULTS_MOUNT: volume}, timeout=TIMEOUT_S, cpu=CPU,
               memory=MEMORY_MB)
-def train(pipes_env: dict[str, str]) -> None:
-    os.environ.update(pipes_env)
+def train(forwarded_env: dict[str, str]) -> None:
+    os.environ.update(forwarded_env)
+    # Pipes messages are lines on stdout; dagster_pipes never flushes, and a block-buffered
+    # stdout would hold logs and epochs back until 8 KiB piled up or the run ended.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     from eeg_assets.remote.train_entry import main
 
     try:
@@ -51,4 +61,4 @@ def train(pipes_env: dict[str, str]) -> None:
 
 @app.local_entrypoint()
 def run() -> None:
-    train.remote({k: v for k, v in os.environ.items() if k.startswith(PIPES_ENV_PREFIX)})
+    train.remote({k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)})
