@@ -14,11 +14,9 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from eeg_assets.orchestration.partitions import split_partitions
-from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
 from eeg_assets.lib.balanced import compose_balanced, dataset_log_lines, write_balanced
 from eeg_assets.lib.build import build_split
-from eeg_assets.lib.index import INDEX_NAME, collect_facts, update_index
+from eeg_assets.lib.index import INDEX_NAME, DatasetError, collect_facts, update_index
 from eeg_assets.lib.ledger import BUILT, FAILED, QUARANTINED, Ledger
 from eeg_assets.lib.manifest import (
     FULL, MANIFEST_NAME, NO_SEIZURE, PARTIAL, Manifest, category_counts, manifest_warnings,
@@ -27,6 +25,8 @@ from eeg_assets.lib.manifest import (
 from eeg_assets.lib.npzio import open_member
 from eeg_assets.lib.plots import category_counts_png, window_png
 from eeg_assets.lib.splits import patients_of
+from eeg_assets.orchestration.partitions import split_partitions
+from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
 
 CONFIG_AT_LOAD = EegAssetsConfig.from_env()
 GROUP = "tusz_cache"
@@ -199,10 +199,15 @@ def _example_window_png(cache_dir: Path, manifest: Manifest, config) -> bytes | 
 def manifest(context: dg.AssetExecutionContext, eeg_config: EegAssetsConfig) -> dg.MaterializeResult:
     cache_dir = eeg_config.cache_dir(context.partition_key)
     config = eeg_config.cache_config()
-    facts = collect_facts(cache_dir, config)
-    for warning in manifest_warnings(facts):
-        context.log.warning(warning)
-    result = update_manifest(cache_dir, config, facts)
+    try:
+        facts = collect_facts(cache_dir, config)
+        for warning in manifest_warnings(facts):
+            context.log.warning(warning)
+        result = update_manifest(cache_dir, config, facts)
+    except DatasetError as exc:
+        raise dg.Failure(
+            f"no manifest for {cache_dir}: {exc}. Build the cache first: select "
+            "'npz_windows,dataset_index,manifest' (or the split_cache_job)") from exc
     counts = category_counts(result)
     total = sum(counts.values())
     seizure = counts[PARTIAL] + counts[FULL]
