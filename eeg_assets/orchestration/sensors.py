@@ -2,7 +2,8 @@
 
 A drop is only acted on once it is complete: the EDF's size and mtime must be the same as at the
 previous tick and its annotation file must exist; anything else waits for a later tick. The run
-key is a hash of the split's settled file set, so the same drop is never processed twice.
+key numbers the split's requests and hashes the change of its settled file set, so the same drop
+is never processed twice and a new change never reuses a run key (which Dagster would skip).
 """
 
 import hashlib
@@ -79,16 +80,20 @@ def make_raw_edf_drop_sensor(job) -> dg.SensorDefinition:
             applied = state.get("applied", {})
             fileset = {name: ready.get(name, applied.get(name)) for name in current
                        if name in ready or name in applied}
+            requested = state.get("requests", 0)
             if fileset != applied and (fileset or applied):
-                # Keyed on the transition, so a recording removed and dropped again still runs.
+                # Dagster never launches a run key twice, and the same transition can recur (a
+                # recording moved out and back in, twice), so the key counts the split's
+                # requests; a tick replayed from an older cursor still gets the same key.
+                requested += 1
                 transition = json.dumps([applied, fileset], sort_keys=True).encode()
                 requests.append(dg.RunRequest(
-                    run_key=f"{split}:{hashlib.sha256(transition).hexdigest()[:20]}",
+                    run_key=f"{split}:{requested}:{hashlib.sha256(transition).hexdigest()[:20]}",
                     partition_key=split,
                     tags={"eeg_assets/trigger": "raw_edf_drop", "eeg_assets/files": str(len(fileset))},
                 ))
                 applied = fileset
-            new_cursor[split] = {"observed": current, "applied": applied}
+            new_cursor[split] = {"observed": current, "applied": applied, "requests": requested}
         context.update_cursor(json.dumps(new_cursor, sort_keys=True))
         if requests:
             return requests
