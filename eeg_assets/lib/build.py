@@ -383,9 +383,10 @@ def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
             yield entry
         bar.close()
         return
-    # spawn, not fork: the caller may be a threaded process (Dagster), and workers import only
-    # the pure library.
-    context = multiprocessing.get_context("spawn")
+    # forkserver, not fork: the caller may be a threaded process (Dagster). The server imports the
+    # pure library once, so each worker starts in milliseconds instead of re-importing scipy.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["eeg_assets.lib.build"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=_exit_with_parent) as pool:
         pending = {pool.submit(build_recording, p, s, cache_dir, config): (p, s) for p, s in todo}
