@@ -15,12 +15,15 @@ from eeg_assets.lib.index import DatasetError, index_staleness, read_index
 from eeg_assets.lib.manifest import (
     FULL, MANIFEST_NAME, PARTIAL, category_counts, manifest_staleness, read_manifest,
 )
+from eeg_assets.lib.npzio import NpzFormatError
 from eeg_assets.lib.splits import find_leaks, patient_id, patients_of
 from eeg_assets.orchestration.assets import balanced_dataset, dataset_index, manifest
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.orchestration.resources import EegAssetsConfig
 
 MAX_LISTED = 20
+#: A check reports these as a failure with their message instead of erroring.
+CACHE_ERRORS = (DatasetError, NpzFormatError)
 
 
 def _failed(reason: str, **metadata) -> dg.AssetCheckResult:
@@ -33,7 +36,10 @@ def _failed(reason: str, **metadata) -> dg.AssetCheckResult:
 def index_matches_npz(context: dg.AssetCheckExecutionContext,
                       eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
     cache_dir = eeg_config.cache_dir(context.partition_key)
-    reason = index_staleness(cache_dir, eeg_config.cache_config())
+    try:
+        reason = index_staleness(cache_dir, eeg_config.cache_config())
+    except CACHE_ERRORS as exc:
+        reason = str(exc)
     if reason:
         return _failed(reason)
     index = read_index(cache_dir)
@@ -88,7 +94,7 @@ def manifest_current(context: dg.AssetCheckExecutionContext,
     cache_dir = eeg_config.cache_dir(context.partition_key)
     try:
         reason = manifest_staleness(cache_dir, eeg_config.cache_config())
-    except DatasetError as exc:
+    except CACHE_ERRORS as exc:
         reason = str(exc)
     if reason:
         return _failed(reason)
@@ -103,7 +109,7 @@ def seizure_windows_present(context: dg.AssetCheckExecutionContext,
     cache_dir = eeg_config.cache_dir(context.partition_key)
     try:
         counts = category_counts(read_manifest(cache_dir))
-    except DatasetError as exc:
+    except CACHE_ERRORS as exc:
         return _failed(str(exc))
     seizure = counts[PARTIAL] + counts[FULL]
     return dg.AssetCheckResult(passed=seizure > 0, metadata={
@@ -121,7 +127,7 @@ def balanced_matches_recipe(context: dg.AssetCheckExecutionContext,
     try:
         stored = read_balanced(cache_dir)
         expected = compose_balanced(read_manifest(cache_dir), eeg_config.balance_config())
-    except DatasetError as exc:
+    except CACHE_ERRORS as exc:
         return _failed(str(exc))
     problems = []
     if stored.windows != expected.windows:
