@@ -76,6 +76,19 @@ class CacheConfig:
         data["cache_format"] = CACHE_FORMAT
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> CacheConfig:
+        """Inverse of :meth:`to_dict` (JSON lists back to tuples and sets)."""
+        fields = {k: v for k, v in data.items() if k != "cache_format"}
+        fields["bandpass_hz"] = tuple(fields["bandpass_hz"])
+        fields["channels"] = tuple(fields["channels"])
+        fields["channel_synonyms"] = tuple(tuple(pair) for pair in fields["channel_synonyms"])
+        fields["reconstructable"] = tuple((channel, tuple(neighbours))
+                                          for channel, neighbours in fields["reconstructable"])
+        fields["seizure_labels"] = frozenset(fields["seizure_labels"])
+        fields["background_labels"] = frozenset(fields["background_labels"])
+        return cls(**fields)
+
     def version(self) -> str:
         """A short, stable hash of every parameter that shapes the cache."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -8,6 +8,7 @@ hypotheses for standard scorers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,15 +39,14 @@ class TrainingRequest:
     def to_dict(self) -> dict:
         return {"train_cache": str(self.train_cache), "val_cache": str(self.val_cache),
                 "out_dir": str(self.out_dir), "train": self.train.to_dict(),
-                "balance": {"full_ratio": self.balance.full_ratio,
-                            "background_ratio": self.balance.background_ratio,
-                            "seed": self.balance.seed}}
+                "balance": dataclasses.asdict(self.balance), "cache": self.cache.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingRequest:
         return cls(train_cache=Path(data["train_cache"]), val_cache=Path(data["val_cache"]),
                    out_dir=Path(data["out_dir"]), train=TrainConfig.from_dict(data["train"]),
-                   balance=BalanceConfig(**data["balance"]))
+                   balance=BalanceConfig(**data["balance"]),
+                   cache=CacheConfig.from_dict(data["cache"]))
 
 
 def run_training(request: TrainingRequest, log: Callable[[str], None] = print,
