@@ -34,7 +34,7 @@ class SeizureEvent:
 class Annotation:
     path: Path
     duration_s: float | None       # from the "# duration = ... secs" header
-    seizures: tuple[SeizureEvent, ...]  # merged over channels is not needed: masks are unions
+    seizures: tuple[SeizureEvent, ...]  # rows of every channel; the label mask is their union
 
 
 def find_annotation(edf_path: Path) -> Path:
