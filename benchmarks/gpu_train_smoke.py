@@ -49,7 +49,7 @@ from eeg_assets.lib.model import SeizureUNet, count_parameters
 from eeg_assets.lib.npzio import write_npz
 from eeg_assets.lib.train_run import TrainingRequest, non_finite_metrics, run_training
 from eeg_assets.lib.training import (
-    EpochSampler, TrainConfig, _autocast, _make_loader, resolve_device,
+    EpochSampler, TrainConfig, _make_loader, resolve_device, train_step,
 )
 
 CONFIG = DEFAULT_CONFIG
@@ -178,15 +178,7 @@ def instrumented_steps(train_dir: Path, config: TrainConfig, device: torch.devic
                           sampler)
 
     def step(windows: torch.Tensor, labels: torch.Tensor) -> None:
-        windows = windows.to(device, non_blocking=True).float()
-        labels = labels.to(device, non_blocking=True).float()
-        with _autocast(device):
-            logits = model(windows)
-        loss = criterion(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        train_step(model, optimizer, criterion, windows, labels, device, config.grad_clip)
 
     reset_peak(device)
     model.train()

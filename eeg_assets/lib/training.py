@@ -320,6 +320,22 @@ def _cpu_execution(device: torch.device, threads: int | None):
         torch.set_num_threads(previous[3])
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+               windows: torch.Tensor, labels: torch.Tensor, device: torch.device,
+               grad_clip: float) -> torch.Tensor:
+    """One optimisation step (bf16 autocast on CUDA, loss in float32, clipped gradients)."""
+    windows = windows.to(device, non_blocking=True).float()
+    labels = labels.to(device, non_blocking=True).float()
+    with _autocast(device):
+        logits = model(windows)
+    loss = criterion(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
 def _one_cycle(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
     """One-cycle schedule; tiny runs get a constant rate.
 
@@ -416,15 +432,8 @@ def fit(
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             n_windows = 0
             for windows, labels in train_loader:
-                windows = windows.to(device, non_blocking=True).float()
-                labels = labels.to(device, non_blocking=True).float()
-                with _autocast(device):
-                    logits = model(windows)
-                loss = criterion(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
+                loss = train_step(model, optimizer, criterion, windows, labels, device,
+                                  config.grad_clip)
                 scheduler.step()
                 loss_sum += loss.detach() * len(windows)
                 n_windows += len(windows)
