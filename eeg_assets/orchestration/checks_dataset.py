@@ -69,18 +69,17 @@ def patient_disjointness(context: dg.AssetCheckExecutionContext,
             cached[other] = patients_of(read_index(eeg_config.cache_dir(other)))
         except DatasetError:
             cached[other] = frozenset()
-    mine = raw[split] | cached[split]
-    leaks = {other: sorted(mine & (raw[other] | cached[other]))
-             for other in eeg_config.split_folders if other != split}
-    leaks = {other: patients for other, patients in leaks.items() if patients}
-    metadata = {f"patients_{s}": len(raw[s] | cached[s]) for s in eeg_config.split_folders}
+    patients = {s: raw[s] | cached[s] for s in eeg_config.split_folders}
+    all_leaks = find_leaks(patients)
+    leaks = {patient: splits for patient, splits in all_leaks.items() if split in splits}
+    metadata = {f"patients_{s}": len(patients[s]) for s in patients}
     if leaks:
-        described = "; ".join(f"{len(p)} shared with {other}: {', '.join(p[:MAX_LISTED])}"
-                              for other, p in leaks.items())
-        return _failed(f"patient leakage from {split}: {described}", **metadata)
-    all_leaks = find_leaks({s: raw[s] | cached[s] for s in eeg_config.split_folders})
+        described = ", ".join(f"{patient} ({', '.join(splits)})"
+                              for patient, splits in list(leaks.items())[:MAX_LISTED])
+        return _failed(f"patient leakage from {split}: {len(leaks)} patient(s) also in another "
+                       f"split: {described}", **metadata)
     context.log.info("OFFICIAL TUSZ SPLITS: " + ", ".join(
-        f"{s} {metadata['patients_' + s]} patients" for s in eeg_config.split_folders))
+        f"{s} {len(p)} patients" for s, p in patients.items()))
     if not all_leaks:
         context.log.info("✅ PATIENT DISJOINTNESS VERIFIED")
     return dg.AssetCheckResult(passed=True, metadata=metadata)
