@@ -147,12 +147,6 @@ def count_categories(files: Iterable[NpzFacts], config: CacheConfig = DEFAULT_CO
     return ManifestTable.from_facts(files, config).counts()
 
 
-def manifest_from_facts(files: Iterable[NpzFacts], config: CacheConfig = DEFAULT_CONFIG
-                        ) -> Manifest:
-    """The canonical manifest of these NPZs; NPZs without labels are left out."""
-    return ManifestTable.from_facts(files, config).to_manifest()
-
-
 def manifest_bytes(manifest: Manifest) -> bytes:
     """The canonical serialisation of any manifest (the format :meth:`ManifestTable.to_bytes`
     writes)."""
