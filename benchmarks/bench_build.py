@@ -13,11 +13,14 @@ and 3 side channels at 1 Hz), then measures, each in a fresh subprocess and a fr
 
 Peak RSS per worker is the worker process's own high-water mark (``VmHWM``): the measuring
 subprocess itself when it builds in-process (1 worker), else the largest of its pool processes
-(see :class:`_WorkerPeaks` for why not ``ru_maxrss``). Nothing is asserted; the figures, the
-ratios and the targets (<= 1.0 s per EEG-hour on all cores, >= 8x faster than naive, < 1.5 GB per
-worker for 2 h at 512 Hz) are printed. Imports are not timed; pool start-up (each spawned worker
-imports scipy) is. Note that one EEG-hour is ~430 MB of uncompressed windows, so 1.0 s per
-EEG-hour also needs ~430 MB/s of sustained, fsynced writes to the cache disk.
+(see :func:`_poll_worker_peaks`). Nothing is asserted; the figures, the ratios and the targets
+(<= 1.0 s per EEG-hour on all cores, >= 8x faster than naive, < 1.5 GB per worker for 2 h at
+512 Hz) are printed. Imports are not timed; pool start-up is. Both pools fork from the measuring
+process, which is single-threaded like the CLI, so their workers start with scipy imported.
+
+One EEG-hour is ~430 MB of uncompressed windows, so 1.0 s per EEG-hour also means ~430 MB/s of
+writes. The NPZs are not fsynced: a benchmark-sized output fits in the page cache, while a
+full-corpus build is bounded by the cache disk's sustained write rate.
 
 Run by hand: ``python benchmarks/bench_build.py [--hours 2] [--workers N] [--dir /tmp]``.
 The temporary folder (gigabytes) is removed at the end, also after a failure or Ctrl-C.
@@ -134,7 +137,7 @@ def naive_build(data_dir: Path, cache_dir: Path, workers: int) -> int:
         return sum(naive_build_file(p, str(cache_dir)) for p in paths)
     import multiprocessing
     with ProcessPoolExecutor(max_workers=min(workers, len(paths)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+                             mp_context=multiprocessing.get_context("fork")) as pool:
         return sum(pool.map(naive_build_file, paths, [str(cache_dir)] * len(paths)))
 
 
@@ -154,43 +157,29 @@ def _vm_hwm_kb(pid: int | str = "self") -> int:
     return 0
 
 
-class _WorkerPeaks:
-    """Polls the ``VmHWM`` of this process's children (the pool workers) until stopped.
+def _children(parent: int) -> list[int]:
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children") as fh:
+            return [int(pid) for pid in fh.read().split()]
+    except OSError:
+        return []
 
-    Not ``getrusage(RUSAGE_CHILDREN).ru_maxrss``: Linux carries the parent's RSS at fork time into
-    a child's ``ru_maxrss`` across exec, so a big parent inflates every child's figure (seen here:
-    968 MB reported for a 320 MB worker). ``VmHWM`` belongs to the new process image only.
+
+def _poll_worker_peaks(process: subprocess.Popen) -> int:
+    """Largest ``VmHWM`` (kB) among the measured process's children (its pool workers) until it
+    exits; 0 when it had none.
+
+    Polled from this process, so that the measured one runs no extra thread (``build_split``
+    starts its workers with ``fork`` only in a single-threaded process, as the CLI is). Not
+    ``getrusage(RUSAGE_CHILDREN).ru_maxrss``: Linux carries the parent's RSS at fork time into a
+    child's ``ru_maxrss`` across exec, so a big parent inflates every child's figure.
     """
-
-    def __init__(self):
-        import threading
-        self.peaks: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _children(self) -> list[int]:
-        me, found = os.getpid(), []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as fh:
-                        fields = fh.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == me:
-                    found.append(int(entry))
-        return found
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.02):
-            for pid in self._children():
-                self.peaks[pid] = max(self.peaks.get(pid, 0), _vm_hwm_kb(pid))
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return max(self.peaks.values(), default=0)
+    peaks: dict[int, int] = {}
+    while process.poll() is None:
+        for pid in _children(process.pid):
+            peaks[pid] = max(peaks.get(pid, 0), _vm_hwm_kb(pid))
+        time.sleep(0.05)
+    return max(peaks.values(), default=0)
 
 
 def child(builder: str, data_dir: Path, cache_dir: Path, workers: int) -> None:
@@ -199,7 +188,6 @@ def child(builder: str, data_dir: Path, cache_dir: Path, workers: int) -> None:
 
     from eeg_assets.lib.build import build_split
 
-    worker_peaks = _WorkerPeaks()
     started = time.perf_counter()
     if builder == "ours":
         report = build_split(data_dir, cache_dir, "bench", workers=workers, progress=None,
@@ -210,28 +198,29 @@ def child(builder: str, data_dir: Path, cache_dir: Path, workers: int) -> None:
     else:
         windows = naive_build(data_dir, cache_dir, workers)
     seconds = time.perf_counter() - started
-    children = worker_peaks.stop()
-    own = _vm_hwm_kb()
     size = sum(p.stat().st_size for p in cache_dir.glob("*.npz"))
     print("RESULT " + json.dumps({
-        "seconds": seconds, "windows": windows, "bytes": size,
-        # the worker's peak: its largest pool process, or this process when it built in-process
-        # (build_split runs in-process when there is one file to build or one worker)
-        "worker_rss_kb": children or own,
+        "seconds": seconds, "windows": windows, "bytes": size, "own_rss_kb": _vm_hwm_kb(),
     }), flush=True)
 
 
 def measure(builder: str, data_dir: Path, cache_dir: Path, workers: int) -> dict:
     shutil.rmtree(cache_dir, ignore_errors=True)
-    done = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, __file__, "--child", builder, "--data", str(data_dir),
          "--cache", str(cache_dir), "--workers", str(workers)],
-        capture_output=True, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker_peak_kb = _poll_worker_peaks(process)
+    stdout, stderr = process.communicate()
     shutil.rmtree(cache_dir, ignore_errors=True)  # gigabytes; only the numbers are kept
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"{builder} x{workers} failed:\n{done.stdout}\n{done.stderr}")
-    return json.loads(lines[-1][len("RESULT "):])
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise SystemExit(f"{builder} x{workers} failed:\n{stdout}\n{stderr}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    # the worker's peak: its largest pool process, or the measured process itself when it built
+    # in-process (build_split does with one worker or one file to build)
+    result["worker_rss_kb"] = worker_peak_kb or result["own_rss_kb"]
+    return result
 
 
 def main() -> None:

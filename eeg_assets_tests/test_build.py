@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 
@@ -558,6 +559,26 @@ def _arrays(cache: Path) -> dict:
         with np.load(path) as npz:
             out[path.name] = (npz["windows"].copy(), npz["labels"].copy())
     return out
+
+
+@pytest.mark.parametrize("caller", ["main thread", "threaded process"])
+def test_pool_build_equals_in_process_build(split, tmp_path, caller):
+    """Two workers build the same bytes and facts as one, from a plain process (workers are
+    forked) and from a threaded one like Dagster's (workers come from a forkserver)."""
+    data, reference, _ = split
+    cache = tmp_path / "pool"
+    if caller == "main thread":
+        report = build(data, cache, workers=2)
+    else:
+        with ThreadPoolExecutor(1) as caller_thread:
+            report = caller_thread.submit(build, data, cache, workers=2).result()
+    assert len(report.built) == 3
+    assert _facts(cache) == _facts(reference)
+    ours, theirs = _arrays(cache), _arrays(reference)
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        assert np.array_equal(ours[name][0], theirs[name][0])
+        assert np.array_equal(ours[name][1], theirs[name][1])
 
 
 @pytest.mark.slow

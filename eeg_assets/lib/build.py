@@ -296,8 +296,7 @@ def build_split(
     for line in ignored:
         log(f"ignored {line}")
 
-    with split_lock(cache_dir, log):
-        ledger = Ledger(cache_dir)
+    with split_lock(cache_dir, log), Ledger(cache_dir) as ledger:
         entries = ledger.entries()
         _remove_leftovers(cache_dir)
         report.removed = _remove_vanished(data_dir, cache_dir, ledger, entries)
@@ -383,11 +382,7 @@ def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
             yield entry
         bar.close()
         return
-    # forkserver, not fork: the caller may be a threaded process (Dagster). The server imports the
-    # pure library once, so each worker starts in milliseconds instead of re-importing scipy.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["eeg_assets.lib.build"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
                              initializer=_exit_with_parent) as pool:
         pending = {pool.submit(build_recording, p, s, cache_dir, config): (p, s) for p, s in todo}
         while pending:
@@ -404,6 +399,18 @@ def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
                 bar.advance(entry)
                 yield entry
     bar.close()
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """``fork`` when this process runs no other thread (the CLI): workers start at once, with
+    scipy already imported. A threaded caller (Dagster) gets ``forkserver``, because a fork copies
+    locks that other threads may hold; its server imports the library once (about 2 s here),
+    then each worker starts in milliseconds."""
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["eeg_assets.lib.build"])
+    return context
 
 
 def _exit_with_parent() -> None:

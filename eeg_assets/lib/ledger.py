@@ -70,26 +70,56 @@ _JSON_COLUMNS = {"seizure_samples", "details"}
 
 
 class Ledger:
-    """Read and update the ledger of one cache split directory."""
+    """Read and update the ledger of one cache split directory.
+
+    Each call opens its own connection, unless the ledger is used as a context manager: then one
+    connection is held until the block ends, which a build does. The ledger is in WAL mode with
+    ``synchronous=NORMAL``, so a commit does not fsync: on ext4 an fsync also flushes every NPZ
+    still in the page cache, which cost a third of a build's time. A killed process still loses
+    nothing committed; an OS crash may lose the last commits but never corrupts the file, and an
+    NPZ whose entry was lost is unowned and rebuilt by the next build.
+    """
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = Path(cache_dir)
         self.path = self.cache_dir / LEDGER_NAME
+        self._held: sqlite3.Connection | None = None
 
     def exists(self) -> bool:
         return self.path.exists()
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def __enter__(self) -> Ledger:
+        self._held = self._open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        held, self._held = self._held, None
+        held.close()
+
+    def _open(self) -> sqlite3.Connection:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=60)) as conn:
+        conn = sqlite3.connect(self.path, timeout=60)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS recordings ("
                 + ", ".join(f"{c} TEXT" if c != "source" else "source TEXT PRIMARY KEY"
                             for c in _COLUMNS)
                 + ")")
-            with conn:
-                yield conn
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        if self._held is not None:
+            with self._held:
+                yield self._held
+            return
+        with closing(self._open()) as conn, conn:
+            yield conn
 
     def entries(self) -> dict[str, RecordingEntry]:
         if not self.exists():

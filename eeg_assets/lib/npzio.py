@@ -113,8 +113,10 @@ def write_npz_streaming(
     ``shape[0]``. No fsync: it doubled the cost of a cache build, and a file lost to an OS crash
     no longer matches the size and mtime the ledger recorded, so the next build redoes it.
     """
-    with atomic_path(Path(path), durable=False) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with atomic_path(Path(path), durable=False) as tmp, open(tmp, "r+b") as fh:
+        # "r+b", not "w": ext4 flushes a file truncated on open when it is closed, which made
+        # every NPZ wait for the disk (the temporary file is new and empty anyway).
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, (shape, dtype, chunks) in members.items():
                 dtype = np.dtype(dtype)
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
