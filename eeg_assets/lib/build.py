@@ -35,9 +35,9 @@ from eeg_assets.lib.edf import EdfError, EdfRecording
 from eeg_assets.lib.ledger import (
     BUILT, FAILED, QUARANTINED, TOO_SHORT, FileFingerprint, Ledger, RecordingEntry,
 )
-from eeg_assets.lib.npzio import remove_stale_temporaries, write_npz_streaming
+from eeg_assets.lib.npzio import WindowedArray, remove_stale_temporaries, write_npz
 from eeg_assets.lib.preprocess import condition_channel, normalise_inplace, resampled_length
-from eeg_assets.lib.windows import count_windows, iter_windows, label_mask, window_seizure_counts
+from eeg_assets.lib.windows import count_windows, label_mask, window_seizure_counts
 
 NPZ_SUFFIX = "_windows.npz"
 LOCK_NAME = ".build.lock"
@@ -156,12 +156,10 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
 
     mask = label_mask(annotation.seizures, n_samples, config)
     npz_path = cache_dir / npz_name_for(entry.stem)
-    shape = (n_windows, len(config.channels), config.window_samples)
+    window, stride = config.window_samples, config.stride_samples
     try:
-        write_npz_streaming(npz_path, {
-            "windows": (shape, np.float32, iter_windows(data, n_windows, config)),
-            "labels": (shape[::2], np.float32, iter_windows(mask, n_windows, config)),
-        })
+        write_npz(npz_path, windows=WindowedArray(data, n_windows, window, stride),
+                  labels=WindowedArray(mask, n_windows, window, stride))
     except OSError as exc:
         raise OutputWriteError(f"{edf_path.name}: could not write {npz_path}: {exc}") from exc
     entry.status = BUILT

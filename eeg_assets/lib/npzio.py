@@ -9,15 +9,21 @@ locating its bytes in the zip. The files remain ordinary NPZs that ``np.load`` r
 from __future__ import annotations
 
 import fcntl
+import io
+import math
 import os
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from eeg_assets.lib.crc32 import crc32_combine, windows_crc32
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 _LOCAL_HEADER_MAGIC = b"PK\x03\x04"
@@ -54,7 +60,10 @@ def atomic_path(final: Path, suffix: str = ".tmp", durable: bool = True) -> Iter
     """Yield a temporary path beside ``final``; rename it over ``final`` only on success.
 
     A killed or failing writer leaves at most a ``.tmp`` file, never a file under the final name
-    that looks complete. ``durable`` also fsyncs before the rename, against an OS crash. The
+    that looks complete. ``durable`` also fsyncs before the rename, against an OS crash. A
+    writer that is not durable unlinks an existing ``final`` just before the rename instead of
+    renaming over it: ext4 flushes a file renamed over another (``auto_da_alloc``), which made
+    rebuilding an NPZ wait for the disk; a reader may then miss the file for that instant. The
     temporary file is locked while it is written, so a cleaner running at the same time (another
     build of the split) leaves it alone.
     """
@@ -65,6 +74,8 @@ def atomic_path(final: Path, suffix: str = ".tmp", durable: bool = True) -> Iter
         if durable:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+        else:
+            final.unlink(missing_ok=True)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -103,52 +114,120 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_npz_streaming(
-    path: Path,
-    members: dict[str, tuple[tuple[int, ...], np.dtype, Iterable[np.ndarray]]],
-) -> None:
-    """Atomically write an uncompressed NPZ whose arrays arrive as chunks along axis 0.
+@dataclass(frozen=True)
+class WindowedArray:
+    """An NPZ member made of overlapping windows along the last axis of ``source``.
 
-    ``members`` maps an array name to ``(shape, dtype, chunks)``; the chunks' rows must add up to
-    ``shape[0]``. No fsync: it doubled the cost of a cache build, and a file lost to an OS crash
-    no longer matches the size and mtime the ledger recorded, so the next build redoes it.
+    The member is ``np.stack([source[..., i * stride:i * stride + window] for i in
+    range(n_windows)])``, shape ``(n_windows, *source.shape[:-1], window)``, but it is written
+    from ``source`` directly: no window is ever copied, and each sample is checksummed once.
+    """
+
+    source: np.ndarray
+    n_windows: int
+    window: int
+    stride: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n_windows, *self.source.shape[:-1], self.window)
+
+    def rows(self) -> Iterator[np.ndarray]:
+        rows = self.source.reshape(-1, self.source.shape[-1])
+        for start in range(0, self.n_windows * self.stride, self.stride):
+            yield from rows[:, start:start + self.window]
+
+
+def write_npz(path: Path, **members: np.ndarray | WindowedArray) -> None:
+    """Atomically write an uncompressed NPZ of ``members`` (arrays or :class:`WindowedArray`).
+
+    No fsync: it doubled the cost of a cache build, and a file lost to an OS crash no longer
+    matches the size and mtime the ledger recorded, so the next build redoes it.
     """
     with atomic_path(Path(path), durable=False) as tmp, open(tmp, "r+b") as fh:
         # "r+b", not "w": ext4 flushes a file truncated on open when it is closed, which made
         # every NPZ wait for the disk (the temporary file is new and empty anyway).
-        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, (shape, dtype, chunks) in members.items():
-                dtype = np.dtype(dtype)
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array_header_1_0(member, _array_header(shape, dtype))
-                    rows = 0
-                    for chunk in chunks:
-                        chunk = np.asarray(chunk, dtype=dtype)
-                        for piece in _contiguous_pieces(chunk):
-                            member.write(memoryview(piece).cast("B"))
-                        rows += chunk.shape[0] if chunk.ndim == len(shape) else 1
-                    if rows != shape[0]:
-                        raise ValueError(f"{name}: wrote {rows} rows, header says {shape[0]}")
+        archive = _StoredZip(fh)
+        for name, member in members.items():
+            if isinstance(member, WindowedArray):
+                source = np.ascontiguousarray(member.source)
+                if source.shape[-1] < (member.n_windows - 1) * member.stride + member.window:
+                    raise ValueError(f"{name}: {member.n_windows} windows need more samples "
+                                     f"than the {source.shape[-1]} given")
+                member = WindowedArray(source, member.n_windows, member.window, member.stride)
+                shape, dtype, pieces = member.shape, source.dtype, member.rows()
+                data_crc = windows_crc32(source, member.n_windows, member.window, member.stride)
+            else:
+                array = np.ascontiguousarray(member)
+                shape, dtype, pieces = array.shape, array.dtype, [array]
+                data_crc = zlib.crc32(array)
+            archive.add(f"{name}.npy", _npy_header(shape, dtype), pieces,
+                        math.prod(shape) * dtype.itemsize, data_crc)
+        archive.close()
 
 
-def _contiguous_pieces(array: np.ndarray) -> Iterator[np.ndarray]:
-    """C-ordered, contiguous sub-arrays covering ``array`` in order, without copying.
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    if dtype.hasobject or not dtype.isnative:
+        raise ValueError(f"cannot write a {dtype} array to an NPZ here")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, _array_header(shape, dtype))
+    return header.getvalue()
 
-    A window is a view of 19 rows of the whole recording: each row is contiguous, the window is
-    not. Writing the rows as they are saves two copies of every window (about half the write cost).
+
+class _StoredZip:
+    """A ZIP64 archive of stored (uncompressed) members, written in one pass.
+
+    ``zipfile`` checksums every byte as it is written; here each member's CRC-32 is given, so
+    that overlapping windows need not be checksummed once per window. Timestamps are fixed
+    (1980-01-01), so equal arrays give byte-identical files.
     """
-    if array.flags.c_contiguous:
-        yield array
-    elif array.ndim == 1:
-        yield np.ascontiguousarray(array)
-    else:
-        for sub in array:
-            yield from _contiguous_pieces(sub)
 
+    _VERSION = 45  # 4.5: ZIP64
+    _DOS_TIME, _DOS_DATE = 0, (1 << 5) | 1
+    _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
+    _END64 = struct.Struct("<4sQ2H2L4Q")
+    _END64_LOCATOR = struct.Struct("<4sLQL")
+    _END = struct.Struct("<4s4H2LH")
+    _UNKNOWN = 0xFFFFFFFF  # "see the ZIP64 extra field"
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Atomically write small arrays as an uncompressed NPZ (same layout as the streaming writer)."""
-    write_npz_streaming(path, {k: (a.shape, a.dtype, [a]) for k, a in arrays.items()})
+    def __init__(self, fh):
+        self._fh = fh
+        self._members: list[tuple[bytes, int, int, int]] = []  # name, offset, size, crc
+
+    def add(self, name: str, header: bytes, pieces: Iterable[np.ndarray], data_bytes: int,
+            data_crc: int) -> None:
+        fh, encoded = self._fh, name.encode()
+        offset, size = fh.tell(), len(header) + data_bytes
+        crc = crc32_combine(zlib.crc32(header), data_crc, data_bytes)
+        extra = struct.pack("<2H2Q", 1, 16, size, size)
+        fh.write(_LOCAL_HEADER.pack(
+            _LOCAL_HEADER_MAGIC, self._VERSION, 0, 0, 0, self._DOS_TIME, self._DOS_DATE, crc,
+            self._UNKNOWN, self._UNKNOWN, len(encoded), len(extra)) + encoded + extra)
+        fh.write(header)
+        written = 0
+        for piece in pieces:
+            written += fh.write(memoryview(piece).cast("B"))
+        if written != data_bytes:
+            raise ValueError(f"{name}: wrote {written} data bytes, its header says {data_bytes}")
+        self._members.append((encoded, offset, size, crc))
+
+    def close(self) -> None:
+        fh = self._fh
+        directory_at = fh.tell()
+        for encoded, offset, size, crc in self._members:
+            extra = struct.pack("<2H3Q", 1, 24, size, size, offset)
+            fh.write(self._CENTRAL.pack(
+                b"PK\x01\x02", self._VERSION, 3, self._VERSION, 0, 0, 0, self._DOS_TIME,
+                self._DOS_DATE, crc, self._UNKNOWN, self._UNKNOWN, len(encoded), len(extra), 0, 0,
+                0, 0o644 << 16, self._UNKNOWN) + encoded + extra)
+        end64_at = fh.tell()
+        count = len(self._members)
+        fh.write(self._END64.pack(b"PK\x06\x06", self._END64.size - 12, self._VERSION,
+                                  self._VERSION, 0, 0, count, count, end64_at - directory_at,
+                                  directory_at))
+        fh.write(self._END64_LOCATOR.pack(b"PK\x06\x07", 0, end64_at, 1))
+        fh.write(self._END.pack(b"PK\x05\x06", 0, 0, count, count, self._UNKNOWN,
+                                self._UNKNOWN, 0))
 
 
 def member_names(path: Path) -> list[str]:

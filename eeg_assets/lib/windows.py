@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -34,10 +34,3 @@ def window_seizure_counts(mask: np.ndarray, config: CacheConfig) -> list[int]:
     cumulative = np.concatenate([[0], np.cumsum(mask > 0, dtype=np.int64)])
     starts = np.arange(n_windows, dtype=np.int64) * config.stride_samples
     return (cumulative[starts + config.window_samples] - cumulative[starts]).tolist()
-
-
-def iter_windows(data: np.ndarray, n_windows: int, config: CacheConfig) -> Iterator[np.ndarray]:
-    """Views of consecutive windows along the last axis (no copy of the whole stack)."""
-    for index in range(n_windows):
-        start = index * config.stride_samples
-        yield data[..., start:start + config.window_samples]
