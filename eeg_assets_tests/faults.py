@@ -300,8 +300,9 @@ def _(p: Placed) -> None:
     set_signal_field(p.edf, "EEG C3-REF", "samples_per_record", "512")
 
 
-@_edf_fault("edf-record-duration", "unreadable EDF", "not EDF(+) or BDF(+) compliant",
-            description="header record duration 1 s -> 2 s (EDF+ record time stamps disagree)")
+@_edf_fault("edf-record-duration", "says duration 80 s but the EDF signal lasts 160 s",
+            description="header record duration 1 s -> 2 s (the signal would last twice as long "
+                        "as its annotation says)")
 def _(p: Placed) -> None:
     set_header_field(p.edf, "record_duration", "2")
 

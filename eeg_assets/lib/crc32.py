@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from functools import lru_cache
 
 import numpy as np
 
@@ -45,6 +46,7 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     return _multiply(_shift(len2), crc1) ^ crc2
 
 
+@lru_cache(maxsize=64)
 def _shift_tables(n_bytes: int) -> np.ndarray:
     """Lookup tables ``(4, 256)`` of the linear map ``crc -> crc * x^(8 n)``, one per CRC byte."""
     factor = _shift(n_bytes)

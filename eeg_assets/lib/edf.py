@@ -55,7 +55,7 @@ class EdfRecording:
                            f"({EDF_HEADER_BYTES} bytes): truncated or empty file")
         _check_size(self.path, size)
         try:
-            return pyedflib.EdfReader(str(self.path))
+            return _reader(self.path)
         except OSError as exc:
             message = str(exc)
             if "startdate" not in message and "starttime" not in message:
@@ -71,7 +71,7 @@ class EdfRecording:
             fh.seek(0)
             fh.write(header)
         try:
-            reader = pyedflib.EdfReader(str(copy))
+            reader = _reader(copy)
         except OSError as exc:
             raise EdfError(f"{self.path.name}: unreadable EDF: {_pyedflib_reason(str(exc))}") from None
         self._data_path = copy
@@ -143,6 +143,12 @@ class EdfRecording:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _reader(path: Path) -> pyedflib.EdfReader:
+    # Seizure labels come from the .csv_bi/.csv files. Parsing an EDF+ file's annotation channel
+    # would read every data record on open (16 ms of a 40 MB file, 50x the open itself).
+    return pyedflib.EdfReader(str(path), annotations_mode=pyedflib.DO_NOT_READ_ANNOTATIONS)
 
 
 def _file_size(path: Path) -> int:
