@@ -66,6 +66,17 @@ def test_windowed_members_round_trip_through_numpy_zipfile_and_unzip(tmp_path):
         assert done.returncode == 0 and "No errors detected" in done.stdout, done.stdout
 
 
+def test_plain_arrays_of_any_shape_and_memory_order_round_trip(tmp_path):
+    arrays = {"scalar": np.float32(3.5), "empty": np.zeros((0, 4), np.float32),
+              "transposed": np.arange(6).reshape(2, 3).T, "flags": np.array([True, False])}
+    write_npz(tmp_path / "a.npz", **arrays)
+    with np.load(tmp_path / "a.npz") as npz:
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            assert (npz[name].shape, npz[name].dtype) == (array.shape, array.dtype), name
+            assert np.array_equal(npz[name], array), name
+
+
 def test_equal_arrays_give_byte_identical_files(tmp_path):
     data = np.random.default_rng(1).standard_normal((2, 500)).astype(np.float32)
     for name in ("a.npz", "b.npz"):

@@ -95,5 +95,6 @@ def windows_crc32(source: np.ndarray, n_windows: int, window: int, stride: int) 
     t0, t1, t2, t3 = (table.tolist() for table in _shift_tables(window * source.itemsize))
     crc = 0
     for row_crc in row_crcs.T.ravel().tolist():
-        crc = t0[crc & 0xFF] ^ t1[(crc >> 8) & 0xFF] ^ t2[(crc >> 16) & 0xFF] ^ t3[crc >> 24] ^ row_crc
+        shifted = t0[crc & 0xFF] ^ t1[(crc >> 8) & 0xFF] ^ t2[(crc >> 16) & 0xFF] ^ t3[crc >> 24]
+        crc = shifted ^ row_crc
     return crc

@@ -150,7 +150,7 @@ def write_npz(path: Path, **members: np.ndarray | WindowedArray) -> None:
         archive = _StoredZip(fh)
         for name, member in members.items():
             if isinstance(member, WindowedArray):
-                source = np.ascontiguousarray(member.source)
+                source = np.asarray(member.source, order="C")
                 if source.shape[-1] < (member.n_windows - 1) * member.stride + member.window:
                     raise ValueError(f"{name}: {member.n_windows} windows need more samples "
                                      f"than the {source.shape[-1]} given")
@@ -158,7 +158,7 @@ def write_npz(path: Path, **members: np.ndarray | WindowedArray) -> None:
                 shape, dtype, pieces = member.shape, source.dtype, member.rows()
                 data_crc = windows_crc32(source, member.n_windows, member.window, member.stride)
             else:
-                array = np.ascontiguousarray(member)
+                array = np.asarray(member, order="C")
                 shape, dtype, pieces = array.shape, array.dtype, [array]
                 data_crc = zlib.crc32(array)
             archive.add(f"{name}.npy", _npy_header(shape, dtype), pieces,
@@ -206,7 +206,8 @@ class _StoredZip:
         fh.write(header)
         written = 0
         for piece in pieces:
-            written += fh.write(memoryview(piece).cast("B"))
+            if piece.size:  # memoryview cannot cast an empty array
+                written += fh.write(memoryview(piece.reshape(-1)).cast("B"))
         if written != data_bytes:
             raise ValueError(f"{name}: wrote {written} data bytes, its header says {data_bytes}")
         self._members.append((encoded, offset, size, crc))
