@@ -48,6 +48,7 @@ from edf_factory import (  # noqa: E402
 )
 
 WINDOW, STRIDE, TARGET_FS = 15360, 2560, 256
+TUSZ_HOURS = 1470
 SEIZURE_LABELS = {"seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz"}
 PINNED = ["FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ",
           "CZ", "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2"]
@@ -297,6 +298,10 @@ def run(args, root: Path) -> None:
               f"(target >= 8x)")
     per_hour = find(mix, "ours", all_cores)["seconds"] / (eeg_s / 3600)
     print(f"ours on all cores ({all_cores}): {per_hour:.2f} s per EEG-hour (target <= 1.0)")
+    mb_per_hour = find(mix, "ours", all_cores)["bytes"] / 1e6 / (eeg_s / 3600)
+    print(f"full TUSZ ({TUSZ_HOURS} EEG-hours) at this rate: {TUSZ_HOURS * per_hour / 60:.0f} min, "
+          f"writing {TUSZ_HOURS * mb_per_hour / 1e3:.0f} GB; the cache disk must sustain "
+          f"{mb_per_hour / per_hour:.0f} MB/s for that (this run's output fit in the page cache)")
     if not args.skip_512:
         rss = find("2 h @ 512 Hz", "ours", 1)["worker_rss_kb"] / 1024
         naive_rss = find("2 h @ 512 Hz", "naive", 1)["worker_rss_kb"] / 1024
