@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from eeg_assets.lib.annotations import AnnotationError, find_annotation, parse_annotation
 from eeg_assets.lib.channels import ChannelError, plan_channels
@@ -374,14 +375,15 @@ def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
     bar = _Progress(len(todo), split, enabled=progress == "always" or (
         progress == "auto" and sys.stderr.isatty()))
     if workers == 1:
-        for path, source in todo:
-            entry = build_recording(path, source, cache_dir, config)
-            bar.advance(entry)
-            yield entry
+        with threadpool_limits(limits=1, user_api="blas"):
+            for path, source in todo:
+                entry = build_recording(path, source, cache_dir, config)
+                bar.advance(entry)
+                yield entry
         bar.close()
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
-                             initializer=_exit_with_parent) as pool:
+                             initializer=_init_worker) as pool:
         pending = {pool.submit(build_recording, p, s, cache_dir, config): (p, s) for p, s in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -411,8 +413,16 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def _init_worker() -> None:
+    # One BLAS thread, as in-process builds use: the resampling's sums then do not depend on the
+    # number of workers, and no OpenBLAS threads spin beside workers that already fill the cores
+    # (that made builds twice as slow).
+    threadpool_limits(limits=1, user_api="blas")
+    _exit_with_parent()
+
+
 def _exit_with_parent() -> None:
-    """Pool initializer: end this worker as soon as the build process dies.
+    """End this worker as soon as the build process dies.
 
     A build killed with SIGKILL (``kill -9``, the OOM killer) cannot shut its pool down; its
     workers would finish their recording, rename its NPZ into the split while a rerun holds the

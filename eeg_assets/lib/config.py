@@ -27,7 +27,7 @@ SEIZURE_LABELS: frozenset[str] = frozenset(
 BACKGROUND_LABELS: frozenset[str] = frozenset({"bckg"})
 
 #: Schema version of the files this package writes; part of :meth:`CacheConfig.version`.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: resampling as a matrix product (float32 rounding differs)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """Signal conditioning: resample, zero-phase band-pass + notch, z-score, clip.
 
 Choices (DOMAIN.md leaves them to us):
-- Resampling is polyphase (``scipy.signal.resample_poly``) with the exact rational ratio
-  (250 -> 256 is 128/125); unlike an FFT resample it needs no whole-recording transform and adds
-  no wrap-around at the edges.
+- Resampling is polyphase with the exact rational ratio (250 -> 256 is 128/125) and the filter,
+  alignment and zero padding of ``scipy.signal.resample_poly``; unlike an FFT resample it needs no
+  whole-recording transform and adds no wrap-around at the edges. For ratios with many phases
+  (250, 400 and 1000 Hz) it is computed as one matrix product, 2-3x faster than ``upfirdn``'s
+  loop and equal to ``resample_poly`` to float32 rounding. Its bytes depend on the CPU type
+  (OpenBLAS picks a kernel per CPU) and on the number of BLAS threads, so the cache builder
+  runs it with one.
 - Filtering is zero-phase (``sosfiltfilt``), so seizure onsets stay aligned with the labels; a
   causal filter delays them. Band-pass and notch are one cascade of second-order sections, which
   is numerically safe at 0.5 Hz / 256 Hz even in float32.
@@ -61,7 +65,9 @@ def condition_channel(x: np.ndarray, fs: float, config: CacheConfig) -> np.ndarr
     """One channel at ``fs`` -> resampled to ``config.target_fs`` and filtered, float32."""
     up, down = resample_ratio(fs, config.target_fs)
     x = np.asarray(x, dtype=np.float32)
-    if (up, down) != (1, 1):
+    if up >= _MIN_PHASES_FOR_MATRIX:
+        x = _resample_as_matrix_product(x, up, down)
+    elif (up, down) != (1, 1):
         x = signal.resample_poly(x, up, down, window=_resampling_filter(up, down))
     return _sosfiltfilt(*_filter(config), x)
 
@@ -73,6 +79,61 @@ def _resampling_filter(up: int, down: int) -> np.ndarray:
     max_rate = max(up, down)
     taps = signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
     return taps.astype(np.float32)
+
+
+#: Below this many phases (512 -> 256 has one) the frames copied for the product cost more than
+#: ``upfirdn``'s loop saves.
+_MIN_PHASES_FOR_MATRIX = 8
+
+
+@lru_cache(maxsize=8)
+def _polyphase_matrix(up: int, down: int) -> tuple[np.ndarray, int]:
+    """``(taps, first)``: output ``q * up + p`` is ``x[q * down + first:][:len(taps)] @
+    taps[:, p]``, reading ``x`` as zeros outside it, with ``resample_poly``'s filter, gain and
+    alignment.
+
+    ``resample_poly`` filters the signal upsampled by ``up`` (zeros between samples) with its
+    FIR, delayed so that the filter's centre lands on output 0, and keeps every ``down``-th
+    sample. Output ``k`` is therefore ``sum_i x[i] * h[(k + r) * down - i * up]``: for each
+    phase ``p = k % up`` the taps that meet the input are fixed.
+    """
+    h = _resampling_filter(up, down) * np.float32(up)
+    half_len = (len(h) - 1) // 2
+    pre_pad = down - half_len % down
+    h = np.concatenate([np.zeros(pre_pad, np.float32), h])
+    delay = (half_len + pre_pad) // down  # outputs resample_poly drops at the start
+    centre = (np.arange(up) + delay) * down
+    first = int(np.min(-(-(centre - len(h) + 1) // up)))
+    last = int(np.max(centre // up))
+    offsets = np.arange(first, last + 1)
+    index = centre[None, :] - offsets[:, None] * up
+    inside = (index >= 0) & (index < len(h))
+    return np.where(inside, h[np.clip(index, 0, len(h) - 1)], 0).astype(np.float32), first
+
+
+def _resample_as_matrix_product(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    taps, first = _polyphase_matrix(up, down)
+    n_out = -(-len(x) * up // down)
+    n_blocks = -(-n_out // up)
+    before = max(0, -first)
+    after = max(0, (n_blocks - 1) * down + first + len(taps) - len(x))
+    padded = np.concatenate([np.zeros(before, np.float32), x, np.zeros(after, np.float32)])
+    frames = np.lib.stride_tricks.as_strided(
+        padded[first + before:], shape=(n_blocks, len(taps)),
+        strides=(down * padded.itemsize, padded.itemsize))
+    # BLAS needs each frame contiguous: copy them a few thousand at a time into one buffer that
+    # stays in cache, instead of materialising all of them (1-2x the signal) per channel.
+    out = np.empty((n_blocks, up), dtype=np.float32)
+    buffer = np.empty((min(_FRAMES_PER_PRODUCT, n_blocks), len(taps)), dtype=np.float32)
+    for start in range(0, n_blocks, _FRAMES_PER_PRODUCT):
+        stop = min(start + _FRAMES_PER_PRODUCT, n_blocks)
+        chunk = buffer[:stop - start]
+        np.copyto(chunk, frames[start:stop])
+        np.matmul(chunk, taps, out=out[start:stop])
+    return out.reshape(-1)[:n_out]
+
+
+_FRAMES_PER_PRODUCT = 2048
 
 
 def _sosfiltfilt(sos: np.ndarray, zi: np.ndarray, x: np.ndarray) -> np.ndarray:
