@@ -36,14 +36,14 @@ def test_resampled_length_is_ceiling(fs, n_seconds):
         assert resampled_length(n, fs, FS) == math.ceil(n * FS / fs) == expected_n_samples(n, fs)
 
 
-@pytest.mark.parametrize("fs", [250, 256, 400, 512, 1000])
+@pytest.mark.parametrize("fs", [250, 256, 400, 512, 1000, 2048, 256.5, 257.3])
 @pytest.mark.parametrize("n_samples", [20, 28, 29, 1_000, 250_000, 1_100_003])
 def test_condition_channel_is_polyphase_resampling_then_sosfiltfilt(fs, n_samples):
     """The documented recipe, spelled with scipy's own defaults: resample_poly (Kaiser-windowed
-    FIR) then sosfiltfilt (odd padding), in float32. The resampling is a matrix product for 250,
-    400 and 1000 Hz: it differs from upfirdn's sums by float32 rounding, which the 0.5 Hz
-    high-pass carries to about 1e-5 of the signal's range; a shifted sample or a wrong gain
-    would differ by far more."""
+    FIR) then sosfiltfilt (odd padding), in float32. The resampling is a matrix product (an odd
+    ratio such as 257.3 Hz's 2560/2573 uses scipy's loop): it differs from upfirdn's sums by
+    float32 rounding, which the 0.5 Hz high-pass carries to about 1e-5 of the signal's range; a
+    shifted sample or a wrong gain would differ by far more."""
     x = (np.random.default_rng(n_samples).standard_normal(n_samples) * 40).astype(np.float32)
     up, down = resample_ratio(fs, FS)
     expected = signal.resample_poly(x, up, down) if (up, down) != (1, 1) else x
