@@ -289,7 +289,7 @@ def main(argv=None) -> int:
         log(f"[fit] {summary['train_windows']} balanced train windows, {summary['val_windows']} "
             f"val windows; windows/s per epoch: {per_epoch} (mean {summary['windows_per_s']:.1f}); "
             f"{summary['wall_seconds']:.1f} s in all")
-        log(f"[fit] val AUROC per epoch: "
+        log("[fit] val AUROC per epoch: "
             + ", ".join(f"{h['val_auroc']:.3f}" for h in summary["history"])
             + f"; checkpoint reproduces {reproduced:.6f} vs {reported:.6f} "
             f"(|diff| {delta:.2e}, check tolerance {REPRODUCTION_TOLERANCE:g}: "

@@ -79,9 +79,11 @@ def _resampling_filter(up: int, down: int) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _polyphase_matrix(up: int, down: int) -> tuple[np.ndarray, int, int] | None:
-    """``(taps, first, step)``, or None for an odd ratio whose matrix would be large. With ``n = taps.shape[1]`` outputs per frame, output
-    ``q * n + p`` is ``x[q * step + first:][:len(taps)] @ taps[:, p]``, reading ``x`` as zeros
-    outside it: ``resample_poly``'s filter, gain and alignment as one matrix.
+    """``(taps, first, step)``, or None for an odd ratio whose matrix would be large.
+
+    With ``n = taps.shape[1]`` outputs per frame, output ``q * n + p`` is
+    ``x[q * step + first:][:len(taps)] @ taps[:, p]``, reading ``x`` as zeros outside it:
+    ``resample_poly``'s filter, gain and alignment as one matrix.
 
     ``resample_poly`` filters the signal upsampled by ``up`` (zeros between samples) with its
     FIR, delayed so that the filter's centre lands on output 0, and keeps every ``down``-th
