@@ -187,7 +187,7 @@ def child(builder: str, data_dir: Path, cache_dir: Path, workers: int) -> None:
     import pyedflib  # noqa: F401 - imports are not timed, for either builder
     from scipy import signal  # noqa: F401
 
-    from eeg_assets.lib.build import build_split
+    from eeg_assets.lib.cache.build import build_split
 
     started = time.perf_counter()
     if builder == "ours":

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eeg_assets.lib.balanced import compose_balanced
+from eeg_assets.lib.dataset.balanced import compose_balanced
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.datasets import BalancedSeizureDataset
-from eeg_assets.lib.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.manifest import update_manifest
-from eeg_assets.lib.npzio import write_npz
+from eeg_assets.lib.dataset.torch_datasets import BalancedSeizureDataset
+from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
+from eeg_assets.lib.dataset.manifest import update_manifest
+from eeg_assets.lib.cache.npzio import write_npz
 
 CONFIG = DEFAULT_CONFIG
 CHANNELS = len(CONFIG.channels)

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from eeg_assets.lib.config import CacheConfig
-from eeg_assets.lib.index import collect_facts
-from eeg_assets.lib.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.manifest import (
+from eeg_assets.lib.dataset.index import collect_facts
+from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
+from eeg_assets.lib.dataset.manifest import (
     MANIFEST_NAME, ManifestTable, manifest_bytes, manifest_staleness, scan_manifest,
     update_manifest, write_manifest,
 )
-from eeg_assets.lib.npzio import write_npz
+from eeg_assets.lib.cache.npzio import write_npz
 
 CONFIG = CacheConfig(target_fs=25, window_s=4, stride_s=1)  # 100 label samples per window
 

@@ -8,7 +8,7 @@ Prepared for a machine with one CUDA GPU (what the Modal function gets). In a te
    bursts and cuts them into 60 s windows at a 10 s stride, so there are partial, full and
    background windows and a learnable signal; ``--source sample`` writes the sample corpus and
    builds its train and dev splits with ``build_split`` (the real EDF -> cache path; small);
-2. the real training run (:func:`eeg_assets.lib.train_run.run_training`: patient-disjointness,
+2. the real training run (:func:`eeg_assets.lib.model.train_run.run_training`: patient-disjointness,
    balanced set, ``fit`` with bf16 autocast, re-evaluation of the best checkpoint), reporting
    windows/s, validation AUROC, how closely the checkpoint reproduces it (the Pipes check allows
    1e-4) and peak GPU memory;
@@ -42,13 +42,13 @@ import torch
 from torch import nn
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.datasets import select_training_dataset
+from eeg_assets.lib.dataset.torch_datasets import select_training_dataset
 from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.model import SeizureUNet, count_parameters
-from eeg_assets.lib.npzio import write_npz
-from eeg_assets.lib.train_run import TrainingRequest, non_finite_metrics, run_training
-from eeg_assets.lib.training import (
+from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
+from eeg_assets.lib.model.network import SeizureUNet, count_parameters
+from eeg_assets.lib.cache.npzio import write_npz
+from eeg_assets.lib.model.train_run import TrainingRequest, non_finite_metrics, run_training
+from eeg_assets.lib.model.training import (
     EpochSampler, TrainConfig, _make_loader, resolve_device, train_step,
 )
 
@@ -111,8 +111,8 @@ def prepare_cache(args, root: Path) -> tuple[Path, Path]:
     train_dir, val_dir = root / "cache" / "train", root / "cache" / "val"
     started = time.perf_counter()
     if args.source == "sample":
-        from eeg_assets.lib.build import build_split
-        from eeg_assets.lib.sample_corpus import write_sample_corpus
+        from eeg_assets.lib.cache.build import build_split
+        from eeg_assets.synthetic.sample_corpus import write_sample_corpus
 
         write_sample_corpus(root / "corpus")
         for folder, cache_dir, split in (("train", train_dir, "train"), ("dev", val_dir, "val")):

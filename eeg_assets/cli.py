@@ -16,7 +16,7 @@ class CommandError(Exception):
 
 
 def _cmd_make_sample_corpus(args: argparse.Namespace) -> int:
-    from eeg_assets.lib.sample_corpus import write_sample_corpus
+    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
 
     summary = write_sample_corpus(Path(args.out))
     print(summary)
@@ -24,7 +24,7 @@ def _cmd_make_sample_corpus(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_cache(args: argparse.Namespace) -> int:
-    from eeg_assets.lib.build import BuildError, build_split, format_report
+    from eeg_assets.lib.cache.build import BuildError, build_split, format_report
     from eeg_assets.lib.flags import EnvFlags
 
     try:
@@ -47,8 +47,8 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
 
 def _refresh_index_and_manifest(cache_dir: Path) -> None:
     """Bring _dataset_index.json and manifest.json up to date from the recorded facts (cheap)."""
-    from eeg_assets.lib.index import DatasetError, collect_facts, update_index
-    from eeg_assets.lib.manifest import category_counts, update_manifest
+    from eeg_assets.lib.dataset.index import DatasetError, collect_facts, update_index
+    from eeg_assets.lib.dataset.manifest import category_counts, update_manifest
 
     facts = collect_facts(cache_dir)
     index = update_index(cache_dir, facts=facts)
@@ -64,13 +64,13 @@ def _refresh_index_and_manifest(cache_dir: Path) -> None:
 
 
 def _cmd_scan_cache(args: argparse.Namespace) -> int:
-    from eeg_assets.lib.manifest import scan_cache_command
+    from eeg_assets.lib.dataset.manifest import scan_cache_command
 
     return scan_cache_command(Path(args.cache_dir))
 
 
 def _cmd_balanced_info(args: argparse.Namespace) -> int:
-    from eeg_assets.lib.balanced import balanced_info_command
+    from eeg_assets.lib.dataset.balanced import balanced_info_command
 
     return balanced_info_command(Path(args.cache_dir), seed=args.seed)
 

@@ -136,7 +136,7 @@ def open_instance(home: Path) -> dg.DagsterInstance:
 @pytest.fixture(scope="session")
 def sample_raw_root(tmp_path_factory) -> Path:
     """The deterministic sample corpus (``edf/{train,dev,eval}``), written once; read-only."""
-    from eeg_assets.lib.sample_corpus import write_sample_corpus
+    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
 
     out = tmp_path_factory.mktemp("sample_corpus")
     write_sample_corpus(out)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from eeg_assets.lib.config import CacheConfig
-from eeg_assets.lib.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.npzio import write_npz
+from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
+from eeg_assets.lib.cache.npzio import write_npz
 
 #: 100 label samples per window, so a seizure fraction of 0.99 is exactly 99 samples.
 SMALL_CONFIG = CacheConfig(target_fs=25, window_s=4, stride_s=1)

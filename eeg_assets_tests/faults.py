@@ -581,7 +581,7 @@ def lay_out_catalogue(split_dir: Path, outside_dir: Path, template: Template,
 
 def ledger_facts(cache_dir: Path) -> dict[str, tuple]:
     """Per source: (status, n_windows, seizure_samples, npz_name, reason)."""
-    from eeg_assets.lib.ledger import Ledger
+    from eeg_assets.lib.cache.ledger import Ledger
 
     return {source: (e.status, e.n_windows, list(e.seizure_samples), e.npz_name, e.reason)
             for source, e in Ledger(cache_dir).entries().items()}
@@ -606,7 +606,7 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
     npz_windows materialization, ``reference`` the ledger facts of an untouched good copy (a BUILT
     case must give the same windows and labels).
     """
-    from eeg_assets.lib.ledger import Ledger
+    from eeg_assets.lib.cache.ledger import Ledger
 
     problems: list[str] = []
     entries = Ledger(cache_dir).entries()
@@ -703,15 +703,15 @@ def npz_arrays(cache_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def staleness(cache_dir: Path) -> tuple[str | None, str | None]:
     """``(index_staleness, manifest_staleness)`` of a split."""
-    from eeg_assets.lib.index import index_staleness
-    from eeg_assets.lib.manifest import manifest_staleness
+    from eeg_assets.lib.dataset.index import index_staleness
+    from eeg_assets.lib.dataset.manifest import manifest_staleness
 
     return index_staleness(cache_dir), manifest_staleness(cache_dir)
 
 
 def compare_with_reference(cache_dir: Path, reference_dir: Path) -> tuple[list[str], int]:
     """Problems of ``cache_dir`` against an uninterrupted build, and the number of NPZs lost."""
-    from eeg_assets.lib.index import read_index
+    from eeg_assets.lib.dataset.index import read_index
 
     problems = []
     ours, theirs = npz_arrays(cache_dir), npz_arrays(reference_dir)
@@ -765,9 +765,9 @@ def run_build_cache(data_dir: Path, cache_dir: Path, workers: int = 1, *,
 
 def build_reference(data_dir: Path, cache_dir: Path) -> None:
     """An uninterrupted build (in this process) with its index and manifest."""
-    from eeg_assets.lib.build import build_split
-    from eeg_assets.lib.index import collect_facts, update_index
-    from eeg_assets.lib.manifest import update_manifest
+    from eeg_assets.lib.cache.build import build_split
+    from eeg_assets.lib.dataset.index import collect_facts, update_index
+    from eeg_assets.lib.dataset.manifest import update_manifest
 
     build_split(data_dir, cache_dir, "train", workers=1, progress=None, log=lambda line: None)
     facts = collect_facts(cache_dir)
@@ -996,9 +996,9 @@ def disk_full_scenario(work_dir: Path, limit_bytes: int = 12 * 2 ** 20) -> Scena
 _LIBRARY_RUN = """
 import sys
 from pathlib import Path
-from eeg_assets.lib.build import build_split
-from eeg_assets.lib.index import collect_facts, update_index
-from eeg_assets.lib.manifest import update_manifest
+from eeg_assets.lib.cache.build import build_split
+from eeg_assets.lib.dataset.index import collect_facts, update_index
+from eeg_assets.lib.dataset.manifest import update_manifest
 data, cache = Path(sys.argv[1]), Path(sys.argv[2])
 build_split(data, cache, "train", workers=1, progress=None, log=lambda line: None)
 update_index(cache)
@@ -1048,8 +1048,8 @@ def drops_after_caching_scenario(work_dir: Path, template: Template) -> Scenario
     a truncated copy (a half-finished overwrite), one half-copied EDF dropped. The rerun removes
     or quarantines each with its reason and drops its NPZ from the index and the manifest; the
     half-copied file, once its copy completes, is built on the next run."""
-    from eeg_assets.lib.index import read_index
-    from eeg_assets.lib.manifest import read_manifest
+    from eeg_assets.lib.dataset.index import read_index
+    from eeg_assets.lib.dataset.manifest import read_manifest
 
     result = ScenarioResult("recordings deleted / damaged after they were cached", "drop",
                             inputs=4, rejections_expected=4)
@@ -1127,7 +1127,7 @@ def drops_after_caching_scenario(work_dir: Path, template: Template) -> Scenario
 
 def _rewrite_npz(path: Path, *, labels: Callable[[np.ndarray], np.ndarray] | None = None,
                  keep: int | None = None) -> None:
-    from eeg_assets.lib.npzio import write_npz
+    from eeg_assets.lib.cache.npzio import write_npz
 
     with np.load(path) as data:
         windows, label_rows = data["windows"].copy(), data["labels"].copy()
@@ -1157,8 +1157,8 @@ def stale_manifest_scenario(work_dir: Path, built_cache: Path) -> ScenarioResult
     """Each change made behind the manifest's back must make ``manifest_staleness`` give a reason;
     an untouched split, and an NPZ rewritten with identical content, must not."""
     from eeg_assets.lib.config import CacheConfig
-    from eeg_assets.lib.index import index_staleness
-    from eeg_assets.lib.manifest import MANIFEST_NAME, manifest_staleness
+    from eeg_assets.lib.dataset.index import index_staleness
+    from eeg_assets.lib.dataset.manifest import MANIFEST_NAME, manifest_staleness
 
     result = ScenarioResult("changes behind the manifest's back", "stale manifest",
                             inputs=len(STALE_CASES) + 2, stale_expected=len(STALE_CASES))

@@ -11,12 +11,12 @@ import re
 import numpy as np
 import pytest
 
-from eeg_assets.lib.annotations import (
+from eeg_assets.lib.cache.annotations import (
     AnnotationError, find_annotation, parse_annotation,
 )
-from eeg_assets.lib.build import build_split
+from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.ledger import QUARANTINED, Ledger
+from eeg_assets.lib.cache.ledger import QUARANTINED, Ledger
 from edf_factory import Event, write_annotation, write_recording
 
 SEIZURE = ["seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz"]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from eeg_assets.lib.balanced import (
+from eeg_assets.lib.dataset.balanced import (
     BALANCED_NAME, BalancedSetError, compose_balanced, dataset_log_lines, pos_weight,
     read_balanced, recipe_count, write_balanced,
 )

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eeg_assets.lib.build import build_split
+from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.config import CacheConfig
-from eeg_assets.lib.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
+from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
 from edf_factory import (
     TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, Event, eeg_labels, expected_n_samples,
     expected_n_windows, noise_generator, write_annotation, write_recording,
@@ -524,7 +524,7 @@ _LIMITED_BUILD = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a too-large write raises OSError (EFBIG)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
-from eeg_assets.lib.build import build_split
+from eeg_assets.lib.cache.build import build_split
 report = build_split(sys.argv[1], sys.argv[2], "train", workers=1, progress=None)
 print("built", len(report.built), "quarantined", len(report.quarantined))
 """

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from eeg_assets.lib.channels import ChannelError, normalise_label, plan_channels
+from eeg_assets.lib.signals.channels import ChannelError, normalise_label, plan_channels
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
-from eeg_assets.lib.edf import EdfRecording
+from eeg_assets.lib.signals.edf import EdfRecording
 from edf_factory import TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, eeg_labels
 
 PINNED = ["FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ",

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eeg_assets.lib.build import BuildError, build_split
-from eeg_assets.lib.ledger import Ledger
+from eeg_assets.lib.cache.build import BuildError, build_split
+from eeg_assets.lib.cache.ledger import Ledger
 from edf_factory import (
     TUSZ_EEG_ORDER, Event, eeg_labels, noise_generator, tusz_dir, write_recording,
 )

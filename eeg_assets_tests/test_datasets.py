@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from eeg_assets.lib.balanced import BalancedSetError
+from eeg_assets.lib.dataset.balanced import BalancedSetError
 from eeg_assets.lib.config import BalanceConfig
-from eeg_assets.lib.datasets import (
+from eeg_assets.lib.dataset.torch_datasets import (
     BalancedSeizureDataset, EEGWindowDataset, select_training_dataset,
 )
 from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.index import update_index
-from eeg_assets.lib.manifest import MANIFEST_NAME
-from eeg_assets.lib.npzio import NpzFormatError
+from eeg_assets.lib.dataset.index import update_index
+from eeg_assets.lib.dataset.manifest import MANIFEST_NAME
+from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets_tests.fake_cache import SMALL_CONFIG, write_recording
 
 CFG = SMALL_CONFIG  # windows (n, 3, 100), labels (n, 100)

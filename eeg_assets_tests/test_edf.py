@@ -9,8 +9,8 @@ import numpy as np
 import pyedflib
 import pytest
 
-from eeg_assets.lib.build import build_split
-from eeg_assets.lib.edf import EdfError, EdfRecording
+from eeg_assets.lib.cache.build import build_split
+from eeg_assets.lib.signals.edf import EdfError, EdfRecording
 from edf_factory import (
     TUSZ_EXTRA_LABELS, TUSZ_PHYSICAL_MAX_UV, TUSZ_SIDE_LABELS, eeg_labels, noise_generator,
     patch_start_date, write_edf, write_recording,

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from eeg_assets.lib.evaluation import (
+from eeg_assets.lib.model.evaluation import (
     Event,
     EventCounts,
     PostProcessConfig,

@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eeg_assets.lib import index as index_module
+from eeg_assets.lib.dataset import index as index_module
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.index import (
+from eeg_assets.lib.dataset.index import (
     INDEX_NAME, NpzFacts, StaleCacheError, collect_facts, ensure_index, index_staleness, read_index,
     update_index,
 )
-from eeg_assets.lib.ledger import Ledger
-from eeg_assets.lib.manifest import (
+from eeg_assets.lib.cache.ledger import Ledger
+from eeg_assets.lib.dataset.manifest import (
     MANIFEST_NAME, ManifestError, ManifestTable, ensure_manifest, manifest_bytes,
     manifest_staleness, read_manifest, scan_manifest, update_manifest, window_categories,
 )
-from eeg_assets.lib.npzio import write_npz
+from eeg_assets.lib.cache.npzio import write_npz
 from eeg_assets_tests.fake_cache import SMALL_CONFIG, label_rows, write_recording
 
 CFG = SMALL_CONFIG  # 100 label samples per window

@@ -156,7 +156,7 @@ def test_the_image_installs_the_package_and_what_the_container_imports(monkeypat
 
 def test_the_container_entry_point_needs_no_dagster():
     """The image installs dagster-pipes only: the entry point must not import dagster itself."""
-    code = ("import sys, eeg_assets.remote.train_entry, eeg_assets.lib.train_run; "
+    code = ("import sys, eeg_assets.remote.train_entry, eeg_assets.lib.model.train_run; "
             "print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO_ROOT, check=True, timeout=120).stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eeg_assets.lib.model import ModelConfig, SeizureUNet, count_parameters
+from eeg_assets.lib.model.network import ModelConfig, SeizureUNet, count_parameters
 
 SMALL = ModelConfig(base_channels=8, depth=2, bottleneck_blocks=1, attention_heads=2)
 

@@ -14,8 +14,8 @@ import zlib
 import numpy as np
 import pytest
 
-from eeg_assets.lib.crc32 import crc32_combine, windows_crc32
-from eeg_assets.lib.npzio import WindowedArray, _StoredZip, open_member, write_npz
+from eeg_assets.lib.cache.crc32 import crc32_combine, windows_crc32
+from eeg_assets.lib.cache.npzio import WindowedArray, _StoredZip, open_member, write_npz
 
 
 def stacked(source: np.ndarray, n: int, window: int, stride: int) -> np.ndarray:

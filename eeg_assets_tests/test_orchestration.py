@@ -25,7 +25,7 @@ from dagster_fixtures import (  # noqa: F401 - fixtures
     materialize, materializations, check_results, open_instance, run_dagster, sample_raw_root,
     stale_status,
 )
-from eeg_assets.lib.balanced import pos_weight
+from eeg_assets.lib.dataset.balanced import pos_weight
 from eeg_assets.orchestration import defs
 from eeg_assets.orchestration.assets import CONFIG_AT_LOAD
 

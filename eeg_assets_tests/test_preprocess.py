@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from eeg_assets.lib.build import build_split
+from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
-from eeg_assets.lib.preprocess import (
+from eeg_assets.lib.signals.preprocess import (
     condition_channel, filter_sos, normalise_inplace, resample_ratio, resampled_length,
 )
 from edf_factory import expected_n_samples, noise_generator, per_label, write_recording

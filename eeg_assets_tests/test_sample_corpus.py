@@ -15,8 +15,8 @@ import numpy as np
 import pyedflib
 import pytest
 
-from eeg_assets.lib import sample_corpus
-from eeg_assets.lib.sample_corpus import (QUIRK_COLON_DATE, QUIRK_CSV_ONLY, QUIRK_NO_FZ_PZ,
+from eeg_assets.synthetic import sample_corpus
+from eeg_assets.synthetic.sample_corpus import (QUIRK_COLON_DATE, QUIRK_CSV_ONLY, QUIRK_NO_FZ_PZ,
                                           QUIRK_SHORT, QUIRK_TEN_TEN_NAMES, SampleCorpusSummary,
                                           SampleRecording, write_sample_corpus)
 

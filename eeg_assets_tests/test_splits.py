@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.splits import (
+from eeg_assets.lib.dataset.splits import (
     PatientLeakageError, find_leaks, patient_id, verify_patient_disjointness,
 )
 from eeg_assets_tests.fake_cache import write_recording

@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 from eeg_assets.lib.config import BalanceConfig, CacheConfig
-from eeg_assets.lib.train_run import TrainingRequest
-from eeg_assets.lib.training import TrainConfig
+from eeg_assets.lib.model.train_run import TrainingRequest
+from eeg_assets.lib.model.training import TrainConfig
 
 
 def test_request_survives_json_with_a_non_default_cache_config():

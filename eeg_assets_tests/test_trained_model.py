@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.npzio import write_npz
-from eeg_assets.lib.training import TrainConfig, load_checkpoint
+from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
+from eeg_assets.lib.cache.npzio import write_npz
+from eeg_assets.lib.model.training import TrainConfig, load_checkpoint
 from eeg_assets.orchestration import training
 from eeg_assets.orchestration.resources import EegAssetsConfig
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from eeg_assets.lib.model import ModelConfig
-from eeg_assets.lib.training import (
+from eeg_assets.lib.model.network import ModelConfig
+from eeg_assets.lib.model.training import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     EpochSampler,

@@ -1,4 +1,12 @@
-"""The pure EEG library: no Dagster import anywhere under this package.
+"""The pure EEG library: no Dagster import anywhere below this package.
 
-The seed's CLI, the Dagster assets and the remote training process all call these modules.
+The stages follow the data, and imports only point down this list::
+
+    config, flags, files   the bottom: configuration, the seed's BGB_* flags, atomic files
+    signals/               EDF reading, channel mapping, preprocessing       (imports the bottom)
+    cache/                 annotations, windows, NPZ files, ledger, build    (+ signals)
+    dataset/               index, manifest, balanced set, splits, torch data (+ cache)
+    model/                 network, training loop, validation, train_run     (+ dataset)
+
+``plots`` (matplotlib figures for metadata) imports nothing of the library.
 """

@@ -14,17 +14,33 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from eeg_assets.lib.balanced import compose_balanced, dataset_log_lines, write_balanced
-from eeg_assets.lib.build import build_split
-from eeg_assets.lib.index import INDEX_NAME, DatasetError, collect_facts, update_index
-from eeg_assets.lib.ledger import BUILT, FAILED, QUARANTINED, Ledger
-from eeg_assets.lib.manifest import (
-    FULL, MANIFEST_NAME, NO_SEIZURE, PARTIAL, Manifest, category_counts, manifest_warnings,
-    read_manifest, update_manifest,
+from eeg_assets.lib.cache.build import build_split
+from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, Ledger
+from eeg_assets.lib.cache.npzio import open_member
+from eeg_assets.lib.dataset.balanced import (
+    compose_balanced,
+    dataset_log_lines,
+    write_balanced,
 )
-from eeg_assets.lib.npzio import open_member
+from eeg_assets.lib.dataset.index import (
+    INDEX_NAME,
+    DatasetError,
+    collect_facts,
+    update_index,
+)
+from eeg_assets.lib.dataset.manifest import (
+    FULL,
+    MANIFEST_NAME,
+    NO_SEIZURE,
+    PARTIAL,
+    Manifest,
+    category_counts,
+    manifest_warnings,
+    read_manifest,
+    update_manifest,
+)
+from eeg_assets.lib.dataset.splits import patients_of
 from eeg_assets.lib.plots import category_counts_png, window_png
-from eeg_assets.lib.splits import patients_of
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
 
@@ -50,7 +66,7 @@ def ensure_sample_corpus(config: EegAssetsConfig, log) -> None:
     raw_root = Path(config.raw_root)
     if raw_root.exists() or not config.make_sample_if_missing:
         return
-    from eeg_assets.lib.sample_corpus import write_sample_corpus
+    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
 
     corpus_root = raw_root.parent
     corpus_root.parent.mkdir(parents=True, exist_ok=True)

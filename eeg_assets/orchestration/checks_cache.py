@@ -2,12 +2,12 @@
 
 import dagster as dg
 
+from eeg_assets.lib.cache.build import discover_recordings
+from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
+from eeg_assets.lib.cache.verify import check_split_schema
 from eeg_assets.orchestration.assets import npz_windows
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.orchestration.resources import EegAssetsConfig
-from eeg_assets.lib.build import discover_recordings
-from eeg_assets.lib.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
-from eeg_assets.lib.verify import check_split_schema
 
 MAX_LISTED = 20
 

@@ -9,14 +9,19 @@ import math
 
 import dagster as dg
 
-from eeg_assets.lib.balanced import compose_balanced, pos_weight, read_balanced
-from eeg_assets.lib.build import discover_recordings
-from eeg_assets.lib.index import DatasetError, index_staleness, read_index
-from eeg_assets.lib.manifest import (
-    FULL, MANIFEST_NAME, PARTIAL, category_counts, manifest_staleness, read_manifest,
+from eeg_assets.lib.cache.build import discover_recordings
+from eeg_assets.lib.cache.npzio import NpzFormatError
+from eeg_assets.lib.dataset.balanced import compose_balanced, pos_weight, read_balanced
+from eeg_assets.lib.dataset.index import DatasetError, index_staleness, read_index
+from eeg_assets.lib.dataset.manifest import (
+    FULL,
+    MANIFEST_NAME,
+    PARTIAL,
+    category_counts,
+    manifest_staleness,
+    read_manifest,
 )
-from eeg_assets.lib.npzio import NpzFormatError
-from eeg_assets.lib.splits import find_leaks, patient_id, patients_of
+from eeg_assets.lib.dataset.splits import find_leaks, patient_id, patients_of
 from eeg_assets.orchestration.assets import balanced_dataset, dataset_index, manifest
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.orchestration.resources import EegAssetsConfig

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from eeg_assets.lib.cache.annotations import ANNOTATION_SUFFIXES
 from eeg_assets.orchestration.resources import EegAssetsConfig
-from eeg_assets.lib.annotations import ANNOTATION_SUFFIXES
 
 SENSOR_INTERVAL_S = 30
 

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from eeg_assets.lib.model.train_run import TrainingRequest
+from eeg_assets.lib.model.training import TrainConfig
 from eeg_assets.lib.plots import curves_png
-from eeg_assets.lib.train_run import TrainingRequest
-from eeg_assets.lib.training import TrainConfig
 from eeg_assets.orchestration.assets import (
-    BALANCE_CODE_VERSION, balanced_dataset, dataset_index, png_markdown,
+    BALANCE_CODE_VERSION,
+    balanced_dataset,
+    dataset_index,
+    png_markdown,
 )
 from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
 

@@ -1,6 +1,6 @@
 """``python -m eeg_assets.remote.train_entry``: one training run reporting through Dagster Pipes.
 
-The launcher passes a :class:`~eeg_assets.lib.train_run.TrainingRequest` as the Pipes extra
+The launcher passes a :class:`~eeg_assets.lib.model.train_run.TrainingRequest` as the Pipes extra
 ``request``. Logs, per-epoch metrics, the final materialization and two check results travel
 back over the Pipes channel (a file locally, stdout from Modal).
 """
@@ -11,7 +11,11 @@ import math
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
-from eeg_assets.lib.train_run import TrainingRequest, non_finite_metrics, run_training
+from eeg_assets.lib.model.train_run import (
+    TrainingRequest,
+    non_finite_metrics,
+    run_training,
+)
 
 #: Tolerance when the checkpoint is re-evaluated: bit-identical on the same CPU setup, float
 #: rounding elsewhere (different thread counts or a GPU).

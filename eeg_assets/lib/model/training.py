@@ -3,7 +3,7 @@
 :func:`fit` runs epochs of AdamW with a one-cycle learning-rate schedule on a map-style training
 dataset of ``(window (C, T), label (T,))`` items and validates after every epoch on a dataset whose
 items are consecutive windows of whole recordings (``recordings()`` lists them in item order), so
-validation scores stitched recording timelines as :mod:`eeg_assets.lib.evaluation` describes.
+validation scores stitched recording timelines as :mod:`eeg_assets.lib.model.evaluation` describes.
 
 Reproducibility: every epoch reseeds torch from ``(seed, epoch)`` and draws its own shuffle, so an
 epoch's result depends only on the state it starts from. That makes CPU runs bit-identical across
@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from eeg_assets.lib.evaluation import PostProcessConfig, ValidationAccumulator
-from eeg_assets.lib.model import ModelConfig, SeizureUNet, count_parameters
-from eeg_assets.lib.npzio import atomic_path
+from eeg_assets.lib.files import atomic_path
+from eeg_assets.lib.model.evaluation import PostProcessConfig, ValidationAccumulator
+from eeg_assets.lib.model.network import ModelConfig, SeizureUNet, count_parameters
 
 #: Bump when the training code changes what a configuration learns; part of
 #: :meth:`TrainConfig.version`, so an old ``last.pt`` is never resumed by new code.

@@ -16,12 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
-from eeg_assets.lib.datasets import EEGWindowDataset, select_training_dataset
+from eeg_assets.lib.config import (
+    DEFAULT_BALANCE,
+    DEFAULT_CONFIG,
+    BalanceConfig,
+    CacheConfig,
+)
+from eeg_assets.lib.dataset.index import INDEX_NAME, ensure_index
+from eeg_assets.lib.dataset.splits import verify_patient_disjointness
+from eeg_assets.lib.dataset.torch_datasets import (
+    EEGWindowDataset,
+    select_training_dataset,
+)
 from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.index import INDEX_NAME, ensure_index
-from eeg_assets.lib.splits import verify_patient_disjointness
-from eeg_assets.lib.training import TrainConfig, evaluate_checkpoint, fit
+from eeg_assets.lib.model.training import TrainConfig, evaluate_checkpoint, fit
 
 SUMMARY_NAME = "training_summary.json"
 HYPOTHESES_DIR = "hypotheses"

@@ -19,13 +19,31 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
-from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.index import (
-    DatasetError, DatasetIndex, Log, SplitFacts, collect_facts, dumps_canonical, ensure_index,
+from eeg_assets.lib.cache.npzio import NpzFormatError
+from eeg_assets.lib.config import (
+    DEFAULT_BALANCE,
+    DEFAULT_CONFIG,
+    BalanceConfig,
+    CacheConfig,
 )
-from eeg_assets.lib.manifest import FULL, NO_SEIZURE, PARTIAL, Manifest, ensure_manifest
-from eeg_assets.lib.npzio import NpzFormatError, write_bytes_atomic
+from eeg_assets.lib.dataset.index import (
+    DatasetError,
+    DatasetIndex,
+    Log,
+    SplitFacts,
+    collect_facts,
+    dumps_canonical,
+    ensure_index,
+)
+from eeg_assets.lib.dataset.manifest import (
+    FULL,
+    NO_SEIZURE,
+    PARTIAL,
+    Manifest,
+    ensure_manifest,
+)
+from eeg_assets.lib.files import write_bytes_atomic
+from eeg_assets.lib.flags import EnvFlags
 
 #: The composition as the ``balanced_dataset`` asset stores it, beside the manifest.
 BALANCED_NAME = "balanced_dataset.json"

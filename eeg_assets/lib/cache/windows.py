@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from eeg_assets.lib.annotations import SeizureEvent
+from eeg_assets.lib.cache.annotations import SeizureEvent
 from eeg_assets.lib.config import CacheConfig
 
 

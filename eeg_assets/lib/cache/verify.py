@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger
+from eeg_assets.lib.cache.npzio import NpzFormatError, open_member
 from eeg_assets.lib.config import CacheConfig
-from eeg_assets.lib.ledger import BUILT, FileFingerprint, Ledger
-from eeg_assets.lib.npzio import NpzFormatError, open_member
 
 
 @dataclass

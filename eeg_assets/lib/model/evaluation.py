@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.npzio import write_bytes_atomic
+from eeg_assets.lib.files import write_bytes_atomic
 
 NPZ_SUFFIX = "_windows.npz"
 SECONDS_PER_DAY = 24 * 3600.0

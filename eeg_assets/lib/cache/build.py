@@ -29,16 +29,35 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from eeg_assets.lib.annotations import AnnotationError, find_annotation, parse_annotation
-from eeg_assets.lib.channels import ChannelError, plan_channels
-from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
-from eeg_assets.lib.edf import EdfError, EdfRecording
-from eeg_assets.lib.ledger import (
-    BUILT, FAILED, QUARANTINED, TOO_SHORT, FileFingerprint, Ledger, RecordingEntry,
+from eeg_assets.lib.cache.annotations import (
+    AnnotationError,
+    find_annotation,
+    parse_annotation,
 )
-from eeg_assets.lib.npzio import WindowedArray, remove_stale_temporaries, write_npz
-from eeg_assets.lib.preprocess import condition_channel, normalise_inplace, resampled_length
-from eeg_assets.lib.windows import count_windows, label_mask, window_seizure_counts
+from eeg_assets.lib.cache.ledger import (
+    BUILT,
+    FAILED,
+    QUARANTINED,
+    TOO_SHORT,
+    FileFingerprint,
+    Ledger,
+    RecordingEntry,
+)
+from eeg_assets.lib.cache.npzio import WindowedArray, write_npz
+from eeg_assets.lib.cache.windows import (
+    count_windows,
+    label_mask,
+    window_seizure_counts,
+)
+from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
+from eeg_assets.lib.files import remove_stale_temporaries
+from eeg_assets.lib.signals.channels import ChannelError, plan_channels
+from eeg_assets.lib.signals.edf import EdfError, EdfRecording
+from eeg_assets.lib.signals.preprocess import (
+    condition_channel,
+    normalise_inplace,
+    resampled_length,
+)
 
 NPZ_SUFFIX = "_windows.npz"
 LOCK_NAME = ".build.lock"
@@ -409,7 +428,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     if threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["eeg_assets.lib.build"])
+    context.set_forkserver_preload(["eeg_assets.lib.cache.build"])
     return context
 
 

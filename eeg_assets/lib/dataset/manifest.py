@@ -11,7 +11,7 @@ only ``labels``) write byte-identical files. Both go through :class:`ManifestTab
 categories come from :func:`window_categories`.
 
 A manifest is current when its content equals the manifest derived from the current facts (see
-:mod:`eeg_assets.lib.index`) and no NPZ was built with another configuration; anything else is
+:mod:`eeg_assets.lib.dataset.index`) and no NPZ was built with another configuration; anything else is
 stale, with a reason that says which case it is.
 """
 
@@ -27,12 +27,23 @@ from pathlib import Path
 
 import numpy as np
 
+from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
-from eeg_assets.lib.index import (
-    INDEX_NAME, DatasetError, Log, NpzFacts, SplitFacts, collect_facts, config_change_reason,
-    dumps_canonical, file_differences, name_list, require_current_config, update_index,
+from eeg_assets.lib.dataset.index import (
+    INDEX_NAME,
+    DatasetError,
+    Log,
+    NpzFacts,
+    SplitFacts,
+    collect_facts,
+    config_change_reason,
+    dumps_canonical,
+    file_differences,
+    name_list,
+    require_current_config,
+    update_index,
 )
-from eeg_assets.lib.npzio import NpzFormatError, write_bytes_atomic
+from eeg_assets.lib.files import write_bytes_atomic
 
 MANIFEST_NAME = "manifest.json"
 PARTIAL = "partial_seizure"
@@ -281,7 +292,7 @@ def ensure_manifest(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *, fo
     """The current manifest, rebuilt first when missing, empty or stale.
 
     ``force`` (BGB_FORCE_MANIFEST_REBUILD=1) deletes it and rebuilds it; without given ``facts``
-    it then rescans every NPZ's labels. Raises :class:`~eeg_assets.lib.index.StaleCacheError` when
+    it then rescans every NPZ's labels. Raises :class:`~eeg_assets.lib.dataset.index.StaleCacheError` when
     NPZs were built with another configuration and :class:`ManifestError` when the split has no
     labelled windows.
     """

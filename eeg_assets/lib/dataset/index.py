@@ -29,11 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
-from eeg_assets.lib.ledger import FileFingerprint, RecordingEntry, built_entries
-from eeg_assets.lib.npzio import (
-    NpzFormatError, member_names, member_shape, open_member, write_bytes_atomic,
+from eeg_assets.lib.cache.ledger import FileFingerprint, RecordingEntry, built_entries
+from eeg_assets.lib.cache.npzio import (
+    NpzFormatError,
+    member_names,
+    member_shape,
+    open_member,
 )
+from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
+from eeg_assets.lib.files import write_bytes_atomic
 
 INDEX_NAME = "_dataset_index.json"
 INDEX_FORMAT = 1

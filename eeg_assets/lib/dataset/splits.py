@@ -12,7 +12,7 @@ from itertools import combinations
 from pathlib import Path
 
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
-from eeg_assets.lib.index import DatasetError, DatasetIndex, Log, ensure_index
+from eeg_assets.lib.dataset.index import DatasetError, DatasetIndex, Log, ensure_index
 
 
 class PatientLeakageError(DatasetError):

@@ -20,15 +20,39 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from eeg_assets.lib.balanced import (
-    BalancedComposition, BalancedSetError, PreparedSplit, WindowRef, balanced_composition,
-    compose_balanced, dataset_log_lines, pos_weight, prepare_split,
+from eeg_assets.lib.cache.npzio import open_member
+from eeg_assets.lib.config import (
+    DEFAULT_BALANCE,
+    DEFAULT_CONFIG,
+    BalanceConfig,
+    CacheConfig,
 )
-from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
+from eeg_assets.lib.dataset.balanced import (
+    BalancedComposition,
+    BalancedSetError,
+    PreparedSplit,
+    WindowRef,
+    balanced_composition,
+    compose_balanced,
+    dataset_log_lines,
+    pos_weight,
+    prepare_split,
+)
+from eeg_assets.lib.dataset.index import (
+    DatasetError,
+    DatasetIndex,
+    Log,
+    ensure_index,
+    name_list,
+)
+from eeg_assets.lib.dataset.manifest import (
+    FULL,
+    PARTIAL,
+    Manifest,
+    count_categories,
+    ensure_manifest,
+)
 from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.index import DatasetError, DatasetIndex, Log, ensure_index, name_list
-from eeg_assets.lib.manifest import FULL, PARTIAL, Manifest, count_categories, ensure_manifest
-from eeg_assets.lib.npzio import open_member
 
 #: Files whose two members stay mapped per process (two descriptors each).
 DEFAULT_MAX_OPEN_FILES = 128
@@ -84,7 +108,7 @@ class _CachedWindows(Dataset):
 
 
 class BalancedSeizureDataset(_CachedWindows):
-    """The balanced training windows of a split (see :mod:`eeg_assets.lib.balanced`)."""
+    """The balanced training windows of a split (see :mod:`eeg_assets.lib.dataset.balanced`)."""
 
     def __init__(self, cache_dir: Path, composition: BalancedComposition,
                  max_open_files: int = DEFAULT_MAX_OPEN_FILES):
