@@ -1,10 +1,9 @@
 """Helpers and session fixtures for the tests of the Dagster layer (``eeg_assets.orchestration``).
 
-The definitions read their configuration from the environment when they are imported, so the
-in-process tests bind the asset definitions to an explicit :class:`EegAssetsConfig` (pointed at a
-temporary corpus and cache) and run them on a real (temporary) Dagster instance; the tests of the
-user's path run the ``dagster`` executables in subprocesses with the ``EEG_ASSETS_*`` variables
-and a temporary ``DAGSTER_HOME``.
+The in-process tests build the definitions from their own :class:`Settings` (pointed at a
+temporary corpus and cache) with the same factories ``build_defs`` uses, and run them on a real
+(temporary) Dagster instance; the tests of the user's path run the ``dagster`` executables in
+subprocesses with the ``EEG_ASSETS_*`` variables and a temporary ``DAGSTER_HOME``.
 
 Import the fixtures you use into the test module (``from dagster_fixtures import ...``).
 """
@@ -22,16 +21,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from eeg_assets.orchestration import assets, checks_cache, checks_dataset, defs
-from eeg_assets.orchestration.assets import CONFIG_AT_LOAD
-from eeg_assets.orchestration.resources import EegAssetsConfig
+from eeg_assets.orchestration import assets, build_defs, checks_cache, checks_dataset
+from eeg_assets.settings import Settings
 
 BIN = Path(sys.executable).parent
 CHAIN = ("npz_windows", "dataset_index", "manifest", "balanced_dataset")
-#: Every asset and check of the cache chain, as the Definitions hold them (the same objects).
-CHAIN_DEFS = [assets.raw_edf_recordings, assets.npz_windows, assets.dataset_index, assets.manifest,
-              assets.balanced_dataset,
-              *dg.load_asset_checks_from_modules([checks_cache, checks_dataset])]
 #: Checks per asset (what the Definitions declare; the tests assert each of them ran).
 CHECKS = {
     "npz_windows": {"npz_schema", "npz_count_matches_recordings"},
@@ -44,27 +38,36 @@ EVAL_STEMS = ("aaaaaqhs_s001_t000", "aaaaaqhs_s001_t001", "aaaaarjw_s002_t000",
               "aaaaasxe_s001_t000")
 
 
-def eeg_config(raw_root: Path, cache_root: Path, results_root: Path | None = None,
-               **overrides) -> EegAssetsConfig:
-    """The resource for in-process runs: explicit roots, and the shaping parameters that the
-    loaded definitions' code versions were computed from (so code version and outputs agree even
-    when the caller's shell sets ``EEG_ASSETS_NOTCH_HZ``). One worker: no process pool to spawn
-    on a small machine (the pool is exercised by the CLI subprocess tests)."""
-    settings = dict(raw_root=str(raw_root), cache_root=str(cache_root),
-                    results_root=str(results_root or Path(cache_root).parent / "results"),
-                    notch_hz=CONFIG_AT_LOAD.notch_hz, balance_seed=CONFIG_AT_LOAD.balance_seed,
-                    workers=1, make_sample_if_missing=False)
-    settings.update(overrides)
-    return EegAssetsConfig(**settings)
+def make_settings(raw_root: Path, cache_root: Path, results_root: Path | None = None,
+                  **overrides) -> Settings:
+    """Settings for in-process runs: explicit roots and defaults for everything else (whatever
+    the caller's shell sets). One worker: no process pool to spawn on a small machine (the pool
+    is exercised by the CLI subprocess tests)."""
+    fields = dict(raw_root=Path(raw_root), cache_root=Path(cache_root),
+                  results_root=Path(results_root or Path(cache_root).parent / "results"),
+                  workers=1, make_sample_if_missing=False)
+    fields.update(overrides)
+    return Settings(**fields)
 
 
-def materialize(config: EegAssetsConfig, instance: dg.DagsterInstance, keys: Iterable[str] = CHAIN,
+def chain_defs(settings: Settings) -> list:
+    """Every asset and check of the cache chain, built as ``build_defs`` builds them."""
+    return [assets.raw_edf_recordings, *assets.build_cache_assets(settings),
+            *dg.load_asset_checks_from_modules([checks_cache, checks_dataset])]
+
+
+def code_version(settings: Settings, name: str) -> str | None:
+    """The code version the definitions built from ``settings`` give asset ``name``."""
+    return build_defs(settings).get_assets_def(name).code_versions_by_key[dg.AssetKey(name)]
+
+
+def materialize(settings: Settings, instance: dg.DagsterInstance, keys: Iterable[str] = CHAIN,
                 partition: str = "eval") -> dg.ExecuteInProcessResult:
     """Materialize ``keys`` (and run their checks) for one split partition; never raises, so a
     test can look at a failed run."""
-    return dg.materialize(CHAIN_DEFS, resources={"eeg_config": config}, partition_key=partition,
-                          instance=instance, selection=dg.AssetSelection.assets(*keys),
-                          raise_on_error=False)
+    return dg.materialize(chain_defs(settings), resources={"settings": settings},
+                          partition_key=partition, instance=instance,
+                          selection=dg.AssetSelection.assets(*keys), raise_on_error=False)
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:
@@ -77,8 +80,8 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckE
     return {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
 
 
-def stale_status(instance: dg.DagsterInstance, key: str, partition: str = "eval",
-                 definitions: dg.Definitions = defs):
+def stale_status(instance: dg.DagsterInstance, key: str, definitions: dg.Definitions,
+                 partition: str = "eval"):
     """What the UI shows: ``(StaleStatus, stale causes)`` of one asset partition.
 
     Dagster has no public API for this outside GraphQL; the resolver is the one the webserver
@@ -145,7 +148,7 @@ def sample_raw_root(tmp_path_factory) -> Path:
 
 @dataclass
 class BuiltSplit:
-    config: EegAssetsConfig
+    settings: Settings
     instance: dg.DagsterInstance
     result: dg.ExecuteInProcessResult
     cache_dir: Path
@@ -156,10 +159,10 @@ def built_eval(sample_raw_root, tmp_path_factory) -> Iterator[BuiltSplit]:
     """The eval split's chain materialized once on a temporary instance. Do not modify it: copy
     it (shutil.copytree) in a test that does."""
     cache_root = tmp_path_factory.mktemp("built_eval") / "cache"
-    config = eeg_config(sample_raw_root, cache_root)
+    settings = make_settings(sample_raw_root, cache_root)
     with dg.instance_for_test(set_dagster_home=False) as instance:
-        result = materialize(config, instance)
-        yield BuiltSplit(config, instance, result, cache_root / "eval")
+        result = materialize(settings, instance)
+        yield BuiltSplit(settings, instance, result, cache_root / "eval")
 
 
 def copy_split(src_raw: Path, dst_raw: Path, folder: str = "eval") -> Path:

@@ -1275,10 +1275,11 @@ def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path
     """``npz_windows[train]`` materialized in process (an ephemeral Dagster instance)."""
     import dagster as dg
 
-    from eeg_assets.orchestration.assets import npz_windows
-    from eeg_assets.orchestration.resources import EegAssetsConfig
+    from eeg_assets.orchestration.assets import build_cache_assets
+    from eeg_assets.settings import Settings
 
-    config = EegAssetsConfig(raw_root=str(raw_root), cache_root=str(cache_root),
-                             results_root=str(results_root), make_sample_if_missing=False)
-    return dg.materialize([npz_windows], resources={"eeg_config": config}, partition_key="train",
+    settings = Settings(raw_root=raw_root, cache_root=cache_root, results_root=results_root,
+                        make_sample_if_missing=False)
+    npz_windows = build_cache_assets(settings)[0]
+    return dg.materialize([npz_windows], resources={"settings": settings}, partition_key="train",
                           run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})

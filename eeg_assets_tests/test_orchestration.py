@@ -21,13 +21,14 @@ import pytest
 from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 
 from dagster_fixtures import (  # noqa: F401 - fixtures
-    CHAIN, CHECKS, EVAL_STEMS, built_eval, copy_split, dagster_env, eeg_config, make_dagster_home,
+    CHAIN, CHECKS, EVAL_STEMS, built_eval, code_version, copy_split, dagster_env, make_dagster_home, make_settings,
     materialize, materializations, check_results, open_instance, run_dagster, sample_raw_root,
     stale_status,
 )
 from eeg_assets.lib.dataset.balanced import pos_weight
-from eeg_assets.orchestration import defs
-from eeg_assets.orchestration.assets import CONFIG_AT_LOAD
+from eeg_assets import defs
+from eeg_assets.orchestration import build_defs
+from eeg_assets.settings import Settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_CHECKS = set().union(*CHECKS.values())
@@ -42,8 +43,8 @@ def _data_version(m: dg.AssetMaterialization) -> str:
     return m.tags["dagster/data_version"]
 
 
-def _code_version(name: str) -> str | None:
-    return defs.get_assets_def(name).code_versions_by_key[dg.AssetKey(name)]
+def _code_version(name: str, settings: Settings = Settings()) -> str | None:
+    return code_version(settings, name)
 
 
 def _png_in_markdown(value: dg.MetadataValue) -> bytes:
@@ -124,7 +125,7 @@ def test_chain_writes_the_files_metadata_and_passing_checks(built_eval):
     assert npz["recordings"].value == 4 and npz["files_built"].value == 4
     assert npz["files_skipped"].value == 0 and npz["npz_files"].value == 4
     assert npz["windows"].value == npz["windows_built_now"].value == total_windows
-    assert npz["config_version"].value == built_eval.config.cache_config().version()
+    assert npz["config_version"].value == built_eval.settings.cache_config().version()
     table = npz["quarantined"]
     assert isinstance(table, dg.TableMetadataValue)
     assert [c.name for c in table.schema.columns] == ["recording", "status", "reason"]
@@ -176,7 +177,7 @@ def test_patient_leakage_fails_the_blocking_check_and_stops_downstream(sample_ra
     copy_split(sample_raw_root, raw, "eval")
     # a patient of eval also in TUSZ dev (the val split)
     shutil.copytree(sample_raw_root / "eval" / "aaaaaqhs", raw / "dev" / "aaaaaqhs")
-    config = eeg_config(raw, tmp_path / "cache")
+    config = make_settings(raw, tmp_path / "cache")
     with dg.instance_for_test(set_dagster_home=False) as instance:
         result = materialize(config, instance)
         evaluations = check_results(result)
@@ -202,7 +203,8 @@ def test_patient_leakage_fails_the_blocking_check_and_stops_downstream(sample_ra
 def test_npz_windows_is_incremental_and_follows_removals(sample_raw_root, tmp_path):
     raw = tmp_path / "raw"
     eval_raw = copy_split(sample_raw_root, raw, "eval")
-    config = eeg_config(raw, tmp_path / "cache")
+    config = make_settings(raw, tmp_path / "cache")
+    definitions = build_defs(config)
     cache_dir = tmp_path / "cache" / "eval"
     with dg.instance_for_test(set_dagster_home=False) as instance:
         first = materialize(config, instance)
@@ -218,7 +220,7 @@ def test_npz_windows_is_incremental_and_follows_removals(sample_raw_root, tmp_pa
         assert _data_version(again) == version
         assert _npz_digests(cache_dir) == digests
         for name in CHAIN:
-            assert stale_status(instance, name)[0] == StaleStatus.FRESH, name
+            assert stale_status(instance, name, definitions)[0] == StaleStatus.FRESH, name
 
         # one recording removed, one unreadable recording dropped
         shutil.rmtree(eval_raw / "aaaaasxe")
@@ -244,7 +246,7 @@ def test_npz_windows_is_incremental_and_follows_removals(sample_raw_root, tmp_pa
         checks = check_results(third)
         assert checks["npz_schema"].passed
         assert checks["npz_count_matches_recordings"].passed  # quarantined = explained
-        status, causes = stale_status(instance, "dataset_index")
+        status, causes = stale_status(instance, "dataset_index", definitions)
         assert status == StaleStatus.STALE
         assert any(c.dependency and c.dependency.asset_key == dg.AssetKey("npz_windows")
                    for c in causes), causes
@@ -258,7 +260,7 @@ def test_npz_windows_is_incremental_and_follows_removals(sample_raw_root, tmp_pa
         files = {ref["cache_file"] for refs in _manifest_refs(cache_dir).values() for ref in refs}
         assert files == set(index["files"])
         for name in CHAIN:
-            assert stale_status(instance, name)[0] == StaleStatus.FRESH, name
+            assert stale_status(instance, name, definitions)[0] == StaleStatus.FRESH, name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -299,13 +301,13 @@ print("PROBE " + json.dumps(out))
 def test_code_version_follows_the_config_and_marks_the_cache_stale(sample_raw_root, tmp_path):
     home = make_dagster_home(tmp_path / "dagster_home")
     cache_root, results = tmp_path / "cache", tmp_path / "results"
-    config = eeg_config(sample_raw_root, cache_root)
+    config = make_settings(sample_raw_root, cache_root)
     with open_instance(home) as instance:
         first = materializations(materialize(config, instance, ["npz_windows"]))["npz_windows"]
     assert first.tags["dagster/code_version"] == _code_version("npz_windows")
     digests = _npz_digests(cache_root / "eval")
 
-    other_notch = "50" if CONFIG_AT_LOAD.notch_hz != 50 else "60"
+    other_notch = "50"
     env = dagster_env(home, sample_raw_root, cache_root, results,
                       EEG_ASSETS_NOTCH_HZ=other_notch, EEG_ASSETS_WORKERS="1")
     done = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=tmp_path,

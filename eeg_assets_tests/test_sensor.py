@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster_fixtures import CHAIN, eeg_config
-from eeg_assets.orchestration import defs
+from dagster_fixtures import CHAIN, make_settings
+from eeg_assets import defs
 
 SENSOR = "raw_edf_drop_sensor"
 T0 = 1_700_000_000_000_000_000  # a fixed mtime (ns), so a restored copy is identical
@@ -28,14 +28,14 @@ class Ticker:
 
     def __init__(self, raw_root: Path, instance: dg.DagsterInstance):
         self.sensor = defs.get_sensor_def(SENSOR)
-        self.config = eeg_config(raw_root, raw_root.parent / "cache")
+        self.settings = make_settings(raw_root, raw_root.parent / "cache")
         self.instance = instance
         self.cursor: str | None = None
 
     def tick(self, cursor: str | None = None):
         context = dg.build_sensor_context(
             instance=self.instance, cursor=self.cursor if cursor is None else cursor,
-            resources={"eeg_config": self.config}, definitions=defs)
+            resources={"settings": self.settings}, definitions=defs)
         data = self.sensor.evaluate_tick(context)
         if cursor is None:
             self.cursor = data.cursor

@@ -1,9 +1,9 @@
 """``trained_model`` materialised through Dagster, with the local and the Modal launcher.
 
 The cache is a handful of hand-written NPZs of the real geometry (19 x 15360 windows, ledger
-entries as the builder writes them), so one epoch on CPU takes a second or two; the training
-settings that the definitions read from the environment at load time are replaced by a short,
-single-threaded :class:`TrainConfig`.
+entries as the builder writes them) with the index, manifest and balanced set the upstream assets
+would write, so one epoch on CPU takes a second or two; the asset is built from settings with a
+short, single-threaded :class:`TrainConfig`.
 
 Modal cannot be reached from the test machine, so the Modal launcher runs a stand-in ``modal``
 executable (``stand_in_modal.py``, put on PATH). It runs the app file's own local entrypoint and
@@ -19,7 +19,9 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +32,13 @@ import pytest
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
 from eeg_assets.lib.cache.npzio import write_npz
+from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
+from eeg_assets.lib.dataset.index import update_index
+from eeg_assets.lib.dataset.manifest import update_manifest
+from eeg_assets.lib.files import content_version
 from eeg_assets.lib.model.training import TrainConfig, load_checkpoint
 from eeg_assets.orchestration import training
-from eeg_assets.orchestration.resources import EegAssetsConfig
+from eeg_assets.settings import Settings
 
 STAND_IN = Path(__file__).resolve().parent / "stand_in_modal.py"
 W = DEFAULT_CONFIG.window_samples
@@ -76,8 +82,13 @@ def write_split(cache_dir: Path, files: dict[str, list[int]]) -> None:
 
 
 def write_cache(cache_root: Path) -> None:
+    """Both splits, with the files their upstream assets write (what training is pinned to)."""
     write_split(cache_root / "train", TRAIN_FILES)
     write_split(cache_root / "val", VAL_FILES)
+    for split in ("train", "val"):
+        update_index(cache_root / split)
+        update_manifest(cache_root / split)
+    write_balanced(cache_root / "train", compose_split(cache_root / "train"))
 
 
 @dataclass
@@ -110,31 +121,39 @@ class Run:
 
 
 def materialize(tmp: Path, launcher: training.TrainingLauncher, env: dict[str, str] | None = None,
-                with_cache: bool = True) -> Run:
+                with_cache: bool = True, on_volume: bool = True,
+                before_run: Callable[[Path], None] | None = None,
+                with_instance: Callable[[Path, dg.DagsterInstance], None] | None = None) -> Run:
     """One run of ``trained_model`` on a fresh cache under ``tmp`` with SHORT_TRAINING.
 
-    For the Modal launcher, ``tmp/volume`` plays the ``/results`` volume, so the cache goes to
-    ``tmp/volume/cache/tusz`` (where the Modal request points) and results to
-    ``tmp/volume/trained_model``; locally they are ``tmp/cache/tusz`` and ``tmp/results``.
+    Locally the cache is ``tmp/cache/tusz`` and results go to ``tmp/results``. For the Modal
+    launcher, ``tmp/volume`` plays the ``/results`` volume: the cache is also copied to
+    ``tmp/volume/cache/tusz`` (as ``modal volume put`` would) and results go to
+    ``tmp/volume/trained_model``.
     """
     modal = launcher.backend == "modal"
     volume = tmp / "volume"
     volume.mkdir(parents=True, exist_ok=True)
-    cache_root = (volume if modal else tmp) / "cache" / "tusz"
     if with_cache:
-        write_cache(cache_root)
-    config = EegAssetsConfig(raw_root=str(tmp / "raw"), cache_root=str(tmp / "cache" / "tusz"),
-                             results_root=str(tmp / "results"), make_sample_if_missing=False)
+        write_cache(tmp / "cache" / "tusz")
+        if modal and on_volume:
+            shutil.copytree(tmp / "cache", volume / "cache", copy_function=shutil.copy2)
+    settings = Settings(raw_root=tmp / "raw", cache_root=tmp / "cache" / "tusz",
+                        results_root=tmp / "results", make_sample_if_missing=False,
+                        train=SHORT_TRAINING)
     instance = dg.DagsterInstance.ephemeral()
+    if before_run is not None:
+        before_run(tmp / "cache" / "tusz")
+    if with_instance is not None:
+        with_instance(tmp / "cache" / "tusz", instance)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training, "TRAIN_CONFIG_AT_LOAD", SHORT_TRAINING)
         for name in ("BGB_SMOKE_TEST", "BGB_LIMIT_FILES", "BGB_FORCE_MANIFEST_REBUILD"):
             mp.delenv(name, raising=False)
         mp.setenv("EEG_ASSETS_STAND_IN_VOLUME", str(volume))
         for name, value in (env or {}).items():
             mp.setenv(name, value)
-        result = dg.materialize([training.trained_model], instance=instance,
-                                resources={"eeg_config": config, "training_launcher": launcher},
+        result = dg.materialize([training.build_trained_model(settings)], instance=instance,
+                                resources={"settings": settings, "training_launcher": launcher},
                                 raise_on_error=False)
     entries = instance.all_logs(result.run_id)
     pipes_exceptions = [
@@ -224,6 +243,18 @@ def test_local_launcher_materializes_model_with_metadata_and_files(local_run):
     assert_trained(local_run, local_run.results_root / "trained_model")
 
 
+def test_training_consumes_the_pinned_upstream_files_and_records_their_versions(local_run):
+    cache_root = local_run.results_root.parent / "cache" / "tusz"
+    balanced = cache_root / "train" / "balanced_dataset.json"
+    val_index = cache_root / "val" / "_dataset_index.json"
+    assert local_run.metadata["consumed_balanced_set_version"] == content_version(balanced)
+    assert local_run.metadata["consumed_val_index_version"] == content_version(val_index)
+    assert any(line.startswith(f"[DATASET] Using the materialized {balanced} (version ")
+               for line in local_run.logs), local_run.logs
+    # nothing upstream was rewritten by the run: no manifest or index rebuild lines
+    assert not any(line.startswith(("[MANIFEST]", "[INDEX]")) for line in local_run.logs)
+
+
 def test_local_launcher_reports_both_checks_passed(local_run):
     evaluations = local_run.result.get_asset_check_evaluations()
     assert sorted(e.check_name for e in evaluations) == sorted(CHECKS)
@@ -251,13 +282,43 @@ def test_smoke_test_and_forced_manifest_rebuild_flags(tmp_path):
     assert run.metadata["train_windows"] < 10
 
 
-def test_local_training_failure_fails_the_asset(tmp_path):
-    run = materialize(tmp_path, training.TrainingLauncher(), with_cache=False)
+def test_training_failure_in_the_process_fails_the_asset(tmp_path):
+    """The pinned val index no longer matches its NPZs: the training process refuses it."""
+
+    def remove_a_val_npz(cache_root: Path) -> None:
+        (cache_root / "val" / "aaaaaaaw_s001_t000_windows.npz").unlink()
+
+    run = materialize(tmp_path, training.TrainingLauncher(), before_run=remove_a_val_npz)
     assert not run.result.success
     assert "failed with code 1" in run.failure_message()
     (exception,) = run.pipes_exceptions
-    assert re.search(r"DatasetError: cache folder \S+/cache/tusz/train does not exist", exception)
+    assert re.search(r"StaleInputError: index \S+/cache/tusz/val/_dataset_index.json is stale: "
+                     r".*aaaaaaaw_s001_t000_windows.npz", exception), exception
     assert not run.result.get_asset_materialization_events()
+
+
+def test_unmaterialized_upstream_is_a_clear_failure_before_launching(tmp_path):
+    run = materialize(tmp_path, training.TrainingLauncher(), with_cache=False)
+    assert not run.result.success
+    message = run.failure_message()
+    assert "balanced_dataset[train] has not been materialized" in message, message
+    assert f"{tmp_path}/cache/tusz/train/balanced_dataset.json does not exist" in message
+    assert not (tmp_path / "results").exists()  # nothing was launched
+
+
+def test_a_file_changed_behind_dagster_is_refused_before_launching(tmp_path):
+    """The balanced set on disk differs from the data version Dagster recorded for it."""
+
+    def record_then_tamper(cache_root: Path, instance: dg.DagsterInstance) -> None:
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            "balanced_dataset", partition="train",
+            tags={"dagster/data_version": "0123456789abcdef"}))
+
+    run = materialize(tmp_path, training.TrainingLauncher(), with_instance=record_then_tamper)
+    assert not run.result.success
+    message = run.failure_message()
+    assert ("balanced_dataset.json changed after balanced_dataset[train] was materialized "
+            "(recorded data version 0123456789abcdef") in message, message
 
 
 # ------------------------------------------------------------------------------------------------
@@ -285,8 +346,8 @@ def test_modal_and_local_launchers_report_the_same_training(local_run, modal_run
     local, remote = local_run.metadata, modal_run.metadata
     assert local.keys() == remote.keys()
     assert modal_run.checks == local_run.checks
-    # "<train config version>:<train index hash>"; the index holds file mtimes, so only the
-    # config half is shared between the two caches.
+    # "<train config version>:<consumed inputs>"; the two caches were written apart and their
+    # index files hold NPZ mtimes, so only the config half is shared.
     versions = [run.materialization.tags.get("dagster/data_version")
                 for run in (local_run, modal_run)]
     assert versions[0].split(":")[0] == versions[1].split(":")[0] == SHORT_TRAINING.version()
@@ -309,7 +370,7 @@ def test_modal_launcher_forwards_the_seed_flags(tmp_path, modal_on_path):
 def test_modal_cli_failure_fails_the_asset_with_the_exit_code(tmp_path, modal_on_path,
                                                               monkeypatch, capsys):
     monkeypatch.setenv("EEG_ASSETS_STAND_IN_EXIT", "1")
-    run = materialize(tmp_path, modal_launcher(), with_cache=False)
+    run = materialize(tmp_path, modal_launcher())
     assert "✓ Initialized." in capsys.readouterr().out  # ordinary CLI output is passed on
     assert not run.result.success
     message = run.failure_message()
@@ -320,12 +381,13 @@ def test_modal_cli_failure_fails_the_asset_with_the_exit_code(tmp_path, modal_on
 
 def test_remote_training_failure_fails_the_asset_and_still_commits_the_volume(tmp_path,
                                                                               modal_on_path):
-    run = materialize(tmp_path, modal_launcher(), with_cache=False)  # nothing on the volume
+    run = materialize(tmp_path, modal_launcher(), on_volume=False)  # nothing on the volume
     assert not run.result.success
     assert "exited with code 1" in run.failure_message()
     # The remote exception travelled back over Pipes, with the container's path.
     (exception,) = run.pipes_exceptions
-    assert f"cache folder {tmp_path}/volume/cache/tusz/train does not exist" in exception
+    assert (f"balanced set {tmp_path}/volume/cache/tusz/train/balanced_dataset.json is missing"
+            in exception), exception
     assert (tmp_path / "volume" / ".commits").read_text() == "commit\n"
     assert not run.result.get_asset_materialization_events()
 
@@ -333,7 +395,7 @@ def test_remote_training_failure_fails_the_asset_and_still_commits_the_volume(tm
 def test_missing_modal_executable_is_a_clear_failure(tmp_path):
     launcher = training.TrainingLauncher(backend="modal",
                                          modal_executable=str(tmp_path / "no-such-modal"))
-    run = materialize(tmp_path, launcher, with_cache=False)
+    run = materialize(tmp_path, launcher)
     assert not run.result.success
     message = run.failure_message()
     assert "no-such-modal" in message and "not found" in message
@@ -341,7 +403,7 @@ def test_missing_modal_executable_is_a_clear_failure(tmp_path):
 
 
 def test_unknown_backend_is_a_clear_failure(tmp_path):
-    run = materialize(tmp_path, training.TrainingLauncher(backend="slurm"), with_cache=False)
+    run = materialize(tmp_path, training.TrainingLauncher(backend="slurm"))
     assert not run.result.success
     assert "unknown training backend 'slurm'" in run.failure_message()
 

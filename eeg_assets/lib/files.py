@@ -107,3 +107,14 @@ def remove_stale_temporaries(folder: Path, pattern: str = ".*.tmp") -> list[Path
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_bytes(data)
+
+
+def content_version(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a file's bytes.
+
+    The data version the Dagster layer records for the JSON outputs, and the version a training
+    request pins them by (:mod:`eeg_assets.lib.dataset.pinned`).
+    """
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

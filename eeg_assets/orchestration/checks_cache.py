@@ -5,20 +5,19 @@ import dagster as dg
 from eeg_assets.lib.cache.build import discover_recordings
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
 from eeg_assets.lib.cache.verify import check_split_schema
-from eeg_assets.orchestration.assets import npz_windows
 from eeg_assets.orchestration.partitions import split_partitions
-from eeg_assets.orchestration.resources import EegAssetsConfig
+from eeg_assets.settings import Settings
 
 MAX_LISTED = 20
 
 
-@dg.asset_check(asset=npz_windows, blocking=True, partitions_def=split_partitions,
+@dg.asset_check(asset="npz_windows", blocking=True, partitions_def=split_partitions,
                 description="Every NPZ has windows (n,19,15360) and labels (n,15360), float32, "
                             "uncompressed, finite, within the clip range, binary labels, and "
                             "matches what build-cache recorded.")
-def npz_schema(context: dg.AssetCheckExecutionContext, eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     split = context.partition_key
-    report = check_split_schema(eeg_config.cache_dir(split), eeg_config.cache_config())
+    report = check_split_schema(settings.cache_dir(split), settings.cache_config())
     return dg.AssetCheckResult(
         passed=not report.problems and report.files_checked > 0,
         metadata={
@@ -31,16 +30,16 @@ def npz_schema(context: dg.AssetCheckExecutionContext, eeg_config: EegAssetsConf
     )
 
 
-@dg.asset_check(asset=npz_windows, partitions_def=split_partitions,
+@dg.asset_check(asset="npz_windows", partitions_def=split_partitions,
                 description="Every raw recording is accounted for: an NPZ, too short, or "
                             "quarantined with a reason; none unexplained.")
 def npz_count_matches_recordings(context: dg.AssetCheckExecutionContext,
-                                 eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+                                 settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     split = context.partition_key
-    raw_dir = eeg_config.raw_dir(split)
+    raw_dir = settings.raw_dir(split)
     edf_paths, ignored = discover_recordings(raw_dir) if raw_dir.is_dir() else ([], [])
     sources = {p.relative_to(raw_dir).as_posix() for p in edf_paths}
-    entries = Ledger(eeg_config.cache_dir(split)).entries()
+    entries = Ledger(settings.cache_dir(split)).entries()
     by_status = {s: [e for e in entries.values() if e.status == s and e.source in sources]
                  for s in (BUILT, TOO_SHORT, QUARANTINED, FAILED)}
     unexplained = sorted(sources - set(entries))

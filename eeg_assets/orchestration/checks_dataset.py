@@ -22,9 +22,8 @@ from eeg_assets.lib.dataset.manifest import (
     read_manifest,
 )
 from eeg_assets.lib.dataset.splits import find_leaks, patient_id, patients_of
-from eeg_assets.orchestration.assets import balanced_dataset, dataset_index, manifest
 from eeg_assets.orchestration.partitions import split_partitions
-from eeg_assets.orchestration.resources import EegAssetsConfig
+from eeg_assets.settings import Settings
 
 MAX_LISTED = 20
 #: A check reports these as a failure with their message instead of erroring.
@@ -35,14 +34,14 @@ def _failed(reason: str, **metadata) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=False, metadata={"reason": reason, **metadata})
 
 
-@dg.asset_check(asset=dataset_index, blocking=True, partitions_def=split_partitions,
+@dg.asset_check(asset="dataset_index", blocking=True, partitions_def=split_partitions,
                 description="_dataset_index.json exists and lists exactly the current NPZs with "
                             "their window counts, fingerprints and config version.")
 def index_matches_npz(context: dg.AssetCheckExecutionContext,
-                      eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
-    cache_dir = eeg_config.cache_dir(context.partition_key)
+                      settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
+    cache_dir = settings.cache_dir(context.partition_key)
     try:
-        reason = index_staleness(cache_dir, eeg_config.cache_config())
+        reason = index_staleness(cache_dir, settings.cache_config())
     except CACHE_ERRORS as exc:
         reason = str(exc)
     if reason:
@@ -52,29 +51,29 @@ def index_matches_npz(context: dg.AssetCheckExecutionContext,
                                                       "windows": index.total_windows})
 
 
-def _raw_patients(eeg_config: EegAssetsConfig) -> dict[str, frozenset[str]]:
+def _raw_patients(settings: dg.ResourceParam[Settings]) -> dict[str, frozenset[str]]:
     patients = {}
-    for split in eeg_config.split_folders:
-        raw_dir = eeg_config.raw_dir(split)
+    for split in settings.split_folders:
+        raw_dir = settings.raw_dir(split)
         edfs = discover_recordings(raw_dir)[0] if raw_dir.is_dir() else []
         patients[split] = frozenset(patient_id(p.name) for p in edfs)
     return patients
 
 
-@dg.asset_check(asset=dataset_index, blocking=True, partitions_def=split_partitions,
+@dg.asset_check(asset="dataset_index", blocking=True, partitions_def=split_partitions,
                 description="OFFICIAL TUSZ SPLITS: no patient of this split appears in another "
                             "split's raw folder or cache index (patient = first '_' field).")
 def patient_disjointness(context: dg.AssetCheckExecutionContext,
-                         eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
+                         settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     split = context.partition_key
-    raw = _raw_patients(eeg_config)
+    raw = _raw_patients(settings)
     cached = {}
-    for other in eeg_config.split_folders:
+    for other in settings.split_folders:
         try:
-            cached[other] = patients_of(read_index(eeg_config.cache_dir(other)))
+            cached[other] = patients_of(read_index(settings.cache_dir(other)))
         except DatasetError:
             cached[other] = frozenset()
-    patients = {s: raw[s] | cached[s] for s in eeg_config.split_folders}
+    patients = {s: raw[s] | cached[s] for s in settings.split_folders}
     all_leaks = find_leaks(patients)
     leaks = {patient: splits for patient, splits in all_leaks.items() if split in splits}
     metadata = {f"patients_{s}": len(patients[s]) for s in patients}
@@ -90,14 +89,14 @@ def patient_disjointness(context: dg.AssetCheckExecutionContext,
     return dg.AssetCheckResult(passed=True, metadata=metadata)
 
 
-@dg.asset_check(asset=manifest, blocking=True, partitions_def=split_partitions,
+@dg.asset_check(asset="manifest", blocking=True, partitions_def=split_partitions,
                 description="manifest.json exists, is non-empty, covers exactly the labelled NPZs "
                             "with their current content and config version (not stale).")
 def manifest_current(context: dg.AssetCheckExecutionContext,
-                     eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
-    cache_dir = eeg_config.cache_dir(context.partition_key)
+                     settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
+    cache_dir = settings.cache_dir(context.partition_key)
     try:
-        reason = manifest_staleness(cache_dir, eeg_config.cache_config())
+        reason = manifest_staleness(cache_dir, settings.cache_config())
     except CACHE_ERRORS as exc:
         reason = str(exc)
     if reason:
@@ -106,11 +105,11 @@ def manifest_current(context: dg.AssetCheckExecutionContext,
     return dg.AssetCheckResult(passed=True, metadata={**counts, "path": str(cache_dir / MANIFEST_NAME)})
 
 
-@dg.asset_check(asset=manifest, blocking=True, partitions_def=split_partitions,
+@dg.asset_check(asset="manifest", blocking=True, partitions_def=split_partitions,
                 description="The split has seizure windows (partial or full) to train on.")
 def seizure_windows_present(context: dg.AssetCheckExecutionContext,
-                            eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
-    cache_dir = eeg_config.cache_dir(context.partition_key)
+                            settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
+    cache_dir = settings.cache_dir(context.partition_key)
     try:
         counts = category_counts(read_manifest(cache_dir))
     except CACHE_ERRORS as exc:
@@ -121,16 +120,16 @@ def seizure_windows_present(context: dg.AssetCheckExecutionContext,
         **({} if seizure else {"reason": "no partial or full seizure windows in the manifest"})})
 
 
-@dg.asset_check(asset=balanced_dataset, blocking=True, partitions_def=split_partitions,
+@dg.asset_check(asset="balanced_dataset", blocking=True, partitions_def=split_partitions,
                 description="The stored composition is the recipe applied to the current manifest "
                             "(same windows for the seed) with the exact seizure_ratio and "
                             "pos_weight = sqrt((1 - r) / r).")
 def balanced_matches_recipe(context: dg.AssetCheckExecutionContext,
-                            eeg_config: EegAssetsConfig) -> dg.AssetCheckResult:
-    cache_dir = eeg_config.cache_dir(context.partition_key)
+                            settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
+    cache_dir = settings.cache_dir(context.partition_key)
     try:
         stored = read_balanced(cache_dir)
-        expected = compose_balanced(read_manifest(cache_dir), eeg_config.balance_config())
+        expected = compose_balanced(read_manifest(cache_dir), settings.balance_config())
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     problems = []

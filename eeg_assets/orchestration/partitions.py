@@ -2,7 +2,7 @@ import warnings
 
 import dagster as dg
 
-from eeg_assets.orchestration.resources import SPLITS
+from eeg_assets.settings import SPLITS
 
 # Partitioned asset checks and Pipes writer counts are preview features of this Dagster
 # release; their warnings would repeat on every load and run.

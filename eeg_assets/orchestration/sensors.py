@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from eeg_assets.lib.cache.annotations import ANNOTATION_SUFFIXES
-from eeg_assets.orchestration.resources import EegAssetsConfig
+from eeg_assets.settings import Settings
 
 SENSOR_INTERVAL_S = 30
 
@@ -66,13 +66,13 @@ def make_raw_edf_drop_sensor(job) -> dg.SensorDefinition:
         description="Requests a run of a split's cache chain when EDF recordings (with their "
                     "annotations) are added, changed or removed under EEG_ASSETS_RAW_ROOT.",
     )
-    def raw_edf_drop_sensor(context: dg.SensorEvaluationContext, eeg_config: EegAssetsConfig):
+    def raw_edf_drop_sensor(context: dg.SensorEvaluationContext, settings: dg.ResourceParam[Settings]):
         cursor = json.loads(context.cursor) if context.cursor else {}
         new_cursor: dict[str, dict] = {}
         requests, waiting_total = [], 0
-        for split in eeg_config.split_folders:
+        for split in settings.split_folders:
             state = cursor.get(split, {})
-            current = observe_split(eeg_config.raw_dir(split))
+            current = observe_split(settings.raw_dir(split))
             ready, waiting = settled(current, state.get("observed", {}))
             waiting_total += len(waiting)
             # A file still arriving keeps the last settled version of itself in the fingerprint,

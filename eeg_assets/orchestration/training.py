@@ -6,43 +6,25 @@ import signal
 import subprocess
 import sys
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 
-from eeg_assets.lib.model.train_run import TrainingRequest
-from eeg_assets.lib.model.training import TrainConfig
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+
+from eeg_assets.lib.dataset.balanced import BALANCED_NAME
+from eeg_assets.lib.dataset.index import INDEX_NAME
+from eeg_assets.lib.dataset.pinned import PinnedFile
+from eeg_assets.lib.files import content_version
+from eeg_assets.lib.model.train_run import PinnedInputs, TrainingRequest
 from eeg_assets.lib.plots import curves_png
-from eeg_assets.orchestration.assets import (
-    BALANCE_CODE_VERSION,
-    balanced_dataset,
-    dataset_index,
-    png_markdown,
-)
-from eeg_assets.orchestration.resources import EegAssetsConfig, freshness_window
+from eeg_assets.orchestration.assets import balance_code_version, png_markdown
+from eeg_assets.settings import Settings
 
 MODAL_APP = Path(__file__).resolve().parents[1] / "remote" / "modal_app.py"
 MODAL_CACHE_ROOT = "/results/cache/tusz"
 MODAL_RESULTS = "/results/trained_model"
-
-
-def train_config_from_env(environ=None) -> TrainConfig:
-    """Training settings a user changes without code (README lists them)."""
-    env = os.environ if environ is None else environ
-    defaults = TrainConfig()
-    return TrainConfig(
-        epochs=int(env.get("EEG_ASSETS_EPOCHS") or defaults.epochs),
-        batch_size=int(env.get("EEG_ASSETS_BATCH_SIZE") or defaults.batch_size),
-        lr=float(env.get("EEG_ASSETS_LR") or defaults.lr),
-        num_workers=int(env.get("EEG_ASSETS_TRAIN_WORKERS") or defaults.num_workers),
-        device=env.get("EEG_ASSETS_DEVICE") or defaults.device,
-        cpu_threads=int(env["EEG_ASSETS_CPU_THREADS"]) if env.get("EEG_ASSETS_CPU_THREADS") else None,
-        max_train_windows_per_epoch=int(env["EEG_ASSETS_MAX_TRAIN_WINDOWS"])
-        if env.get("EEG_ASSETS_MAX_TRAIN_WINDOWS") else None,
-    )
-
-
-TRAIN_CONFIG_AT_LOAD = train_config_from_env()
 
 
 class _StdoutMessageReader(dg.PipesMessageReader):
@@ -81,9 +63,8 @@ class TrainingLauncher(dg.ConfigurableResource):
     modal_executable: str = "modal"
 
     @classmethod
-    def from_env(cls) -> "TrainingLauncher":
-        return cls(backend=os.environ.get("EEG_ASSETS_TRAIN_BACKEND") or "local",
-                   modal_executable=os.environ.get("EEG_ASSETS_MODAL_EXECUTABLE") or "modal")
+    def from_settings(cls, settings: Settings) -> "TrainingLauncher":
+        return cls(backend=settings.train_backend, modal_executable=settings.modal_executable)
 
     def launch(self, context: dg.AssetExecutionContext,
                request: TrainingRequest) -> dg.PipesClientCompletedInvocation:
@@ -137,50 +118,96 @@ def _stop(process: subprocess.Popen, timeout_s: float = 60) -> None:
         process.wait()
 
 
-def _request(eeg_config: EegAssetsConfig, backend: str) -> TrainingRequest:
+def _consumed_version(context: dg.AssetExecutionContext, asset: str, partition: str,
+                      path: Path) -> str:
+    """The content version of what ``asset[partition]`` wrote at ``path``.
+
+    It must agree with the data version Dagster recorded for that materialization: a file changed
+    behind Dagster's back is refused here, before any GPU is started.
+    """
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+        limit=1).records
+    tags = (records[0].asset_materialization.tags or {}) if records else {}
+    recorded = tags.get(DATA_VERSION_TAG)
+    on_disk = content_version(path) if path.is_file() else None
+    if on_disk is None and recorded is None:
+        raise dg.Failure(f"{asset}[{partition}] has not been materialized: {path} does not "
+                         f"exist. Materialize the cache chain of '{partition}' first.")
+    if on_disk is not None and recorded is not None and on_disk != recorded:
+        raise dg.Failure(f"{path} changed after {asset}[{partition}] was materialized (recorded "
+                         f"data version {recorded}, the file is now {on_disk}): materialize "
+                         f"{asset}[{partition}] again")
+    return on_disk or recorded
+
+
+def _request(context: dg.AssetExecutionContext, settings: Settings,
+             backend: str) -> TrainingRequest:
+    """The training run's request: caches, configuration and the pinned upstream files."""
+    local_train, local_val = settings.cache_dir("train"), settings.cache_dir("val")
     if backend == "modal":
-        return TrainingRequest(
-            train_cache=Path(MODAL_CACHE_ROOT) / "train", val_cache=Path(MODAL_CACHE_ROOT) / "val",
-            out_dir=Path(MODAL_RESULTS), train=TRAIN_CONFIG_AT_LOAD,
-            balance=eeg_config.balance_config(), cache=eeg_config.cache_config())
-    return TrainingRequest(
-        train_cache=eeg_config.cache_dir("train"), val_cache=eeg_config.cache_dir("val"),
-        out_dir=Path(eeg_config.results_root) / "trained_model", train=TRAIN_CONFIG_AT_LOAD,
-        balance=eeg_config.balance_config(), cache=eeg_config.cache_config())
+        train_cache, val_cache = Path(MODAL_CACHE_ROOT) / "train", Path(MODAL_CACHE_ROOT) / "val"
+        out_dir = Path(MODAL_RESULTS)
+    else:
+        train_cache, val_cache = local_train, local_val
+        out_dir = Path(settings.results_root) / "trained_model"
+    inputs = PinnedInputs(
+        balanced_set=PinnedFile(train_cache / BALANCED_NAME, _consumed_version(
+            context, "balanced_dataset", "train", local_train / BALANCED_NAME)),
+        val_index=PinnedFile(val_cache / INDEX_NAME, _consumed_version(
+            context, "dataset_index", "val", local_val / INDEX_NAME)))
+    return TrainingRequest(train_cache=train_cache, val_cache=val_cache, out_dir=out_dir,
+                           train=settings.train, balance=settings.balance_config(),
+                           cache=settings.cache_config(), inputs=inputs)
 
 
-@dg.asset(
-    deps=[dg.AssetDep(balanced_dataset, partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"])),
-          dg.AssetDep(dataset_index, partition_mapping=dg.SpecificPartitionsPartitionMapping(["val"]))],
-    code_version=f"{BALANCE_CODE_VERSION}:{TRAIN_CONFIG_AT_LOAD.version()}",
-    group_name="model",
-    kinds={"pytorch"},
-    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=freshness_window("MODEL", 24 * 30)),
-    check_specs=[
-        dg.AssetCheckSpec("checkpoint_reproduces_metrics", asset="trained_model",
-                          description="The best checkpoint reloads and reproduces the reported "
-                                      "validation AUROC."),
-        dg.AssetCheckSpec("metrics_finite", asset="trained_model",
-                          description="Losses and AUROC are finite in every epoch."),
-    ],
-    description="Seizure detector trained on balanced_dataset[train], validated per recording on "
-                "the val cache; best/last checkpoints, metrics and .csv_bi hypotheses under "
-                "the results root. Runs through the training launcher (local or Modal).",
-)
-def trained_model(context: dg.AssetExecutionContext, eeg_config: EegAssetsConfig,
-                  training_launcher: TrainingLauncher):
-    request = _request(eeg_config, training_launcher.backend)
-    context.log.info(f"training request: {json.dumps(request.to_dict())}")
-    invocation = training_launcher.launch(context, request)
-    history = _history_from(invocation)
-    for result in invocation.get_results():
-        if isinstance(result, dg.MaterializeResult) and history:
-            curves = curves_png(history, ("train_loss", "val_loss", "val_auroc"), "trained_model")
-            result = dg.MaterializeResult(
-                asset_key=result.asset_key, data_version=result.data_version,
-                metadata={**(result.metadata or {}),
-                          "curves": png_markdown(curves, "loss and AUROC per epoch")})
-        yield result
+def build_trained_model(settings: Settings) -> dg.AssetsDefinition:
+    """``trained_model``: its code version and freshness computed from ``settings``."""
+
+    @dg.asset(
+        deps=[dg.AssetDep("balanced_dataset",
+                          partition_mapping=dg.SpecificPartitionsPartitionMapping(["train"])),
+              dg.AssetDep("dataset_index",
+                          partition_mapping=dg.SpecificPartitionsPartitionMapping(["val"]))],
+        code_version=f"{balance_code_version(settings)}:{settings.train.version()}",
+        group_name="model",
+        kinds={"pytorch"},
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=settings.model_fail_hours)),
+        check_specs=[
+            dg.AssetCheckSpec("checkpoint_reproduces_metrics", asset="trained_model",
+                              description="The best checkpoint reloads and reproduces the "
+                                          "reported validation AUROC."),
+            dg.AssetCheckSpec("metrics_finite", asset="trained_model",
+                              description="Losses and AUROC are finite in every epoch."),
+        ],
+        description="Seizure detector trained on exactly the materialized "
+                    "`balanced_dataset[train]` and validated per recording on the "
+                    "`dataset_index[val]` it names (both pinned by content version); best/last "
+                    "checkpoints, metrics and `.csv_bi` hypotheses under the results root. Runs "
+                    "through the training launcher (local or Modal).",
+    )
+    def trained_model(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings],
+                      training_launcher: TrainingLauncher):
+        request = _request(context, settings, training_launcher.backend)
+        context.log.info(
+            f"training on {request.inputs.balanced_set.path} (version "
+            f"{request.inputs.balanced_set.version}), validating on {request.inputs.val_index.path} "
+            f"(version {request.inputs.val_index.version}), backend {training_launcher.backend}")
+        context.log.debug(f"training request: {json.dumps(request.to_dict())}")
+        invocation = training_launcher.launch(context, request)
+        history = _history_from(invocation)
+        for result in invocation.get_results():
+            if isinstance(result, dg.MaterializeResult) and history:
+                curves = curves_png(history, ("train_loss", "val_loss", "val_auroc"),
+                                    "trained_model")
+                result = dg.MaterializeResult(
+                    asset_key=result.asset_key, data_version=result.data_version,
+                    metadata={**(result.metadata or {}),
+                              "curves": png_markdown(curves, "loss and AUROC per epoch")})
+            yield result
+
+    return trained_model
 
 
 def _history_from(invocation: dg.PipesClientCompletedInvocation) -> list[dict]:

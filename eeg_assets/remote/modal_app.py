@@ -10,7 +10,7 @@ Credentials come only from the environment (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SEC
 ``modal token new``); nothing here reads or logs them. The container sees none of the local
 environment except what the entrypoint forwards: the Pipes variables and the seed's ``BGB_*`` flags
 (``BGB_SMOKE_TEST``, ``BGB_LIMIT_FILES``, ``BGB_FORCE_MANIFEST_REBUILD``), which the training run
-reads where it runs. Settings, read when the app is imported:
+reads where it runs. Settings, read when the app is imported (:class:`eeg_assets.settings.ModalSettings`):
 ``EEG_ASSETS_MODAL_GPU`` (default ``A100``), ``EEG_ASSETS_MODAL_VOLUME`` (``eeg-assets-results``),
 ``EEG_ASSETS_MODAL_TIMEOUT_S`` (``21600``), ``EEG_ASSETS_MODAL_CPU`` (``8``: data loading
 stalled at Modal's default 0.125 CPU) and ``EEG_ASSETS_MODAL_MEMORY_MB`` (``32768``).
@@ -21,17 +21,15 @@ import sys
 
 import modal
 
+from eeg_assets.settings import ModalSettings
+
 RESULTS_MOUNT = "/results"
 CACHE_ROOT = f"{RESULTS_MOUNT}/cache/tusz"
 PIPES_ENV_PREFIX = "DAGSTER_PIPES_"
 #: Local environment variables handed to the GPU function (a container inherits none of them).
 FORWARDED_ENV_PREFIXES = (PIPES_ENV_PREFIX, "BGB_")
 
-GPU = os.environ.get("EEG_ASSETS_MODAL_GPU", "A100")
-VOLUME_NAME = os.environ.get("EEG_ASSETS_MODAL_VOLUME", "eeg-assets-results")
-TIMEOUT_S = int(os.environ.get("EEG_ASSETS_MODAL_TIMEOUT_S", 6 * 3600))
-CPU = float(os.environ.get("EEG_ASSETS_MODAL_CPU", 8))
-MEMORY_MB = int(os.environ.get("EEG_ASSETS_MODAL_MEMORY_MB", 32768))
+SETTINGS = ModalSettings.from_env()
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
@@ -39,12 +37,12 @@ image = (
                  "dagster-pipes==1.13.27")
     .add_local_python_source("eeg_assets")
 )
-volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+volume = modal.Volume.from_name(SETTINGS.volume, create_if_missing=True)
 app = modal.App("eeg-assets-train", image=image)
 
 
-@app.function(gpu=GPU, volumes={RESULTS_MOUNT: volume}, timeout=TIMEOUT_S, cpu=CPU,
-              memory=MEMORY_MB)
+@app.function(gpu=SETTINGS.gpu, volumes={RESULTS_MOUNT: volume}, timeout=SETTINGS.timeout_s,
+              cpu=SETTINGS.cpu, memory=SETTINGS.memory_mb)
 def train(forwarded_env: dict[str, str]) -> None:
     os.environ.update(forwarded_env)
     # Pipes messages are lines on stdout; dagster_pipes never flushes, and a block-buffered

@@ -7,6 +7,8 @@ back over the Pipes channel (a file locally, stdout from Modal).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from dagster_pipes import PipesContext, open_dagster_pipes
@@ -45,8 +47,11 @@ def _report(pipes: PipesContext, summary: dict) -> None:
             "checkpoint": {"raw_value": summary["best_checkpoint"], "type": "path"},
             "checkpoint_bytes": {"raw_value": summary["checkpoint_bytes"], "type": "int"},
             "hypotheses_dir": {"raw_value": summary["hypotheses_dir"], "type": "path"},
+            # What the run trained and validated on, by content (the upstream data versions).
+            **{f"consumed_{name}_version": {"raw_value": version, "type": "text"}
+               for name, version in summary["data_versions"].items()},
         },
-        data_version=f"{summary['config_version']}:{summary['data_versions']['train_index']}",
+        data_version=_data_version(summary),
     )
     reproduces = (reported_auroc is not None and reproduced_auroc is not None and (
         (math.isnan(reported_auroc) and math.isnan(reproduced_auroc))
@@ -60,6 +65,12 @@ def _report(pipes: PipesContext, summary: dict) -> None:
     pipes.report_asset_check(
         "metrics_finite", passed=not non_finite,
         metadata={"non_finite": {"raw_value": ", ".join(non_finite) or "none", "type": "text"}})
+
+
+def _data_version(summary: dict) -> str:
+    """``<train config version>:<hash of the consumed inputs' versions>``."""
+    inputs = json.dumps(summary["data_versions"], sort_keys=True).encode()
+    return f"{summary['config_version']}:{hashlib.sha256(inputs).hexdigest()[:16]}"
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -41,6 +41,7 @@ from eeg_assets.lib.dataset.manifest import (
     PARTIAL,
     Manifest,
     ensure_manifest,
+    read_versioned_manifest,
 )
 from eeg_assets.lib.files import write_bytes_atomic
 from eeg_assets.lib.flags import EnvFlags
@@ -70,6 +71,8 @@ class BalancedComposition:
     full_available: int
     background_available: int
     balance: BalanceConfig
+    #: Content version of the ``manifest.json`` the windows were drawn from, when known.
+    manifest_version: str | None = field(default=None, compare=False)
 
     @property
     def windows(self) -> tuple[WindowRef, ...]:
@@ -140,6 +143,13 @@ def compose_balanced(manifest: Manifest, balance: BalanceConfig = DEFAULT_BALANC
     )
 
 
+def compose_split(cache_dir: Path, balance: BalanceConfig = DEFAULT_BALANCE
+                  ) -> BalancedComposition:
+    """Apply the recipe to a split's stored ``manifest.json``, recording which version it was."""
+    manifest, version = read_versioned_manifest(cache_dir)
+    return replace(compose_balanced(manifest, balance), manifest_version=version)
+
+
 def _draw(rng: np.random.Generator, refs: Sequence[WindowRef], wanted: int
           ) -> tuple[WindowRef, ...]:
     picked = rng.choice(len(refs), size=min(wanted, len(refs)), replace=False)
@@ -165,6 +175,8 @@ def write_balanced(cache_dir: Path, composition: BalancedComposition,
         "pos_weight": composition.pos_weight,
         "format": BALANCED_FORMAT,
     }
+    if composition.manifest_version is not None:
+        data["manifest_version"] = composition.manifest_version
     path = Path(cache_dir) / BALANCED_NAME
     write_bytes_atomic(path, dumps_canonical(data))
     return path
@@ -182,7 +194,8 @@ def read_balanced(cache_dir: Path) -> BalancedComposition:
             partial=drawn[PARTIAL], full=drawn[FULL], background=drawn[NO_SEIZURE],
             partial_available=data["available"][PARTIAL], full_available=data["available"][FULL],
             background_available=data["available"][NO_SEIZURE],
-            balance=BalanceConfig(**data["balance"]))
+            balance=BalanceConfig(**data["balance"]),
+            manifest_version=data.get("manifest_version"))
     except FileNotFoundError:
         raise BalancedSetError(f"missing {BALANCED_NAME}") from None
     except (ValueError, KeyError, TypeError) as exc:

@@ -17,6 +17,7 @@ stale, with a reason that says which case it is.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -170,11 +171,22 @@ def category_counts(manifest: Manifest) -> dict[str, int]:
 
 def read_manifest(cache_dir: Path) -> Manifest:
     """The stored manifest, checked against the seed's schema."""
+    return read_versioned_manifest(cache_dir)[0]
+
+
+def read_versioned_manifest(cache_dir: Path) -> tuple[Manifest, str]:
+    """The stored manifest and the content version of the bytes it was parsed from."""
     path = Path(cache_dir) / MANIFEST_NAME
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"missing {MANIFEST_NAME}") from None
+    return _parse_manifest(raw), hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _parse_manifest(raw: bytes) -> Manifest:
+    try:
+        data = json.loads(raw)
     except ValueError as exc:
         raise ManifestError(f"corrupt {MANIFEST_NAME}: {exc}") from None
     if not isinstance(data, dict) or set(data) != set(CATEGORIES):

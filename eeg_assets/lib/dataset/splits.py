@@ -48,6 +48,13 @@ def verify_patient_disjointness(split_dirs: Mapping[str, Path], log: Log = print
     """
     indexes = {split: ensure_index(Path(path), config, log=log)
                for split, path in split_dirs.items()}
+    return check_patient_disjointness(indexes, split_dirs, log)
+
+
+def check_patient_disjointness(indexes: Mapping[str, DatasetIndex],
+                               split_dirs: Mapping[str, Path], log: Log = print
+                               ) -> dict[str, frozenset[str]]:
+    """:func:`verify_patient_disjointness` on indexes already at hand (validated by the caller)."""
     patients = {split: patients_of(index) for split, index in indexes.items()}
     log("OFFICIAL TUSZ SPLITS")
     for split, index in indexes.items():

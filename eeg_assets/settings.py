@@ -1,0 +1,155 @@
+"""Every setting a user changes without code, read from the environment in one place.
+
+:meth:`Settings.from_env` is called once, when ``eeg_assets.definitions`` builds the Dagster
+``Definitions``; the resources, code versions and freshness policies are all computed from that
+one object (:func:`eeg_assets.orchestration.build_defs`). The only other readers of the
+environment are the seed's ``BGB_*`` flags (:mod:`eeg_assets.lib.flags`, read where a training
+run executes) and the Modal app, whose decorators need static values: it reads
+:class:`ModalSettings` from here too. The README's configuration table lists every variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eeg_assets.lib.config import BalanceConfig, CacheConfig
+from eeg_assets.lib.model.training import TrainConfig
+
+SPLITS = ("train", "val", "eval")
+#: Cache split -> TUSZ folder (the seed names the splits {train,val}; val is built from TUSZ dev).
+DEFAULT_SPLIT_FOLDERS = {"train": "train", "val": "dev", "eval": "eval"}
+DEFAULT_RAW_ROOT = "data/sample_corpus/edf"
+DEFAULT_CACHE_ROOT = "cache/tusz"
+DEFAULT_RESULTS_ROOT = "results"
+TRAIN_BACKENDS = ("local", "modal")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class ModalSettings:
+    """What the Modal app declares statically (GPU type, volume, limits of the container)."""
+
+    gpu: str = "A100"
+    volume: str = "eeg-assets-results"
+    timeout_s: int = 6 * 3600
+    #: Data loading stalled at Modal's default 0.125 CPU.
+    cpu: float = 8.0
+    memory_mb: int = 32768
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
+        env = _Env(environ)
+        defaults = cls()
+        return cls(gpu=env.text("EEG_ASSETS_MODAL_GPU", defaults.gpu),
+                   volume=env.text("EEG_ASSETS_MODAL_VOLUME", defaults.volume),
+                   timeout_s=env.number("EEG_ASSETS_MODAL_TIMEOUT_S", defaults.timeout_s, int),
+                   cpu=env.number("EEG_ASSETS_MODAL_CPU", defaults.cpu, float),
+                   memory_mb=env.number("EEG_ASSETS_MODAL_MEMORY_MB", defaults.memory_mb, int))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths, split mapping, cache and balancing parameters, training, launcher and freshness."""
+
+    raw_root: Path = Path(DEFAULT_RAW_ROOT)
+    cache_root: Path = Path(DEFAULT_CACHE_ROOT)
+    results_root: Path = Path(DEFAULT_RESULTS_ROOT)
+    split_folders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLIT_FOLDERS))
+    #: Build worker processes; 0: all cores.
+    workers: int = 0
+    #: Power-line notch: 50 for European recordings; 0 disables it.
+    notch_hz: float = 60.0
+    balance_seed: int = 42
+    #: Generate the deterministic sample corpus when ``raw_root`` is the default and missing.
+    make_sample_if_missing: bool = True
+    train: TrainConfig = TrainConfig()
+    train_backend: str = "local"
+    modal_executable: str = "modal"
+    manifest_warn_hours: float = 24.0
+    manifest_fail_hours: float = 24.0 * 7
+    model_fail_hours: float = 24.0 * 30
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment gives (defaults where a variable is unset or empty)."""
+        env = _Env(environ)
+        defaults = cls()
+        train = defaults.train
+        backend = env.text("EEG_ASSETS_TRAIN_BACKEND", defaults.train_backend)
+        if backend not in TRAIN_BACKENDS:
+            raise SettingsError(f"EEG_ASSETS_TRAIN_BACKEND={backend!r}: use one of "
+                                f"{', '.join(TRAIN_BACKENDS)}")
+        return cls(
+            raw_root=env.path("EEG_ASSETS_RAW_ROOT", DEFAULT_RAW_ROOT),
+            cache_root=env.path("EEG_ASSETS_CACHE_ROOT", DEFAULT_CACHE_ROOT),
+            results_root=env.path("EEG_ASSETS_RESULTS_ROOT", DEFAULT_RESULTS_ROOT),
+            workers=env.number("EEG_ASSETS_WORKERS", defaults.workers, int),
+            notch_hz=env.number("EEG_ASSETS_NOTCH_HZ", defaults.notch_hz, float),
+            balance_seed=env.number("EEG_ASSETS_BALANCE_SEED", defaults.balance_seed, int),
+            make_sample_if_missing=not env.is_set("EEG_ASSETS_RAW_ROOT"),
+            train=dataclasses.replace(
+                train,
+                epochs=env.number("EEG_ASSETS_EPOCHS", train.epochs, int),
+                batch_size=env.number("EEG_ASSETS_BATCH_SIZE", train.batch_size, int),
+                lr=env.number("EEG_ASSETS_LR", train.lr, float),
+                num_workers=env.number("EEG_ASSETS_TRAIN_WORKERS", train.num_workers, int),
+                device=env.text("EEG_ASSETS_DEVICE", train.device),
+                cpu_threads=env.number("EEG_ASSETS_CPU_THREADS", train.cpu_threads, int),
+                max_train_windows_per_epoch=env.number(
+                    "EEG_ASSETS_MAX_TRAIN_WINDOWS", train.max_train_windows_per_epoch, int),
+            ),
+            train_backend=backend,
+            modal_executable=env.text("EEG_ASSETS_MODAL_EXECUTABLE", defaults.modal_executable),
+            manifest_warn_hours=env.number("EEG_ASSETS_MANIFEST_WARN_FRESHNESS_HOURS",
+                                           defaults.manifest_warn_hours, float),
+            manifest_fail_hours=env.number("EEG_ASSETS_MANIFEST_FRESHNESS_HOURS",
+                                           defaults.manifest_fail_hours, float),
+            model_fail_hours=env.number("EEG_ASSETS_MODEL_FRESHNESS_HOURS",
+                                        defaults.model_fail_hours, float),
+        )
+
+    def cache_config(self) -> CacheConfig:
+        return CacheConfig(notch_hz=self.notch_hz or None)
+
+    def balance_config(self) -> BalanceConfig:
+        return BalanceConfig(seed=self.balance_seed)
+
+    def raw_dir(self, split: str) -> Path:
+        return Path(self.raw_root) / self.split_folders[split]
+
+    def cache_dir(self, split: str) -> Path:
+        return Path(self.cache_root) / split
+
+
+class _Env:
+    """Typed reads of environment variables; an unusable value is a :class:`SettingsError`."""
+
+    def __init__(self, environ: Mapping[str, str] | None):
+        import os
+
+        self._env = os.environ if environ is None else environ
+
+    def is_set(self, name: str) -> bool:
+        return bool(self._env.get(name, "").strip())
+
+    def text(self, name: str, default: str) -> str:
+        return self._env.get(name, "").strip() or default
+
+    def path(self, name: str, default: str) -> Path:
+        return Path(self.text(name, default)).expanduser().absolute()
+
+    def number(self, name: str, default, kind: type):
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}"
+                                ) from None

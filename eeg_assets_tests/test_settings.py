@@ -1,0 +1,60 @@
+"""One settings object, read from the environment once, shapes the whole Definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from eeg_assets.orchestration import build_defs
+from eeg_assets.settings import ModalSettings, Settings, SettingsError
+
+
+def _code_versions(defs: dg.Definitions) -> dict[str, str]:
+    graph = defs.resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key).code_version
+            for key in graph.get_all_asset_keys() if graph.get(key).code_version}
+
+
+def test_the_environment_becomes_settings_with_defaults_where_unset(tmp_path):
+    settings = Settings.from_env({"EEG_ASSETS_RAW_ROOT": str(tmp_path / "raw"),
+                                  "EEG_ASSETS_NOTCH_HZ": "50", "EEG_ASSETS_EPOCHS": "2",
+                                  "EEG_ASSETS_CPU_THREADS": "1", "EEG_ASSETS_WORKERS": ""})
+    assert settings.raw_root == tmp_path / "raw"
+    assert not settings.make_sample_if_missing  # a raw root of the user's is never written to
+    assert settings.cache_root == Path("cache/tusz").absolute()
+    assert settings.cache_config().notch_hz == 50.0
+    assert settings.train.epochs == 2 and settings.train.cpu_threads == 1
+    assert settings.workers == 0
+    assert Settings.from_env({}) == Settings(raw_root=Path("data/sample_corpus/edf").absolute(),
+                                             cache_root=Path("cache/tusz").absolute(),
+                                             results_root=Path("results").absolute())
+
+
+@pytest.mark.parametrize("name, value, said", [
+    ("EEG_ASSETS_EPOCHS", "five", "EEG_ASSETS_EPOCHS='five' is not an integer"),
+    ("EEG_ASSETS_NOTCH_HZ", "60Hz", "EEG_ASSETS_NOTCH_HZ='60Hz' is not a number"),
+    ("EEG_ASSETS_TRAIN_BACKEND", "slurm", "EEG_ASSETS_TRAIN_BACKEND='slurm': use one of"),
+])
+def test_an_unusable_value_names_its_variable(name, value, said):
+    with pytest.raises(SettingsError, match=said):
+        Settings.from_env({name: value})
+
+
+def test_definitions_built_from_settings_carry_their_code_versions_and_resources(tmp_path):
+    default = Settings(raw_root=tmp_path / "raw", cache_root=tmp_path / "cache")
+    european = Settings(raw_root=tmp_path / "raw", cache_root=tmp_path / "cache", notch_hz=50)
+    versions, other = _code_versions(build_defs(default)), _code_versions(build_defs(european))
+    assert set(versions) == {"npz_windows", "dataset_index", "manifest", "balanced_dataset",
+                             "trained_model"}
+    assert all(versions[name] != other[name] for name in versions)  # the notch shapes every byte
+    defs = build_defs(european)
+    assert defs.resources["settings"] is european
+    assert defs.resources["training_launcher"].backend == european.train_backend
+
+
+def test_modal_settings_come_from_the_same_module():
+    assert ModalSettings.from_env({"EEG_ASSETS_MODAL_GPU": "H100",
+                                   "EEG_ASSETS_MODAL_CPU": "4"}) == ModalSettings(gpu="H100",
+                                                                                  cpu=4.0)
