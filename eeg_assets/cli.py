@@ -64,15 +64,57 @@ def _refresh_index_and_manifest(cache_dir: Path) -> None:
 
 
 def _cmd_scan_cache(args: argparse.Namespace) -> int:
-    from eeg_assets.lib.dataset.manifest import scan_cache_command
+    from eeg_assets.lib.cache.npzio import NpzFormatError
+    from eeg_assets.lib.dataset.index import INDEX_NAME, DatasetError
+    from eeg_assets.lib.dataset.manifest import (
+        FULL, MANIFEST_NAME, NO_SEIZURE, PARTIAL, category_counts, describe_counts,
+        manifest_warnings, scan_manifest,
+    )
 
-    return scan_cache_command(Path(args.cache_dir))
+    cache_dir = Path(args.cache_dir)
+    try:
+        result = scan_manifest(cache_dir)
+    except (DatasetError, NpzFormatError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+    for warning in manifest_warnings(result.facts):
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = category_counts(result.manifest)
+    print(f"[scan-cache] {cache_dir}: read the labels of {len(result.facts.files)} NPZ file(s)")
+    print(f"[scan-cache] wrote {MANIFEST_NAME}: {describe_counts(counts)}")
+    print(f"[scan-cache] wrote {INDEX_NAME}: {len(result.facts.files)} files, "
+          f"{sum(f.n_windows for f in result.facts.files)} windows")
+    if counts[PARTIAL] + counts[FULL] == 0:
+        raise CommandError(
+            f"no seizure windows in {cache_dir}: all {counts[NO_SEIZURE]} labelled windows are "
+            "no_seizure, so no balanced training set can be built (check the annotation files "
+            "and the seizure label set)")
+    return 0
 
 
 def _cmd_balanced_info(args: argparse.Namespace) -> int:
-    from eeg_assets.lib.dataset.balanced import balanced_info_command
+    from eeg_assets.lib.cache.npzio import NpzFormatError
+    from eeg_assets.lib.config import BalanceConfig
+    from eeg_assets.lib.dataset.balanced import (
+        balanced_composition, composition_table, dataset_log_lines, prepare_split,
+    )
+    from eeg_assets.lib.dataset.index import DatasetError
+    from eeg_assets.lib.flags import EnvFlags
 
-    return balanced_info_command(Path(args.cache_dir), seed=args.seed)
+    balance = BalanceConfig(seed=args.seed)
+    try:
+        flags = EnvFlags.from_env()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        split = prepare_split(Path(args.cache_dir), flags)
+        composition = balanced_composition(split, balance)
+    except (DatasetError, NpzFormatError, OSError) as exc:
+        raise CommandError(f"no balanced training set for {args.cache_dir}: {exc}") from exc
+    print(f"[balanced-info] {args.cache_dir}: seed {balance.seed}, full {balance.full_ratio} x "
+          f"partial, background {balance.background_ratio} x partial")
+    for line in composition_table(composition) + dataset_log_lines(composition):
+        print(line)
+    return 0
 
 
 def _positive_int(text: str) -> int:

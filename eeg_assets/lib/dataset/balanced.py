@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
@@ -19,7 +18,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.lib.config import (
     DEFAULT_BALANCE,
     DEFAULT_CONFIG,
@@ -267,24 +265,3 @@ def composition_table(composition: BalancedComposition) -> list[str]:
     rows.append(("total", sum(r[1] for r in rows), composition.total))
     return [f"  {'category':<16}{'available':>10}{'drawn':>10}"] + [
         f"  {name:<16}{available:>10}{drawn:>10}" for name, available, drawn in rows]
-
-
-def balanced_info_command(cache_dir: Path, seed: int = 42, log: Log = print) -> int:
-    """``python -m eeg_assets balanced-info``: the balanced set of a split, without training."""
-    balance = BalanceConfig(seed=seed)
-    try:
-        flags = EnvFlags.from_env()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        split = prepare_split(Path(cache_dir), flags, log=log)
-        composition = balanced_composition(split, balance, log=log)
-    except (DatasetError, NpzFormatError, OSError) as exc:
-        print(f"error: no balanced training set for {cache_dir}: {exc}", file=sys.stderr)
-        return 1
-    log(f"[balanced-info] {cache_dir}: seed {balance.seed}, full {balance.full_ratio} x partial, "
-        f"background {balance.background_ratio} x partial")
-    for line in composition_table(composition) + dataset_log_lines(composition):
-        log(line)
-    return 0

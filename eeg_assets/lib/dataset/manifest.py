@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,10 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.dataset.index import (
-    INDEX_NAME,
     DatasetError,
     Log,
     NpzFacts,
@@ -322,31 +319,9 @@ def ensure_manifest(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *, fo
         reason = _staleness(cache_dir, current, facts)
     if reason:
         write_manifest(cache_dir, current)
-        log(f"[MANIFEST] rebuilt {MANIFEST_NAME} ({reason}): {_describe(current.counts())}")
+        log(f"[MANIFEST] rebuilt {MANIFEST_NAME} ({reason}): {describe_counts(current.counts())}")
     return current.to_manifest()
 
 
-def _describe(counts: dict[str, int]) -> str:
+def describe_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[category]} {category}" for category in CATEGORIES) + " windows"
-
-
-def scan_cache_command(cache_dir: Path) -> int:
-    """``python -m eeg_assets scan-cache``: rescan labels, write manifest and index."""
-    try:
-        result = scan_manifest(Path(cache_dir))
-    except (DatasetError, NpzFormatError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for warning in manifest_warnings(result.facts):
-        print(f"warning: {warning}", file=sys.stderr)
-    counts = category_counts(result.manifest)
-    print(f"[scan-cache] {cache_dir}: read the labels of {len(result.facts.files)} NPZ file(s)")
-    print(f"[scan-cache] wrote {MANIFEST_NAME}: {_describe(counts)}")
-    print(f"[scan-cache] wrote {INDEX_NAME}: {len(result.facts.files)} files, "
-          f"{sum(f.n_windows for f in result.facts.files)} windows")
-    if counts[PARTIAL] + counts[FULL] == 0:
-        print(f"error: no seizure windows in {cache_dir}: all {counts[NO_SEIZURE]} labelled "
-              "windows are no_seizure, so no balanced training set can be built (check the "
-              "annotation files and the seizure label set)", file=sys.stderr)
-        return 1
-    return 0
