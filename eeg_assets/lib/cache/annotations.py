@@ -48,7 +48,8 @@ def find_annotation(edf_path: Path) -> Path:
         "a recording without annotations is never assumed seizure-free")
 
 
-def parse_annotation(path: Path, config: CacheConfig, *, require_rows: bool = True) -> Annotation:
+def parse_annotation(path: Path, config: CacheConfig, *,
+                     require_rows: bool = True) -> Annotation:
     """Parse a TUSZ ``.csv_bi``/``.csv`` file; tolerant of BOM, CRLF and spaces, strict otherwise.
 
     ``require_rows=False`` accepts a file with a header and no rows (a hypothesis without events,

@@ -56,7 +56,8 @@ class RecordingEvents:
         return cls(name=name, duration_s=duration, seizures=merge_events(intervals, name=name))
 
 
-def merge_events(intervals: Iterable[Sequence[float]], *, name: str = "events") -> tuple[Interval, ...]:
+def merge_events(intervals: Iterable[Sequence[float]], *,
+                 name: str = "events") -> tuple[Interval, ...]:
     """Sort seizure intervals and join those that overlap or touch.
 
     Parameters
@@ -154,8 +155,8 @@ def pair_files(ref: Path, hyp: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def read_pairs(pairs: Iterable[tuple[Path, Path]],
-               config: CacheConfig | None = None) -> Iterator[tuple[RecordingEvents, RecordingEvents]]:
+def read_pairs(pairs: Iterable[tuple[Path, Path]], config: CacheConfig | None = None
+               ) -> Iterator[tuple[RecordingEvents, RecordingEvents]]:
     """Read each (ref, hyp) pair lazily, checking that their durations agree to 4 decimals.
 
     Raises

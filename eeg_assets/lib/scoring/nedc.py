@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eeg_assets.lib.scoring.counts import EventCounts
-
-Interval = tuple[float, float]
+from eeg_assets.lib.scoring.events import Interval
 
 
 def _overlaps(a: Interval, b: Interval) -> bool:
@@ -22,7 +21,8 @@ def _overlaps(a: Interval, b: Interval) -> bool:
     return a[1] > b[0] and a[0] < b[1]
 
 
-def score_overlap(ref: Sequence[Interval], hyp: Sequence[Interval], duration_s: float) -> EventCounts:
+def score_overlap(ref: Sequence[Interval], hyp: Sequence[Interval],
+                  duration_s: float) -> EventCounts:
     """NEDC OVERLAP ("any-overlap") scoring of one recording.
 
     A reference event is a hit when any hypothesis event overlaps it, otherwise a miss; a
@@ -119,7 +119,8 @@ class _TaesPass:
         self.misses += missed
 
 
-def score_taes(ref: Sequence[Interval], hyp: Sequence[Interval], duration_s: float) -> EventCounts:
+def score_taes(ref: Sequence[Interval], hyp: Sequence[Interval],
+               duration_s: float) -> EventCounts:
     """NEDC TAES (time-aligned event scoring) of one recording.
 
     Each reference event earns the fraction of it that hypotheses cover (its miss is the rest),

@@ -50,7 +50,8 @@ class FileScores:
 class ScoreReport:
     """Totals over recordings (counts summed, figures from the sums) and optionally per file."""
 
-    totals: dict[str, EventCounts] = field(default_factory=lambda: {n: EventCounts() for n in SCORERS})
+    totals: dict[str, EventCounts] = field(
+        default_factory=lambda: {name: EventCounts() for name in SCORERS})
     files: list[FileScores] = field(default_factory=list)
     recordings: int = 0
 

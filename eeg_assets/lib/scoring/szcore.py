@@ -14,8 +14,7 @@ from timescoring.annotations import Annotation
 from timescoring.scoring import EventScoring
 
 from eeg_assets.lib.scoring.counts import EventCounts
-
-Interval = tuple[float, float]
+from eeg_assets.lib.scoring.events import Interval
 
 #: ``EventScoring`` works at 10 Hz whatever the input rate; giving it 10 Hz loses nothing more.
 ANNOTATION_FS = 10
@@ -30,7 +29,8 @@ SZCORE_PARAMETERS = {
 }
 
 
-def score_szcore(ref: Sequence[Interval], hyp: Sequence[Interval], duration_s: float) -> EventCounts:
+def score_szcore(ref: Sequence[Interval], hyp: Sequence[Interval],
+                 duration_s: float) -> EventCounts:
     """SzCORE event scoring of one recording.
 
     Parameters
