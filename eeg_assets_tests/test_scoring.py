@@ -224,6 +224,8 @@ def test_zero_duration_is_an_error_naming_the_file(tmp_path):
         read_events(path)
     with pytest.raises(ScoringError, match="rec: duration must be a positive"):
         _recording([], duration_s=0)
+    with pytest.raises(ScoringError, match=r"rec: event \(120.0, 130.0\) starts after the end"):
+        _recording([(10, 20), (120, 130)], duration_s=100)
 
 
 def test_csv_rows_are_merged_across_channels(tmp_path):

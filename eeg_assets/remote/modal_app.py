@@ -36,7 +36,7 @@ MEMORY_MB = int(os.environ.get("EEG_ASSETS_MODAL_MEMORY_MB", 32768))
 image = (
     modal.Image.debian_slim(python_version="3.11")
     .pip_install("torch==2.13.0", "numpy", "scipy", "pyedflib", "matplotlib", "threadpoolctl",
-                 "dagster-pipes==1.13.27")
+                 "timescoring==0.0.7", "dagster-pipes==1.13.27")
     .add_local_python_source("eeg_assets")
 )
 volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)

@@ -48,12 +48,20 @@ class RecordingEvents:
     @classmethod
     def from_intervals(cls, name: str, duration_s: float,
                        intervals: Iterable[Sequence[float]]) -> RecordingEvents:
-        """Validate ``duration_s`` and ``intervals`` (start_s, stop_s) and merge them NEDC's way."""
+        """Validate ``duration_s`` and ``intervals`` (start_s, stop_s) and merge them NEDC's way.
+
+        Events must start before ``duration_s``; one may run past it (TUSZ files have such
+        rows), and the scorers keep it whole as NEDC does (SzCORE cuts it at the end).
+        """
         duration = float(duration_s)
         if not duration > 0:  # also catches NaN
             raise ScoringError(f"{name}: duration must be a positive number of seconds, "
                                f"got {duration_s!r} (a false-alarm rate needs a length)")
-        return cls(name=name, duration_s=duration, seizures=merge_events(intervals, name=name))
+        seizures = merge_events(intervals, name=name)
+        if seizures and seizures[-1][0] >= duration:
+            raise ScoringError(f"{name}: event ({seizures[-1][0]}, {seizures[-1][1]}) starts "
+                               f"after the end of the recording ({duration} s)")
+        return cls(name=name, duration_s=duration, seizures=seizures)
 
 
 def merge_events(intervals: Iterable[Sequence[float]], *,
