@@ -117,6 +117,28 @@ def _cmd_balanced_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    import json
+
+    from eeg_assets.lib.scoring import ScoringError, format_report, score_paths
+
+    try:
+        report = score_paths(args.ref, args.hyp)
+    except ScoringError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(report.to_json(per_file=args.per_file), indent=2, allow_nan=False))
+    else:
+        print(format_report(report, per_file=args.per_file))
+    return 0
+
+
+def _existing_path(text: str) -> Path:
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"no such folder or file: {text}")
+    return Path(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -153,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=_cmd_balanced_info)
+
+    p = sub.add_parser("score", help="score hypotheses against references: NEDC OVERLAP and TAES, "
+                       "SzCORE")
+    p.add_argument("--ref", required=True, type=_existing_path,
+                   help="folder of reference .csv_bi files, or an NEDC list file (one path a line)")
+    p.add_argument("--hyp", required=True, type=_existing_path,
+                   help="folder of hypothesis .csv_bi files (paired with --ref by file name), "
+                   "or a list file (paired by position)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--per-file", action="store_true", help="add each pair's figures")
+    p.set_defaults(func=_cmd_score)
     return parser
 
 

@@ -7,6 +7,7 @@ The stages follow the data, and imports only point down this list::
     cache/                 annotations, windows, NPZ files, ledger, build    (+ signals)
     dataset/               index, manifest, balanced set, splits, torch data (+ cache)
     model/                 network, training loop, validation, train_run     (+ dataset)
+    scoring/               NEDC OVERLAP/TAES and SzCORE event scoring  (+ cache.annotations only)
 
 ``plots`` (matplotlib figures for metadata) imports nothing of the library.
 """

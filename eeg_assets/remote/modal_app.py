@@ -34,7 +34,7 @@ SETTINGS = ModalSettings.from_env()
 image = (
     modal.Image.debian_slim(python_version="3.11")
     .pip_install("torch==2.13.0", "numpy", "scipy", "pyedflib", "matplotlib", "threadpoolctl",
-                 "dagster-pipes==1.13.27")
+                 "timescoring==0.0.7", "dagster-pipes==1.13.27")
     .add_local_python_source("eeg_assets")
 )
 volume = modal.Volume.from_name(SETTINGS.volume, create_if_missing=True)

@@ -48,8 +48,13 @@ def find_annotation(edf_path: Path) -> Path:
         "a recording without annotations is never assumed seizure-free")
 
 
-def parse_annotation(path: Path, config: CacheConfig) -> Annotation:
-    """Parse a TUSZ ``.csv_bi``/``.csv`` file; tolerant of BOM, CRLF and spaces, strict otherwise."""
+def parse_annotation(path: Path, config: CacheConfig, *,
+                     require_rows: bool = True) -> Annotation:
+    """Parse a TUSZ ``.csv_bi``/``.csv`` file; tolerant of BOM, CRLF and spaces, strict otherwise.
+
+    ``require_rows=False`` accepts a file with a header and no rows (a hypothesis without events,
+    which NEDC reads as background over the whole recording); a TUSZ reference always has a row.
+    """
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -101,7 +106,7 @@ def parse_annotation(path: Path, config: CacheConfig) -> Annotation:
                               f"({','.join(REQUIRED_COLUMNS)}); the file is empty or truncated")
     if duration is None:
         raise AnnotationError(f"{path.name}: no '# duration = ... secs' header line")
-    if rows == 0:
+    if rows == 0 and require_rows:
         raise AnnotationError(f"{path.name}: no annotation rows after the column header "
                               "(a seizure-free recording still has a bckg row)")
     return Annotation(path=path, duration_s=duration, seizures=tuple(seizures))

@@ -1,0 +1,137 @@
+"""All three scorers over one recording or a set of pairs: totals, per-file figures, text, JSON."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eeg_assets.lib.config import CacheConfig
+from eeg_assets.lib.scoring.counts import EventCounts
+from eeg_assets.lib.scoring.events import (
+    Interval, RecordingEvents, check_durations, pair_files, read_pairs,
+)
+from eeg_assets.lib.scoring.nedc import score_overlap, score_taes
+from eeg_assets.lib.scoring.szcore import score_szcore
+
+#: Scorer name (the JSON key) -> its per-recording function, in report order.
+SCORERS: dict[str, Callable[[Sequence[Interval], Sequence[Interval], float], EventCounts]] = {
+    "overlap": score_overlap,
+    "taes": score_taes,
+    "szcore": score_szcore,
+}
+
+
+def score_recording(ref: RecordingEvents, hyp: RecordingEvents) -> dict[str, EventCounts]:
+    """Every scorer's counts for one recording, keyed as :data:`SCORERS`.
+
+    Memory is that of one recording, so a split is scored by summing these one at a time
+    (:meth:`ScoreReport.add`). The two durations must agree to 4 decimals, as NEDC requires.
+    Build the arguments with ``RecordingEvents.from_intervals(name, duration_s, intervals)``
+    from model output, or :func:`~eeg_assets.lib.scoring.events.read_events` from files.
+    """
+    check_durations(ref, hyp)
+    return {name: scorer(ref.seizures, hyp.seizures, ref.duration_s)
+            for name, scorer in SCORERS.items()}
+
+
+@dataclass(frozen=True)
+class FileScores:
+    """One scored pair: the file names and each scorer's counts."""
+
+    ref: str
+    hyp: str
+    duration_s: float
+    scores: dict[str, EventCounts]
+
+
+@dataclass
+class ScoreReport:
+    """Totals over recordings (counts summed, figures from the sums) and optionally per file."""
+
+    totals: dict[str, EventCounts] = field(
+        default_factory=lambda: {name: EventCounts() for name in SCORERS})
+    files: list[FileScores] = field(default_factory=list)
+    recordings: int = 0
+
+    def add(self, ref: RecordingEvents, hyp: RecordingEvents, *, keep_file: bool = True) -> None:
+        """Score one pair and add it to the totals (``keep_file=False``: totals only)."""
+        scores = score_recording(ref, hyp)
+        self.totals = {name: self.totals[name] + counts for name, counts in scores.items()}
+        self.recordings += 1
+        if keep_file:
+            self.files.append(FileScores(ref.name, hyp.name, ref.duration_s, scores))
+
+    def to_json(self, per_file: bool = False) -> dict:
+        """``{"recordings", "duration_s", "overlap": {...}, "taes": {...}, "szcore": {...}}``
+        (plus ``"files"`` with ``per_file``); sensitivities as fractions, NaN as ``None``."""
+        out: dict = {"recordings": self.recordings,
+                     "duration_s": self.totals["overlap"].duration_s}
+        out.update({name: _json_safe(c.as_dict()) for name, c in self.totals.items()})
+        if per_file:
+            out["files"] = [{"ref": f.ref, "hyp": f.hyp, "duration_s": f.duration_s,
+                             **{name: _json_safe(c.as_dict()) for name, c in f.scores.items()}}
+                            for f in self.files]
+        return out
+
+
+def score_pairs(pairs: Iterable[tuple[RecordingEvents, RecordingEvents]],
+                keep_files: bool = True) -> ScoreReport:
+    """Score (ref, hyp) pairs one at a time into a :class:`ScoreReport`."""
+    report = ScoreReport()
+    for ref, hyp in pairs:
+        report.add(ref, hyp, keep_file=keep_files)
+    return report
+
+
+def score_paths(ref: Path, hyp: Path, config: CacheConfig | None = None,
+                keep_files: bool = True) -> ScoreReport:
+    """Score two folders of annotation files (paired by name) or two NEDC list files (paired by
+    position); see :func:`~eeg_assets.lib.scoring.events.pair_files`.
+
+    Raises
+    ------
+    ScoringError
+        Naming the file: unpaired files, a duration mismatch, a malformed file.
+    """
+    return score_pairs(read_pairs(pair_files(Path(ref), Path(hyp)), config), keep_files)
+
+
+_TITLES = {"overlap": "OVERLAP", "taes": "TAES", "szcore": "SzCORE"}
+_HEADER = (f"{'scorer':<8} {'targets':>9} {'hits':>9} {'misses':>9} {'false al.':>9} "
+           f"{'sensitivity':>12} {'FA/24h':>10} {'PPV':>10} {'F1':>8}")
+
+
+def format_report(report: ScoreReport, per_file: bool = False) -> str:
+    """The ``score`` command's text: one row per scorer, totals then (``per_file``) each pair.
+
+    Counts print as NEDC prints them: whole numbers, TAES's with 2 decimals; sensitivity and
+    PPV as percentages with 4 decimals, FA/24h with 4 decimals.
+    """
+    total = report.totals["overlap"]
+    lines = [f"{report.recordings} recordings, {total.duration_s:.4f} s "
+             f"({total.duration_s / 3600:.2f} h); label SEIZ", "", _HEADER]
+    lines += [_row(name, counts) for name, counts in report.totals.items()]
+    if per_file:
+        for index, scored in enumerate(report.files):
+            lines += ["", f"{index:5d}: {scored.ref}", f"       {scored.hyp} "
+                      f"({scored.duration_s:.4f} s)"]
+            lines += [_row(name, counts) for name, counts in scored.scores.items()]
+    return "\n".join(lines)
+
+
+def _row(name: str, counts: EventCounts) -> str:
+    count = "{:9.2f}" if name == "taes" else "{:9.0f}"
+    numbers = " ".join(count.format(v) for v in
+                       (counts.targets, counts.hits, counts.misses, counts.false_alarms))
+    return (f"{_TITLES[name]:<8} {numbers} {_percent(counts.sensitivity):>12} "
+            f"{counts.fa_per_24h:>10.4f} {_percent(counts.ppv):>10} {_percent(counts.f1):>8}")
+
+
+def _percent(fraction: float) -> str:
+    return "n/a" if math.isnan(fraction) else f"{fraction * 100:.4f}%"
+
+
+def _json_safe(figures: dict[str, float]) -> dict[str, float | None]:
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in figures.items()}
