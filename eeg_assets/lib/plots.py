@@ -22,7 +22,8 @@ def category_counts_png(counts: dict[str, int], title: str) -> bytes:
     """Bar chart of windows per category."""
     fig, ax = plt.subplots(figsize=(5, 2.6))
     names = list(counts)
-    bars = ax.bar(names, [counts[n] for n in names], color=["#d95f02", "#7570b3", "#1b9e77"][:len(names)])
+    colours = ["#d95f02", "#7570b3", "#1b9e77"][:len(names)]
+    bars = ax.bar(names, [counts[n] for n in names], color=colours)
     ax.bar_label(bars)
     ax.set_ylabel("windows")
     ax.set_title(title)
@@ -58,4 +59,6 @@ def curves_png(history: list[dict], keys: tuple[str, ...], title: str) -> bytes:
         ax.set_title(key)
         ax.set_xlabel("epoch")
     fig.suptitle(title)
+    # Without a layout pass the figure title sits on top of the middle subplot's title.
+    fig.tight_layout()
     return _png(fig)
