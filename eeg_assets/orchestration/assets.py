@@ -171,7 +171,7 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "windows_built_now": report.windows_built,
                 "eeg_hours_built_now": round(report.eeg_seconds_built / 3600, 3),
                 "build_seconds": round(report.seconds, 2),
-                "bytes_on_disk": dg.MetadataValue.int(_dir_bytes(report.cache_dir, "*.npz")),
+                "npz_gb_on_disk": round(_dir_bytes(report.cache_dir, "*.npz") / 1e9, 3),
                 "cache_dir": dg.MetadataValue.path(str(report.cache_dir)),
                 "raw_dir": dg.MetadataValue.path(str(settings.raw_dir(split))),
                 "config_version": report.config_version,

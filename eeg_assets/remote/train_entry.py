@@ -24,28 +24,34 @@ from eeg_assets.lib.model.train_run import (
 REPRODUCTION_TOLERANCE = 1e-4
 
 
+def _float(value: float | None, digits: int = 4) -> dict:
+    """A float rounded for a person to read (the full values stay in training_summary.json)."""
+    rounded = None if value is None or not math.isfinite(value) else round(value, digits)
+    return {"raw_value": value if rounded is None else rounded, "type": "float"}
+
+
 def _report(pipes: PipesContext, summary: dict) -> None:
     best = summary["best_metrics"]
     reproduced = summary["reproduced_metrics"]
     reported_auroc, reproduced_auroc = best.get("val_auroc"), reproduced.get("val_auroc")
     pipes.report_asset_materialization(
         metadata={
-            "val_auroc": {"raw_value": best.get("val_auroc"), "type": "float"},
-            "val_sensitivity": {"raw_value": best.get("val_sensitivity"), "type": "float"},
-            "val_fa_per_24h": {"raw_value": best.get("val_fa_per_24h"), "type": "float"},
-            "val_loss": {"raw_value": best.get("val_loss"), "type": "float"},
+            "val_auroc": _float(best.get("val_auroc")),
+            "val_sensitivity": _float(best.get("val_sensitivity")),
+            "val_fa_per_24h": _float(best.get("val_fa_per_24h")),
+            "val_loss": _float(best.get("val_loss")),
             "best_epoch": {"raw_value": summary["best_epoch"], "type": "int"},
             "epochs": {"raw_value": len(summary["history"]), "type": "int"},
             "history": {"raw_value": summary["history"], "type": "json"},
-            "train_seconds": {"raw_value": summary["train_seconds"], "type": "float"},
-            "windows_per_s": {"raw_value": summary["windows_per_s"], "type": "float"},
+            "train_seconds": _float(summary["train_seconds"]),
+            "windows_per_s": _float(summary["windows_per_s"]),
             "device": {"raw_value": summary["device"], "type": "text"},
-            "pos_weight": {"raw_value": summary["pos_weight"], "type": "float"},
-            "seizure_ratio": {"raw_value": summary["seizure_ratio"], "type": "float"},
+            "pos_weight": _float(summary["pos_weight"]),
+            "seizure_ratio": _float(summary["seizure_ratio"]),
             "train_windows": {"raw_value": summary["train_windows"], "type": "int"},
             "val_windows": {"raw_value": summary["val_windows"], "type": "int"},
             "checkpoint": {"raw_value": summary["best_checkpoint"], "type": "path"},
-            "checkpoint_bytes": {"raw_value": summary["checkpoint_bytes"], "type": "int"},
+            "checkpoint_mb": _float(summary["checkpoint_bytes"] / 1e6, 2),
             "hypotheses_dir": {"raw_value": summary["hypotheses_dir"], "type": "path"},
             # What the run trained and validated on, by content (the upstream data versions).
             **{f"consumed_{name}_version": {"raw_value": version, "type": "text"}
