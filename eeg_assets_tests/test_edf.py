@@ -11,7 +11,7 @@ import pytest
 
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.signals.edf import EdfError, EdfRecording
-from edf_factory import (
+from eeg_assets.synthetic.edf_writer import (
     TUSZ_EXTRA_LABELS, TUSZ_PHYSICAL_MAX_UV, TUSZ_SIDE_LABELS, eeg_labels, noise_generator,
     patch_start_date, write_edf, write_recording,
 )
