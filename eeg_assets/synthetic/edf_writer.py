@@ -6,9 +6,9 @@ the corpus: ``EEG FP1-REF`` labels in the corpus's signal order, extra non-EEG s
 rate, 1 Hz side channels (``IBI``, ``BURSTS``, ``SUPPR``), EDF+C files with 1 s data records, and
 annotation files with the verbatim TUSZ header.
 
-Two levels::
+The building blocks::
 
-    write_edf_signals(path, headers, signals, start=...)   # given signal headers and values
+    write_edf_signals(path, headers, signals, start=...)   # given headers and physical values
     write_edf(path, eeg_labels(), fs=250, duration_s=120, generator=noise_generator(seed=1))
     write_annotation(path.with_suffix(".csv_bi"), duration_s=120,
                      events=[Event(100.3, 110.0, "fnsz")])
