@@ -41,9 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eeg_assets_tests"))
-
-from edf_factory import (  # noqa: E402
+from eeg_assets.synthetic.edf_writer import (
     TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, Event, noise_generator, tusz_dir, write_recording,
 )
 

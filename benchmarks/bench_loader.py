@@ -27,9 +27,8 @@ import torch
 from eeg_assets.lib.dataset.balanced import compose_balanced
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.torch_datasets import BalancedSeizureDataset
-from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
 from eeg_assets.lib.dataset.manifest import update_manifest
-from eeg_assets.lib.cache.npzio import write_npz
+from eeg_assets.synthetic.fake_cache import write_cache_entry
 
 CONFIG = DEFAULT_CONFIG
 CHANNELS = len(CONFIG.channels)
@@ -51,18 +50,11 @@ def recording(rng: np.random.Generator, n_windows: int) -> tuple[np.ndarray, np.
 
 def write_split(cache_dir: Path, compressed_dir: Path, files: int, n_windows: int) -> None:
     rng = np.random.default_rng(0)
-    ledger = Ledger(cache_dir)
     for number in range(files):
         stem = f"aaaa{number:04d}_s001_t000"
         windows, labels = recording(rng, n_windows)
-        path = cache_dir / f"{stem}_windows.npz"
-        write_npz(path, windows=windows, labels=labels)
-        np.savez_compressed(compressed_dir / path.name, windows=windows, labels=labels)
-        ledger.put(RecordingEntry(
-            source=f"{stem}.edf", stem=stem, status=BUILT, config_version=CONFIG.version(),
-            edf_fingerprint="0:0", npz_name=path.name,
-            npz_fingerprint=str(FileFingerprint.of(path)), n_windows=n_windows,
-            seizure_samples=np.count_nonzero(labels > 0, axis=1).tolist()))
+        npz_name = write_cache_entry(cache_dir, stem, windows, labels, config=CONFIG)
+        np.savez_compressed(compressed_dir / npz_name, windows=windows, labels=labels)
 
 
 def warm(*folders: Path) -> None:

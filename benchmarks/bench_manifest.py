@@ -24,12 +24,12 @@ import numpy as np
 
 from eeg_assets.lib.config import CacheConfig
 from eeg_assets.lib.dataset.index import collect_facts
-from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
+from eeg_assets.lib.cache.ledger import Ledger
 from eeg_assets.lib.dataset.manifest import (
     MANIFEST_NAME, ManifestTable, manifest_bytes, manifest_staleness, scan_manifest,
     update_manifest, write_manifest,
 )
-from eeg_assets.lib.cache.npzio import write_npz
+from eeg_assets.synthetic.fake_cache import write_cache_entry
 
 CONFIG = CacheConfig(target_fs=25, window_s=4, stride_s=1)  # 100 label samples per window
 
@@ -41,13 +41,9 @@ def write_recording(cache_dir: Path, ledger: Ledger, number: int, rng: np.random
     if rng.random() < 0.3:
         start = int(rng.integers(0, n_windows))
         labels[start:start + int(rng.integers(1, 15)), int(rng.integers(0, 100)):] = 1.0
-    stem = f"p{number % 600:07d}_s001_t{number:05d}"
-    path = cache_dir / f"{stem}_windows.npz"
-    write_npz(path, windows=np.zeros((n_windows, 1, 8), np.float32), labels=labels)
-    ledger.put(RecordingEntry(
-        source=f"{stem}.edf", stem=stem, status=BUILT, config_version=CONFIG.version(),
-        edf_fingerprint="0:0", npz_name=path.name, npz_fingerprint=str(FileFingerprint.of(path)),
-        n_windows=n_windows, seizure_samples=np.count_nonzero(labels > 0, axis=1).tolist()))
+    write_cache_entry(cache_dir, f"p{number % 600:07d}_s001_t{number:05d}",
+                      np.zeros((n_windows, 1, 8), np.float32), labels, config=CONFIG,
+                      ledger=ledger)
 
 
 def timed(function, *args, **kwargs):

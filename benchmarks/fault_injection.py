@@ -1,7 +1,7 @@
 """Fault-injection benchmark: the whole catalogue of bad inputs plus the crash, disk-full,
 concurrency and staleness scenarios, summarised in one table.
 
-Every bad input is made from a good recording at run time (``eeg_assets_tests/faults.py``):
+Every bad input is made from a good recording at run time (:mod:`eeg_assets.synthetic.faults`):
 
 * the catalogue (EDF, annotation and drop faults) is laid out in ONE split beside good recordings
   and built once by ``python -m eeg_assets build-cache`` (2 workers) and once by the
@@ -29,11 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "eeg_assets_tests"))
-
-import faults  # noqa: E402
-from faults import BUILT, IGNORED, QUARANTINED, ScenarioResult  # noqa: E402
+from eeg_assets.synthetic import faults
+from eeg_assets.synthetic.faults import BUILT, IGNORED, QUARANTINED, ScenarioResult
 
 
 def catalogue_results(work: Path, with_dagster: bool) -> tuple[list[ScenarioResult], list[str]]:

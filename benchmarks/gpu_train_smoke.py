@@ -44,13 +44,12 @@ from torch import nn
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.torch_datasets import select_training_dataset
 from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
 from eeg_assets.lib.model.network import SeizureUNet, count_parameters
-from eeg_assets.lib.cache.npzio import write_npz
 from eeg_assets.lib.model.train_run import TrainingRequest, non_finite_metrics, run_training
 from eeg_assets.lib.model.training import (
     EpochSampler, TrainConfig, _make_loader, resolve_device, train_step,
 )
+from eeg_assets.synthetic.fake_cache import write_cache_entry
 
 CONFIG = DEFAULT_CONFIG
 FS = CONFIG.target_fs
@@ -92,19 +91,11 @@ def synthetic_recording(rng: np.random.Generator, n_windows: int) -> tuple[np.nd
 
 def write_synthetic_split(cache_dir: Path, patient_prefix: str, files: int, n_windows: int,
                           seed: int) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    ledger = Ledger(cache_dir)
     for number in range(files):
         stem = f"{patient_prefix}{number:04d}_s001_t000"  # one patient per recording
         windows, labels = synthetic_recording(rng, n_windows)
-        path = cache_dir / f"{stem}_windows.npz"
-        write_npz(path, windows=windows, labels=labels)
-        ledger.put(RecordingEntry(
-            source=f"{stem}.edf", stem=stem, status=BUILT, config_version=CONFIG.version(),
-            edf_fingerprint="0:0", npz_name=path.name,
-            npz_fingerprint=str(FileFingerprint.of(path)), n_windows=n_windows,
-            seizure_samples=np.count_nonzero(labels > 0, axis=1).tolist()))
+        write_cache_entry(cache_dir, stem, windows, labels, config=CONFIG)
 
 
 def prepare_cache(args, root: Path) -> tuple[Path, Path]:

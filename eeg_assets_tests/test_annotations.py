@@ -17,7 +17,7 @@ from eeg_assets.lib.cache.annotations import (
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.cache.ledger import QUARANTINED, Ledger
-from edf_factory import Event, write_annotation, write_recording
+from eeg_assets.synthetic.edf_writer import Event, write_annotation, write_recording
 
 SEIZURE = ["seiz", "gnsz", "fnsz", "cpsz", "absz", "spsz", "tcsz", "tnsz", "mysz"]
 

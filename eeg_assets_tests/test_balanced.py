@@ -12,7 +12,7 @@ from eeg_assets.lib.dataset.balanced import (
     read_balanced, recipe_count, write_balanced,
 )
 from eeg_assets.lib.config import DEFAULT_CONFIG, BalanceConfig
-from eeg_assets_tests.fake_cache import write_recording
+from eeg_assets.synthetic.fake_cache import write_recording
 
 
 def make_manifest(partial: int, full: int, background: int, files: int = 4) -> dict:

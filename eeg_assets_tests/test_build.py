@@ -25,10 +25,11 @@ import pytest
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.config import CacheConfig
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
-from edf_factory import (
-    TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, Event, eeg_labels, expected_n_samples,
-    expected_n_windows, noise_generator, write_annotation, write_recording,
+from eeg_assets.synthetic.edf_writer import (
+    TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, Event, eeg_labels, noise_generator,
+    write_annotation, write_recording,
 )
+from eeg_assets_tests.expected_counts import expected_n_samples, expected_n_windows
 
 PINNED = ["FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ",
           "CZ", "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2"]

@@ -10,7 +10,9 @@ import pytest
 from eeg_assets.lib.signals.channels import ChannelError, normalise_label, plan_channels
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.signals.edf import EdfRecording
-from edf_factory import TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, eeg_labels
+from eeg_assets.synthetic.edf_writer import (
+    TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, eeg_labels,
+)
 
 PINNED = ["FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ",
           "CZ", "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2"]

@@ -16,7 +16,7 @@ import pytest
 
 from eeg_assets.lib.cache.build import BuildError, build_split
 from eeg_assets.lib.cache.ledger import Ledger
-from edf_factory import (
+from eeg_assets.synthetic.edf_writer import (
     TUSZ_EEG_ORDER, Event, eeg_labels, noise_generator, tusz_dir, write_recording,
 )
 

@@ -19,7 +19,7 @@ from eeg_assets.lib.flags import EnvFlags
 from eeg_assets.lib.dataset.index import update_index
 from eeg_assets.lib.dataset.manifest import MANIFEST_NAME
 from eeg_assets.lib.cache.npzio import NpzFormatError
-from eeg_assets_tests.fake_cache import SMALL_CONFIG, write_recording
+from eeg_assets.synthetic.fake_cache import SMALL_CONFIG, write_recording
 
 CFG = SMALL_CONFIG  # windows (n, 3, 100), labels (n, 100)
 QUIET = EnvFlags()

@@ -1,19 +1,21 @@
 """Fault injection (issue 6): every bad input is explained, every good one is still built, and no
 file is left that a later step would wrongly trust.
 
-The catalogue of bad inputs lives in ``faults.py``; each is made at test time from a good recording
-written with ``edf_factory`` (truncated, corrupted, relabelled, renamed, ...). All of them are laid
-out in ONE split next to good recordings, built once by ``build-cache`` (2 workers) and once by the
-``npz_windows`` asset, and each case is then checked in the CLI summary, the ledger and the Dagster
-metadata table. The crash, disk-full and concurrency scenarios run real ``build-cache`` processes.
+The catalogue of bad inputs lives in :mod:`eeg_assets.synthetic.faults`, one named function per
+case (the test id); each is made at test time from a good recording written with
+:mod:`eeg_assets.synthetic.edf_writer` (truncated, corrupted, relabelled, renamed, ...). All
+are laid out in ONE split next to good recordings, built once by ``build-cache`` (2 workers) and
+once by the ``npz_windows`` asset, and each case is then checked in the CLI summary, the ledger
+and the Dagster metadata table. The crash, disk-full and concurrency scenarios run real
+``build-cache`` processes.
 """
 
 from __future__ import annotations
 
 import pytest
 
-import faults
-from faults import BUILT, CATALOGUE, IGNORED, QUARANTINED
+from eeg_assets.synthetic import faults
+from eeg_assets.synthetic.faults import BUILT, CATALOGUE, IGNORED, QUARANTINED
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from eeg_assets.lib.dataset.manifest import (
     manifest_staleness, read_manifest, scan_manifest, update_manifest, window_categories,
 )
 from eeg_assets.lib.cache.npzio import write_npz
-from eeg_assets_tests.fake_cache import SMALL_CONFIG, label_rows, write_recording
+from eeg_assets.synthetic.fake_cache import SMALL_CONFIG, label_rows, write_recording
 
 CFG = SMALL_CONFIG  # 100 label samples per window
 

@@ -14,7 +14,8 @@ from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.signals.preprocess import (
     condition_channel, filter_sos, normalise_inplace, resample_ratio, resampled_length,
 )
-from edf_factory import expected_n_samples, noise_generator, per_label, write_recording
+from eeg_assets.synthetic.edf_writer import noise_generator, per_label, write_recording
+from eeg_assets_tests.expected_counts import expected_n_samples
 
 FS = 256
 

@@ -19,7 +19,7 @@ from eeg_assets.lib.scoring import (
     score_overlap, score_paths, score_recording, score_szcore, score_taes,
 )
 from eeg_assets.lib.scoring.events import pair_files
-from edf_factory import Event, write_annotation
+from eeg_assets.synthetic.edf_writer import Event, write_annotation
 
 # What NEDC v6.0.0 prints for its sample, to its printed precision.
 NEDC_OVERLAP = {"targets": 701, "hits": 604, "misses": 97, "false_alarms": 2,
@@ -267,7 +267,7 @@ def test_szcore_matches_timescoring(ref, hyp, expected):
 
 
 def test_szcore_totals_match_timescoring_per_file_on_the_sample(nedc_sample):
-    refs, hyps, fps, tps = 0, 0, 0, 0
+    refs, fps, tps = 0, 0, 0
     for ref, hyp in read_pairs(pair_files(nedc_sample / "ref", nedc_sample / "hyp")):
         duration = round(ref.duration_s)
         assert duration == ref.duration_s  # the sample's durations are whole seconds

@@ -10,7 +10,7 @@ from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.splits import (
     PatientLeakageError, find_leaks, patient_id, verify_patient_disjointness,
 )
-from eeg_assets_tests.fake_cache import write_recording
+from eeg_assets.synthetic.fake_cache import write_recording
 
 
 def make_splits(tmp_path: Path, stems: dict[str, list[str]]) -> dict[str, Path]:

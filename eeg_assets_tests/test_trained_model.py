@@ -26,12 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pytest
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.cache.npzio import write_npz
 from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
 from eeg_assets.lib.dataset.index import update_index
 from eeg_assets.lib.dataset.manifest import update_manifest
@@ -39,6 +36,7 @@ from eeg_assets.lib.files import content_version
 from eeg_assets.lib.model.training import TrainConfig, load_checkpoint
 from eeg_assets.orchestration import training
 from eeg_assets.settings import Settings
+from eeg_assets.synthetic.fake_cache import write_recording
 
 STAND_IN = Path(__file__).resolve().parent / "stand_in_modal.py"
 W = DEFAULT_CONFIG.window_samples
@@ -63,22 +61,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def write_split(cache_dir: Path, files: dict[str, list[int]]) -> None:
     """Real-size windows of noise with centred seizure masks, and the builder's ledger entries."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(cache_dir)
     for stem, counts in files.items():
-        rng = np.random.default_rng(sum(stem.encode()))
-        windows = rng.standard_normal((len(counts), len(DEFAULT_CONFIG.channels), W),
-                                      dtype=np.float32)
-        labels = np.zeros((len(counts), W), dtype=np.float32)
-        for row, count in zip(labels, counts):
-            row[(W - count) // 2:(W - count) // 2 + count] = 1.0
-        npz_name = f"{stem}_windows.npz"
-        write_npz(cache_dir / npz_name, windows=windows, labels=labels)
-        ledger.put(RecordingEntry(
-            source=f"{stem.split('_')[0]}/{stem}.edf", stem=stem, status=BUILT,
-            config_version=DEFAULT_CONFIG.version(), edf_fingerprint="1:1", npz_name=npz_name,
-            npz_fingerprint=str(FileFingerprint.of(cache_dir / npz_name)),
-            n_windows=len(counts), seizure_samples=list(counts)))
+        write_recording(cache_dir, stem, counts, DEFAULT_CONFIG,
+                        channels=len(DEFAULT_CONFIG.channels))
 
 
 def write_cache(cache_root: Path) -> None:

@@ -1,5 +1,12 @@
-"""Synthetic TUSZ-format data: the embedded sample corpus and the EDF writer behind it.
+"""Synthetic TUSZ-format data and the helpers that make it, shared by demos, tests and benchmarks.
 
-Not part of the core library: demos, tests and benchmarks use it; nothing in ``eeg_assets.lib``
-imports it.
+- ``edf_writer``: the one writer of EDF + ``.csv_bi``/``.csv`` recordings (pyedflib, TUSZ labels
+  and layout, header quirks such as the ``01:01:85`` start date);
+- ``sample_corpus``: the embedded sample corpus (``make-sample-corpus``, ``make sample``), written
+  with ``edf_writer``;
+- ``fake_cache``: cache entries without EDF files (an NPZ and its ledger entry);
+- ``faults``: the fault-injection catalogue and scenarios (tests and ``benchmarks/fault_injection``).
+
+Not part of the core library: it imports ``eeg_assets.lib`` (and ``faults`` the orchestration
+layer); nothing in ``eeg_assets.lib`` imports it.
 """

@@ -27,7 +27,8 @@ up to 2-5x the background; focal seizures start at one electrode and spread to t
 Onsets and offsets fall at fractional seconds. The background is attenuated after a seizure.
 
 Every byte is reproducible: each recording's random generator is seeded from its name, the EDF
-header fields are fixed, and samples are digitised here (round half to even, clipped).
+header fields are fixed, and :mod:`~eeg_assets.synthetic.edf_writer` digitises the samples itself
+(round half to even, clipped) and writes the annotation files.
 
 ======  ==================  ====  =====  ======================================================
 split   stem                Hz    s      seizures (start-stop s, type) / quirk
@@ -69,7 +70,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyedflib
+
+from eeg_assets.synthetic.edf_writer import (
+    TUSZ_DIGITAL_RANGE, Event, patch_start_date, write_annotation, write_edf_signals,
+)
 
 SPLITS = ("train", "dev", "eval")
 CORPUS_SEED = 20_130_101
@@ -179,7 +183,6 @@ _SIDE_CHANNELS = tuple(_SIDE_CHANNEL_UNITS)
 #: 8-character header fields cut the minimum's last digit).
 _PHYSICAL_RANGE_UV = {250: (4999.847, -4999.84), 256: (5482.288, -5482.28),
                       400: (29483.11, -29483.0), 512: (5482.288, -5482.28)}
-_DIGITAL_RANGE = (32767, -32767)
 _PREFILTER = "HP:0.000 Hz LP:0.0 Hz N:0.0"
 
 
@@ -419,15 +422,15 @@ def _write_recording(root: Path, spec: _RecordingSpec) -> SampleRecording:
     # The colon quirk belongs to a header dated 01.01.85: repairing the separators must give a
     # date that agrees with the EDF+ "Startdate 01-JAN-1985" recording field.
     year = 1985 if spec.colon_date else int(spec.session.split("_")[1])
-    _write_edf(path, [_signal_header(label, spec.fs) for label in labels], signals,
-               dt.datetime(year, 1, 1), spec.duration_s)
+    write_edf_signals(path, [_signal_header(label, spec.fs) for label in labels], signals,
+                      start=dt.datetime(year, 1, 1))
     if spec.colon_date:
-        with open(path, "r+b") as fh:
-            fh.seek(168)
-            fh.write(b"01:01:85")
+        patch_start_date(path, b"01:01:85")
     if not spec.csv_only:
-        _write_text(path.with_suffix(".csv_bi"), _annotation_text(spec, _term_rows(spec)))
-    _write_text(path.with_suffix(".csv"), _annotation_text(spec, _channel_rows(spec)))
+        # A seizure-free recording gets the writer's single "bckg" row, as TUSZ files have.
+        write_annotation(path.with_suffix(".csv_bi"), spec.duration_s,
+                         [Event(s.start, s.stop, "seiz") for s in spec.seizures])
+    write_annotation(path.with_suffix(".csv"), spec.duration_s, _channel_rows(spec))
     return SampleRecording(
         split=spec.split, stem=spec.stem, path=path, montage=spec.montage, fs=spec.fs,
         duration_s=float(spec.duration_s), n_signals=len(labels),
@@ -439,13 +442,7 @@ def _write_recording(root: Path, spec: _RecordingSpec) -> SampleRecording:
 # Annotations
 # ---------------------------------------------------------------------------------------------
 
-def _term_rows(spec: _RecordingSpec) -> list[tuple[str, float, float, str]]:
-    if not spec.seizures:
-        return [("TERM", 0.0, float(spec.duration_s), "bckg")]
-    return [("TERM", s.start, s.stop, "seiz") for s in spec.seizures]
-
-
-def _channel_rows(spec: _RecordingSpec) -> list[tuple[str, float, float, str]]:
+def _channel_rows(spec: _RecordingSpec) -> list[Event]:
     """Per TCP channel, seizure rows from the channel's own onset, ``bckg`` rows in between."""
     fields = [(seizure, *seizure.field()) for seizure in spec.seizures]
     rows = []
@@ -458,28 +455,12 @@ def _channel_rows(spec: _RecordingSpec) -> list[tuple[str, float, float, str]]:
                 continue
             onset = round(seizure.start + min(onsets), 4)
             if onset > cursor:
-                rows.append((f"{first}-{second}", cursor, onset, "bckg"))
-            rows.append((f"{first}-{second}", onset, seizure.stop, seizure.label))
+                rows.append(Event(cursor, onset, "bckg", f"{first}-{second}"))
+            rows.append(Event(onset, seizure.stop, seizure.label, f"{first}-{second}"))
             cursor = seizure.stop
         if cursor < spec.duration_s:
-            rows.append((f"{first}-{second}", cursor, float(spec.duration_s), "bckg"))
+            rows.append(Event(cursor, float(spec.duration_s), "bckg", f"{first}-{second}"))
     return rows
-
-
-def _annotation_text(spec: _RecordingSpec, rows: list[tuple[str, float, float, str]]) -> str:
-    lines = ["# version = csv_v1.0.0",
-             f"# bname = {spec.stem}",
-             f"# duration = {spec.duration_s:.4f} secs",
-             "# montage_file = nedc_eas_default_montage.txt",
-             "#",
-             "channel,start_time,stop_time,label,confidence"]
-    lines += [f"{channel},{start:.4f},{stop:.4f},{label},1.0000"
-              for channel, start, stop, label in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_bytes(text.encode("ascii"))      # bytes: no platform newline translation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,7 +621,7 @@ def _ecg(rng: np.random.Generator, t: np.ndarray, fs: int) -> np.ndarray:
 
 def _signal_header(label: str, fs: int) -> dict:
     header = {"label": label, "dimension": "uV", "sample_frequency": fs,
-              "digital_max": _DIGITAL_RANGE[0], "digital_min": _DIGITAL_RANGE[1],
+              "digital_max": TUSZ_DIGITAL_RANGE[0], "digital_min": TUSZ_DIGITAL_RANGE[1],
               "prefilter": _PREFILTER, "transducer": "Unknown"}
     if label in _SIDE_CHANNELS:
         header.update(dimension=_SIDE_CHANNEL_UNITS[label], sample_frequency=1,
@@ -651,24 +632,3 @@ def _signal_header(label: str, fs: int) -> dict:
         header["physical_max"], header["physical_min"] = _PHYSICAL_RANGE_UV[fs]
     return header
 
-
-def _write_edf(path: Path, headers: list[dict], signals: list[np.ndarray],
-               start: dt.datetime, n_records: int) -> None:
-    """Write EDF+C with 1 s data records, digitising here so the bytes never depend on edflib."""
-    records = []
-    for header, signal in zip(headers, signals):
-        p_max, p_min = header["physical_max"], header["physical_min"]
-        d_max, d_min = header["digital_max"], header["digital_min"]
-        digital = np.rint((signal - p_min) * (d_max - d_min) / (p_max - p_min) + d_min)
-        records.append(np.clip(digital, d_min, d_max).astype(np.int16).reshape(n_records, -1))
-    # One row per data record: every signal's samples of that second, in header order.
-    blocks = np.ascontiguousarray(np.concatenate(records, axis=1))
-    writer = pyedflib.EdfWriter(str(path), len(headers), pyedflib.FILETYPE_EDFPLUS)
-    try:
-        writer.setSignalHeaders(headers)
-        writer.setStartdatetime(start)
-        for block in blocks:
-            if writer.blockWriteDigitalShortSamples(block) != 0:
-                raise OSError(f"{path}: pyedflib could not write a data record")
-    finally:
-        writer.close()

@@ -1,30 +1,32 @@
-"""Write TUSZ-like recordings (EDF + ``.csv_bi``/``.csv``) for tests and benchmarks.
+"""The one writer of TUSZ-shaped recordings (EDF + ``.csv_bi``/``.csv``): the sample corpus, the
+tests and the benchmarks all write their files with it.
 
-Real TUSZ signals are not redistributable, so tests write their own EDF files with pyedflib, shaped
-like the corpus: ``EEG FP1-REF`` labels in the corpus's signal order, extra non-EEG signals at the
-EEG rate, 1 Hz side channels (``IBI``, ``BURSTS``, ``SUPPR``), EDF+C files with 1 s data records,
-and annotation files with the verbatim TUSZ header.
+Real TUSZ signals are not redistributable, so every EDF here is written with pyedflib, shaped like
+the corpus: ``EEG FP1-REF`` labels in the corpus's signal order, extra non-EEG signals at the EEG
+rate, 1 Hz side channels (``IBI``, ``BURSTS``, ``SUPPR``), EDF+C files with 1 s data records, and
+annotation files with the verbatim TUSZ header.
 
-The three building blocks::
+The building blocks::
 
+    write_edf_signals(path, headers, signals, start=...)   # given headers and physical values
     write_edf(path, eeg_labels(), fs=250, duration_s=120, generator=noise_generator(seed=1))
     write_annotation(path.with_suffix(".csv_bi"), duration_s=120,
                      events=[Event(100.3, 110.0, "fnsz")])
     patch_start_date(path)             # the ``01:01:85`` header quirk
 
 and :func:`write_recording`, which writes both files of one recording in one call. Everything is
-deterministic: the same arguments give the same bytes (the start date is fixed).
+deterministic: the same arguments give the same bytes. Samples are digitised here (round half to
+even, clipped to the digital range), so the bytes never depend on how edflib rounds.
 
 A *generator* is any callable ``generator(index, label, t) -> microvolts``: ``index`` is the
 signal's position in the file, ``label`` its EDF label and ``t`` the sample times in seconds
-(``np.arange(n) / fs``); it returns an array of the same length. Values are quantised to the EDF's
-16-bit range (``physical_max_uv / 32767`` per step, 0.15 uV by default, as in TUSZ).
+(``np.arange(n) / fs``); it returns an array of the same length. :func:`write_edf` quantises to the
+EDF's 16-bit range (``physical_max_uv / 32767`` per step, 0.15 uV by default, as in TUSZ).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -52,11 +54,80 @@ ANNOTATION_COLUMNS: tuple[str, ...] = ("channel", "start_time", "stop_time", "la
 
 #: Physical range of TUSZ EEG signals (uV); the digital range is the full 16 bits.
 TUSZ_PHYSICAL_MAX_UV = 4999.85
+#: TUSZ's digital range (max, min): symmetric, without -32768.
+TUSZ_DIGITAL_RANGE = (32767, -32767)
 
 #: Start of every written recording (fixed, so files are byte-for-byte reproducible).
 DEFAULT_START = _dt.datetime(2008, 1, 1, 0, 0, 0)
 
 Generator = Callable[[int, str, np.ndarray], np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------------
+# EDF
+# ---------------------------------------------------------------------------------------------
+
+def write_edf_signals(path: Path | str, headers: Sequence[dict], signals: Sequence[np.ndarray],
+                      *, start: _dt.datetime = DEFAULT_START,
+                      record_duration_s: float = 1.0) -> Path:
+    """Digitise physical signals and write them as an EDF+C file.
+
+    Parameters
+    ----------
+    path : path-like
+        The EDF file to write (its folder must exist).
+    headers : sequence of dict
+        One pyedflib signal header per signal, in file order (``label``, ``dimension``,
+        ``sample_frequency`` in Hz, ``physical_min``/``physical_max``,
+        ``digital_min``/``digital_max``, ``transducer``, ``prefilter``).
+    signals : sequence of ndarray
+        Physical values of each signal, shape ``(n_records * sample_frequency *
+        record_duration_s,)``, in the header's ``dimension`` (uV for EEG). Values are mapped
+        linearly from the physical to the digital range, rounded half to even and clipped.
+    start : datetime
+        Recording start written to the header.
+    record_duration_s : float
+        Duration of one data record (s); every rate must give whole samples per record.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    per_record = []
+    for header in headers:
+        samples = header["sample_frequency"] * record_duration_s
+        if abs(samples - round(samples)) > 1e-9:
+            raise ValueError(f"{header['label']}: {header['sample_frequency']} Hz is not a whole "
+                             f"number of samples per {record_duration_s} s record")
+        per_record.append(int(round(samples)))
+    n_records = len(signals[0]) // per_record[0]
+    records = []
+    for header, signal, samples in zip(headers, signals, per_record):
+        if len(signal) != n_records * samples:
+            raise ValueError(f"{header['label']}: {len(signal)} samples, expected "
+                             f"{n_records} records of {samples}")
+        p_max, p_min = header["physical_max"], header["physical_min"]
+        d_max, d_min = header["digital_max"], header["digital_min"]
+        digital = np.rint((signal - p_min) * (d_max - d_min) / (p_max - p_min) + d_min)
+        records.append(np.clip(digital, d_min, d_max).astype(np.int16).reshape(n_records, -1))
+    # One row per data record: every signal's samples of that record, in header order.
+    blocks = np.ascontiguousarray(np.concatenate(records, axis=1))
+    writer = pyedflib.EdfWriter(str(path), len(headers), pyedflib.FILETYPE_EDFPLUS)
+    try:
+        writer.setSignalHeaders(list(headers))
+        if record_duration_s != 1.0:  # pyedflib's default
+            with warnings.catch_warnings():  # "might alter calculated sample_frequencies": checked
+                warnings.simplefilter("ignore", UserWarning)
+                writer.setDatarecordDuration(record_duration_s)
+        writer.setStartdatetime(start)
+        for block in blocks:
+            if writer.blockWriteDigitalShortSamples(block) != 0:
+                raise OSError(f"{path}: pyedflib could not write a data record")
+    finally:
+        writer.close()
+    return path
 
 
 def eeg_labels(names: Iterable[str] = TUSZ_EEG_ORDER, reference: str = "REF",
@@ -110,12 +181,12 @@ def write_edf(
     record_duration_s: float = 1.0,
     start: _dt.datetime = DEFAULT_START,
 ) -> Path:
-    """Write an EDF+C file and return its path.
+    """Write an EDF+C file of generated signals and return its path.
 
-    Signals, in file order: ``labels`` and then ``extra_labels`` at ``fs``, then ``side_labels``
-    at ``side_fs``. ``generator`` (default :func:`noise_generator`) gives each signal's values in
-    microvolts; ``duration_s`` must be a whole number of ``record_duration_s`` records and every
-    rate must give a whole number of samples per record.
+    Signals, in file order: ``labels`` and then ``extra_labels`` at ``fs`` (Hz), then
+    ``side_labels`` at ``side_fs``. ``generator`` (default :func:`noise_generator`) gives each
+    signal's values in microvolts, which must lie within ``+-physical_max_uv``; ``duration_s``
+    must be a whole number of ``record_duration_s`` records.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,11 +200,7 @@ def write_edf(
                + [(label, side_fs) for label in side_labels])
     headers, data = [], []
     for index, (label, rate) in enumerate(signals):
-        per_record = rate * record_duration_s
-        if abs(per_record - round(per_record)) > 1e-9:
-            raise ValueError(f"{label}: {rate} Hz is not a whole number of samples per "
-                             f"{record_duration_s} s record")
-        n = int(round(per_record)) * n_records
+        n = int(round(rate * record_duration_s)) * n_records  # whole records: checked on write
         t = np.arange(n, dtype=np.float64) / rate
         values = np.asarray(generator(index, label, t), dtype=np.float64)
         if values.shape != (n,):
@@ -145,20 +212,11 @@ def write_edf(
         headers.append({
             "label": label, "dimension": "uV", "sample_frequency": rate,
             "physical_min": -physical_max_uv, "physical_max": physical_max_uv,
-            "digital_min": -32767, "digital_max": 32767, "transducer": "", "prefilter": "",
+            "digital_max": TUSZ_DIGITAL_RANGE[0], "digital_min": TUSZ_DIGITAL_RANGE[1],
+            "transducer": "", "prefilter": "",
         })
-    writer = pyedflib.EdfWriter(str(path), len(signals), file_type=pyedflib.FILETYPE_EDFPLUS)
-    try:
-        writer.setSignalHeaders(headers)
-        if record_duration_s != 1.0:  # pyedflib's default
-            with warnings.catch_warnings():  # "might alter calculated sample_frequencies": checked
-                warnings.simplefilter("ignore", UserWarning)
-                writer.setDatarecordDuration(record_duration_s)
-        writer.setStartdatetime(start)
-        writer.writeSamples(data)
-    finally:
-        writer.close()
-    return path
+    return write_edf_signals(path, headers, data, start=start,
+                             record_duration_s=record_duration_s)
 
 
 def patch_start_date(path: Path | str, value: bytes = b"01:01:85") -> Path:
@@ -171,6 +229,10 @@ def patch_start_date(path: Path | str, value: bytes = b"01:01:85") -> Path:
         fh.write(value)
     return Path(path)
 
+
+# ---------------------------------------------------------------------------------------------
+# Annotations
+# ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Event:
@@ -202,6 +264,7 @@ def write_annotation(
     ``events`` are :class:`Event` or tuples ``(start, stop[, label[, channel]])``. With no events
     and ``background=True`` one ``bckg`` row spans the recording, as in real seizure-free files.
     ``columns`` may be a permutation of :data:`ANNOTATION_COLUMNS` (rows follow the same order).
+    The file is written as bytes with ``\\n`` line ends, whatever the platform.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,9 +284,13 @@ def write_annotation(
                   "stop_time": _fmt(row.stop), "label": row.label,
                   "confidence": f"{row.confidence:.4f}"}
         lines.append(",".join(fields[c] for c in columns))
-    path.write_text("\n".join(lines) + "\n")
+    path.write_bytes(("\n".join(lines) + "\n").encode())
     return path
 
+
+# ---------------------------------------------------------------------------------------------
+# Recordings
+# ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RecordingFiles:
@@ -268,16 +335,3 @@ def write_recording(
         declared = duration_s if annotation_duration_s is None else annotation_duration_s
         ann = write_annotation(directory / f"{stem}{annotation}", declared, events)
     return RecordingFiles(edf, ann)
-
-
-def expected_n_samples(n_raw: int, fs: int, target_fs: int = 256) -> int:
-    """``ceil(n_raw * target_fs / fs)`` in exact integer arithmetic (independent of the library's
-    rational approximation)."""
-    g = math.gcd(int(target_fs), int(fs))
-    up, down = int(target_fs) // g, int(fs) // g
-    return -(-n_raw * up // down)
-
-
-def expected_n_windows(n_samples_256: int, window: int = 15360, stride: int = 2560) -> int:
-    """DOMAIN.md's ``(n - window) // stride + 1``, 0 when shorter than one window."""
-    return 0 if n_samples_256 < window else (n_samples_256 - window) // stride + 1
