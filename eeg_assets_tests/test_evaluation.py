@@ -1,4 +1,4 @@
-"""Stitching, AUROC, post-processing, OVERLAP scoring and the .csv_bi writer."""
+"""Stitching, post-processing, OVERLAP scoring, the .csv_bi writer and the accumulator."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from eeg_assets.lib.model.evaluation import (
     Event,
     EventCounts,
     PostProcessConfig,
-    RecordingStream,
-    RecordingTimeline,
     ValidationAccumulator,
     bname_from_npz,
     detect_events,
@@ -22,11 +20,15 @@ from eeg_assets.lib.model.evaluation import (
     format_csv_bi,
     mask_to_events,
     score_overlap,
-    stitch_recording,
-    timeline_length,
     write_csv_bi,
 )
 from eeg_assets.lib.model.auroc import sample_auroc
+from eeg_assets.lib.model.stitching import (
+    RecordingStream,
+    RecordingTimeline,
+    stitch_recording,
+    timeline_length,
+)
 
 
 # ---------------------------------------------------------------- stitching
@@ -238,7 +240,7 @@ def test_stream_of_batches_scores_like_whole_recordings():
         whole.add_recording(name, probs, labels)
     streamed = ValidationAccumulator(fs, stride, PostProcessConfig(0.5, 1.0, 2.0))
     stream = RecordingStream([(name, len(p)) for name, (p, _) in recordings.items()]
-                             + [("empty_s001_t000_windows.npz", 0)], streamed)
+                             + [("empty_s001_t000_windows.npz", 0)], stride, streamed.add_timeline)
     all_probs = np.concatenate([p for p, _ in recordings.values()])
     all_labels = np.concatenate([lab for _, lab in recordings.values()])
     for start in range(0, len(all_probs), 5):       # batches that straddle recordings
@@ -252,10 +254,10 @@ def test_stream_of_batches_scores_like_whole_recordings():
 def test_stream_refuses_more_or_fewer_windows_than_listed():
     accumulator = ValidationAccumulator(4, 20)
     probs, labels = _recording(np.random.default_rng(0), 3, 40, 20, None)
-    stream = RecordingStream([("a_s001_t000_windows.npz", 2)], accumulator)
+    stream = RecordingStream([("a_s001_t000_windows.npz", 2)], 20, accumulator.add_timeline)
     with pytest.raises(ValueError, match="more windows than recordings"):
         stream.add(probs, labels)
-    short = RecordingStream([("a_s001_t000_windows.npz", 3)], ValidationAccumulator(4, 20))
+    short = RecordingStream([("a_s001_t000_windows.npz", 3)], 20, accumulator.add_timeline)
     short.add(probs[:2], labels[:2])
     with pytest.raises(ValueError, match="1 recordings incomplete .first: a_s001_t000"):
         short.finish()

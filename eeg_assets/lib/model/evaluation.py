@@ -1,13 +1,10 @@
-"""Turn per-window predictions into per-recording timelines, events, metrics and ``.csv_bi`` files.
+"""Score stitched recordings: events, OVERLAP counts, sample AUROC, ``.csv_bi`` hypotheses.
 
 Pure numpy; used by training (validation every epoch) and by checkpoint evaluation.
 
 Conventions
 -----------
-* **Stitching.** Window ``i`` of a recording covers samples ``[i*stride, i*stride + window)``.
-  A sample's probability is the mean over every window covering it; its label is taken from any
-  covering window (the cache writes them from one mask, so they agree). The timeline has
-  ``(n - 1) * stride + window`` samples: the tail the cache dropped is not evaluated.
+* **Stitching** of windows onto a recording's timeline: :mod:`eeg_assets.lib.model.stitching`.
 * **Sample AUROC** is over the stitched timelines of all recordings together (the Mann-Whitney
   statistic, ties counted half), streamed through :class:`~eeg_assets.lib.model.auroc.BinnedAUROC`,
   which reports a worst-case error bound with it (``auroc_error_bound``, at most 1e-4 on
@@ -25,15 +22,13 @@ Conventions
   events, false alarms per 24 h are over the total evaluated (stitched) duration. A ratio whose
   denominator is zero is NaN. :func:`score_overlap` is the one per-recording scoring call.
 * **Memory.** Recordings are scored as they complete: one recording's timeline exists at a time
-  (~17 B per sample while it is stitched), then only its events and counts are kept, and the
-  AUROC histograms (39 MB) whatever the split's size.
+  (~17 B per sample of it while it is stitched and scored), then only its events and counts are
+  kept, and the AUROC histograms (39 MB) whatever the split's size.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +36,7 @@ import numpy as np
 
 from eeg_assets.lib.files import write_bytes_atomic
 from eeg_assets.lib.model.auroc import BinnedAUROC
+from eeg_assets.lib.model.stitching import stitch_recording
 
 NPZ_SUFFIX = "_windows.npz"
 SECONDS_PER_DAY = 24 * 3600.0
@@ -93,79 +89,6 @@ def bname_from_npz(npz_name: str) -> str:
     return name[: -len(NPZ_SUFFIX)]
 
 
-def timeline_length(n_windows: int, window: int, stride: int) -> int:
-    """Samples covered by ``n_windows`` windows of ``window`` samples every ``stride`` samples."""
-    return 0 if n_windows == 0 else (n_windows - 1) * stride + window
-
-
-class RecordingTimeline:
-    """One recording's stitched timeline, filled by its windows arriving in order, in batches.
-
-    Parameters
-    ----------
-    n_windows : int
-        Windows the recording has.
-    window, stride : int
-        Window length and hop in samples; ``stride <= window`` so that every sample is covered.
-    """
-
-    def __init__(self, n_windows: int, window: int, stride: int):
-        if stride > window:
-            raise ValueError(f"stride {stride} > window {window} leaves samples uncovered")
-        self.n_windows, self.window, self.stride = n_windows, window, stride
-        self.n_added = 0
-        length = timeline_length(n_windows, window, stride)
-        self._sums = np.zeros(length, dtype=np.float64)
-        self._coverage = np.zeros(length, dtype=np.float32)
-        self._labels = np.zeros(length, dtype=bool)
-
-    @property
-    def complete(self) -> bool:
-        return self.n_added == self.n_windows
-
-    def add(self, window_probs: np.ndarray, window_labels: np.ndarray) -> None:
-        """Append the next windows: ``(k, window)`` probabilities and labels (> 0.5 is seizure)."""
-        if window_probs.shape != window_labels.shape or window_probs.shape[1:] != (self.window,):
-            raise ValueError(f"windows {window_probs.shape} and labels {window_labels.shape} "
-                             f"must both be (k, {self.window})")
-        if self.n_added + len(window_probs) > self.n_windows:
-            raise ValueError(f"{self.n_added + len(window_probs)} windows added to a recording "
-                             f"of {self.n_windows}")
-        for probs, labels in zip(window_probs, window_labels):
-            span = slice(self.n_added * self.stride, self.n_added * self.stride + self.window)
-            self._sums[span] += probs
-            self._coverage[span] += 1.0
-            self._labels[span] = labels > 0.5
-            self.n_added += 1
-
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(probabilities float32 (L,), labels bool (L,))`` once every window was added."""
-        if not self.complete:
-            raise ValueError(f"only {self.n_added} of {self.n_windows} windows were added")
-        return (self._sums / self._coverage).astype(np.float32), self._labels
-
-
-def stitch_recording(window_probs: np.ndarray, window_labels: np.ndarray,
-                     stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stitch a whole recording's windows onto its timeline (see the module's conventions).
-
-    Parameters
-    ----------
-    window_probs, window_labels : np.ndarray, shape (n_windows, window)
-        Per-sample seizure probabilities and labels (> 0.5 is seizure) of consecutive windows.
-    stride : int
-        Hop between window starts, in samples.
-
-    Returns
-    -------
-    probs : np.ndarray, float32, shape ((n_windows - 1) * stride + window,)
-    labels : np.ndarray, bool, same shape
-    """
-    timeline = RecordingTimeline(len(window_probs), window_probs.shape[1], stride)
-    timeline.add(window_probs, window_labels)
-    return timeline.result()
-
-
 def _runs(mask: np.ndarray) -> np.ndarray:
     """``(k, 2)`` start/stop (exclusive) sample indices of the True runs of a boolean array."""
     edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
@@ -173,7 +96,20 @@ def _runs(mask: np.ndarray) -> np.ndarray:
 
 
 def mask_to_events(mask: np.ndarray, fs: float) -> list[Event]:
-    """Reference events: every run of a boolean label timeline ``(L,)`` at ``fs`` Hz, unfiltered."""
+    """Reference events: every run of True in a label timeline, unfiltered.
+
+    Parameters
+    ----------
+    mask : np.ndarray, bool, shape (L,)
+        Seizure labels of one recording's samples.
+    fs : float
+        Sample rate in Hz.
+
+    Returns
+    -------
+    list of Event
+        ``[start_s, stop_s)`` in seconds from the timeline's start, in time order.
+    """
     return [Event(start / fs, stop / fs) for start, stop in _runs(np.asarray(mask, dtype=bool))]
 
 
@@ -208,7 +144,18 @@ def detect_events(probs: np.ndarray, fs: float,
 
 
 def score_overlap(reference: list[Event], hypothesis: list[Event]) -> EventCounts:
-    """OVERLAP counts of one recording's hypothesis events against its reference events."""
+    """OVERLAP counts of one recording's hypothesis events against its reference events.
+
+    Parameters
+    ----------
+    reference, hypothesis : list of Event
+        One recording's events, in seconds on the same timeline.
+
+    Returns
+    -------
+    EventCounts
+        Reference events, those detected, hypothesis events, and false alarms among them.
+    """
     detected = sum(any(ref.overlaps(hyp) for hyp in hypothesis) for ref in reference)
     false_alarms = sum(not any(hyp.overlaps(ref) for ref in reference) for hyp in hypothesis)
     return EventCounts(n_reference=len(reference), n_detected=detected,
@@ -220,7 +167,15 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def event_metrics(counts: EventCounts, duration_s: float) -> dict[str, float]:
-    """Sensitivity, false alarms per 24 h and precision from counts summed over ``duration_s``."""
+    """Sensitivity, false alarms per 24 h and precision (NaN where a denominator is 0).
+
+    Parameters
+    ----------
+    counts : EventCounts
+        Summed over the recordings scored.
+    duration_s : float
+        Their total evaluated duration in seconds.
+    """
     return {
         "sensitivity": _ratio(counts.n_detected, counts.n_reference),
         "fa_per_24h": _ratio(counts.n_false_alarms * SECONDS_PER_DAY, duration_s),
@@ -229,7 +184,17 @@ def event_metrics(counts: EventCounts, duration_s: float) -> dict[str, float]:
 
 
 def format_csv_bi(bname: str, duration_s: float, events: list[Event]) -> str:
-    """The NEDC ``csv_v1.0.0`` term-based binary annotation text for one recording."""
+    """The NEDC ``csv_v1.0.0`` term-based binary annotation text for one recording.
+
+    Parameters
+    ----------
+    bname : str
+        The EDF stem, e.g. ``aaaaadkb_s010_t000``.
+    duration_s : float
+        The recording's duration in seconds (NEDC pairs files by it, to 4 decimals).
+    events : list of Event
+        Seizure events in seconds; written as ``TERM`` rows labelled ``seiz``.
+    """
     lines = [
         "# version = csv_v1.0.0",
         f"# bname = {bname}",
@@ -341,59 +306,11 @@ class ValidationAccumulator:
         return paths
 
 
-class RecordingStream:
-    """Feeds recording-ordered window predictions, in batches of any size, to an accumulator.
-
-    Each batch is stitched into the current recording's :class:`RecordingTimeline` at once, so
-    only one recording's timeline is held, never its windows.
-
-    Parameters
-    ----------
-    recordings : sequence of (npz name, n_windows)
-        The recordings in the order their windows arrive.
-    accumulator : ValidationAccumulator
-        Receives each recording when its last window has arrived.
-    """
-
-    def __init__(self, recordings: Sequence[tuple[str, int]], accumulator: ValidationAccumulator):
-        self.accumulator = accumulator
-        self._pending = deque((name, n) for name, n in recordings if n > 0)
-        self._timeline: RecordingTimeline | None = None
-
-    def add(self, window_probs: np.ndarray, window_labels: np.ndarray) -> None:
-        """Next ``(batch, window)`` probabilities and labels, continuing where the last stopped."""
-        start = 0
-        while start < len(window_probs):
-            if not self._pending:
-                raise ValueError(
-                    "the validation dataset yielded more windows than recordings() lists")
-            name, n_windows = self._pending[0]
-            if self._timeline is None:
-                self._timeline = RecordingTimeline(n_windows, window_probs.shape[1],
-                                                   self.accumulator.stride)
-            take = min(n_windows - self._timeline.n_added, len(window_probs) - start)
-            self._timeline.add(window_probs[start: start + take],
-                               window_labels[start: start + take])
-            start += take
-            if self._timeline.complete:
-                self.accumulator.add_timeline(name, *self._timeline.result())
-                self._timeline = None
-                self._pending.popleft()
-
-    def finish(self) -> None:
-        """Raise unless every listed recording was completed."""
-        if self._pending:
-            raise ValueError(f"the validation dataset ended with {len(self._pending)} recordings "
-                             f"incomplete (first: {self._pending[0][0]})")
-
-
 __all__ = [
     "Event",
     "EventCounts",
     "PostProcessConfig",
     "RecordingResult",
-    "RecordingStream",
-    "RecordingTimeline",
     "ValidationAccumulator",
     "bname_from_npz",
     "detect_events",
@@ -401,7 +318,5 @@ __all__ = [
     "format_csv_bi",
     "mask_to_events",
     "score_overlap",
-    "stitch_recording",
-    "timeline_length",
     "write_csv_bi",
 ]

@@ -24,19 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from eeg_assets.lib.files import atomic_path
-from eeg_assets.lib.model.evaluation import (
-    PostProcessConfig,
-    RecordingStream,
-    ValidationAccumulator,
-)
+from eeg_assets.lib.model.evaluation import PostProcessConfig, ValidationAccumulator
 from eeg_assets.lib.model.network import ModelConfig, SeizureUNet, count_parameters
+from eeg_assets.lib.model.stitching import RecordingStream
 
 #: Bump when the training code changes what a configuration learns; part of
 #: :meth:`TrainConfig.version`, so an old ``last.pt`` is never resumed by new code.
@@ -211,7 +207,7 @@ def _validate(model: nn.Module, loader: DataLoader, recordings: list[tuple[str, 
     """Validation loss (same weighted BCE as training) and stitched-recording metrics."""
     accumulator = ValidationAccumulator(config.sample_rate_hz, config.stride_samples,
                                         config.post_process)
-    stream = RecordingStream(recordings, accumulator)
+    stream = RecordingStream(recordings, config.stride_samples, accumulator.add_timeline)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_samples = 0
     model.eval()
@@ -331,7 +327,8 @@ class _Progress:
         """Append an epoch's metrics; True when it is the best so far."""
         self.history.append(metrics)
         self.epochs_done = metrics["epoch"]
-        is_best = self.best_epoch == 0 or _selection_key(metrics) > _selection_key(self.best_metrics)
+        is_best = (self.best_epoch == 0
+                   or _selection_key(metrics) > _selection_key(self.best_metrics))
         if is_best:
             self.best_epoch, self.best_metrics = metrics["epoch"], metrics
         return is_best
