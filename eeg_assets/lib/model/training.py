@@ -18,14 +18,12 @@ import hashlib
 import json
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from eeg_assets.lib.files import atomic_path
 from eeg_assets.lib.model.evaluation import PostProcessConfig, ValidationAccumulator
 from eeg_assets.lib.model.network import ModelConfig, SeizureUNet, count_parameters
+from eeg_assets.lib.model.stitching import RecordingStream
 
 #: Bump when the training code changes what a configuration learns; part of
 #: :meth:`TrainConfig.version`, so an old ``last.pt`` is never resumed by new code.
@@ -176,40 +175,6 @@ class EpochSampler(Sampler[int]):
         return iter(torch.randperm(self.n_items, generator=generator)[: self.limit].tolist())
 
 
-class _RecordingRegrouper:
-    """Hands recording-ordered window predictions to the accumulator one whole recording at once."""
-
-    def __init__(self, recordings: Sequence[tuple[str, int]], accumulator: ValidationAccumulator):
-        self.accumulator = accumulator
-        self._pending = deque((name, n) for name, n in recordings if n > 0)
-        self._probs: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-        self._filled = 0
-
-    def add(self, probs: np.ndarray, labels: np.ndarray) -> None:
-        start = 0
-        while start < len(probs):
-            if not self._pending:
-                raise ValueError(
-                    "the validation dataset yielded more windows than recordings() lists")
-            name, n_windows = self._pending[0]
-            take = min(n_windows - self._filled, len(probs) - start)
-            self._probs.append(probs[start: start + take])
-            self._labels.append(labels[start: start + take])
-            self._filled += take
-            start += take
-            if self._filled == n_windows:
-                self.accumulator.add_recording(name, np.concatenate(self._probs),
-                                               np.concatenate(self._labels))
-                self._probs, self._labels, self._filled = [], [], 0
-                self._pending.popleft()
-
-    def finish(self) -> None:
-        if self._pending:
-            raise ValueError(f"the validation dataset ended with {len(self._pending)} recordings "
-                             f"incomplete (first: {self._pending[0][0]})")
-
-
 def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                           enabled=device.type == "cuda")
@@ -242,7 +207,7 @@ def _validate(model: nn.Module, loader: DataLoader, recordings: list[tuple[str, 
     """Validation loss (same weighted BCE as training) and stitched-recording metrics."""
     accumulator = ValidationAccumulator(config.sample_rate_hz, config.stride_samples,
                                         config.post_process)
-    regrouper = _RecordingRegrouper(recordings, accumulator)
+    stream = RecordingStream(recordings, config.stride_samples, accumulator.add_timeline)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_samples = 0
     model.eval()
@@ -256,8 +221,8 @@ def _validate(model: nn.Module, loader: DataLoader, recordings: list[tuple[str, 
             loss_sum += F.binary_cross_entropy_with_logits(
                 logits, labels, pos_weight=pos_weight, reduction="sum")
             n_samples += labels.numel()
-            regrouper.add(torch.sigmoid(logits).cpu().numpy(), (labels > 0.5).cpu().numpy())
-    regrouper.finish()
+            stream.add(torch.sigmoid(logits).cpu().numpy(), (labels > 0.5).cpu().numpy())
+    stream.finish()
     metrics = {"val_loss": loss_sum.item() / n_samples}
     metrics.update({f"val_{key}": value for key, value in accumulator.metrics().items()})
     return metrics, accumulator
@@ -349,6 +314,121 @@ def _one_cycle(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
         pct_start=max(config.warmup_fraction, 2 / total_steps))
 
 
+@dataclass
+class _Progress:
+    """What a run has done so far: restored from ``last.pt`` or empty, updated every epoch."""
+
+    epochs_done: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metrics: dict = field(default_factory=dict)
+
+    def record(self, metrics: dict) -> bool:
+        """Append an epoch's metrics; True when it is the best so far."""
+        self.history.append(metrics)
+        self.epochs_done = metrics["epoch"]
+        is_best = (self.best_epoch == 0
+                   or _selection_key(metrics) > _selection_key(self.best_metrics))
+        if is_best:
+            self.best_epoch, self.best_metrics = metrics["epoch"], metrics
+        return is_best
+
+
+@dataclass
+class _Learner:
+    """The model and what steps it: built from the seed, so a fresh run is reproducible."""
+
+    model: SeizureUNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: EpochSampler
+    steps_per_epoch: int
+
+    @classmethod
+    def create(cls, config: TrainConfig, n_train: int, device: torch.device) -> _Learner:
+        torch.manual_seed(config.seed)
+        model = SeizureUNet(config.model).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+        sampler = EpochSampler(n_train, config.seed, config.max_train_windows_per_epoch)
+        steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
+        scheduler = _one_cycle(optimizer, config, config.epochs * steps_per_epoch)
+        return cls(model, optimizer, scheduler, sampler, steps_per_epoch)
+
+
+def _restore(learner: _Learner, last_path: Path, config: TrainConfig, data_versions: dict,
+             pos_weight: float, device: torch.device, log: Callable[[str], None]) -> _Progress:
+    """Continue ``last.pt`` when it was written for these inputs, else start empty."""
+    if not last_path.exists():
+        return _Progress()
+    checkpoint = _read_checkpoint(last_path, map_location=device)
+    mismatch = _resume_mismatch(checkpoint, config, data_versions, pos_weight)
+    if mismatch is not None:
+        log(f"not resuming {last_path}: {mismatch}; training from scratch")
+        return _Progress()
+    learner.model.load_state_dict(checkpoint["model_state"])
+    learner.optimizer.load_state_dict(checkpoint["optimizer_state"])
+    learner.scheduler.load_state_dict(checkpoint["scheduler_state"])
+    progress = _Progress(checkpoint["epoch"], checkpoint["history"], checkpoint["best_epoch"],
+                         checkpoint["best_metrics"])
+    log(f"resuming from {last_path} after epoch {progress.epochs_done}/{config.epochs} "
+        f"(best so far: epoch {progress.best_epoch}, val AUROC "
+        f"{progress.best_metrics['val_auroc']:.4f})")
+    return progress
+
+
+def _train_epoch(learner: _Learner, loader: DataLoader, criterion: nn.Module, epoch: int,
+                 config: TrainConfig, device: torch.device) -> tuple[float, int]:
+    """One pass over the epoch's draw of training windows: ``(mean loss, windows seen)``."""
+    torch.manual_seed(_epoch_seed(config.seed, epoch))
+    learner.sampler.set_epoch(epoch)
+    learner.model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_windows = 0
+    for windows, labels in loader:
+        loss = train_step(learner.model, learner.optimizer, criterion, windows, labels, device,
+                          config.grad_clip)
+        learner.scheduler.step()
+        loss_sum += loss.detach() * len(windows)
+        n_windows += len(windows)
+    train_loss = loss_sum.item() / n_windows
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(f"epoch {epoch + 1}: training loss is {train_loss}")
+    return train_loss, n_windows
+
+
+def _write_checkpoints(learner: _Learner, progress: _Progress, is_best: bool, out_dir: Path,
+                       config: TrainConfig, data_versions: dict, pos_weight: float) -> None:
+    """``last.pt`` after every epoch, ``best.pt`` too when the epoch is the best so far."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": config.model.to_dict(),
+        "train_config": config.to_dict(),
+        "train_config_version": config.version(),
+        "data_versions": data_versions,
+        "pos_weight": pos_weight,
+        "epoch": progress.epochs_done,
+        "metrics": progress.history[-1],
+        "best_epoch": progress.best_epoch,
+        "best_metrics": progress.best_metrics,
+        "history": progress.history,
+        "model_state": learner.model.state_dict(),
+        "optimizer_state": learner.optimizer.state_dict(),
+        "scheduler_state": learner.scheduler.state_dict(),
+    }
+    if is_best:
+        _save_checkpoint(out_dir / BEST_CHECKPOINT, payload)
+    _save_checkpoint(out_dir / LAST_CHECKPOINT, payload)
+
+
+def _epoch_line(metrics: dict, epochs: int, is_best: bool) -> str:
+    return (f"epoch {metrics['epoch']}/{epochs}: train loss {metrics['train_loss']:.4f}, val loss "
+            f"{metrics['val_loss']:.4f}, AUROC {metrics['val_auroc']:.4f}, sensitivity "
+            f"{metrics['val_sensitivity']:.3f}, FA/24h {metrics['val_fa_per_24h']:.1f}, "
+            f"{metrics['windows_per_s']:.1f} windows/s, {metrics['epoch_seconds']:.1f} s"
+            + (" (best)" if is_best else ""))
+
+
 def fit(
     train_dataset: Dataset,
     pos_weight: float,
@@ -362,14 +442,30 @@ def fit(
 ) -> TrainResult:
     """Train for ``config.epochs`` epochs, writing ``best.pt`` and ``last.pt`` into ``out_dir``.
 
-    ``data_versions`` (e.g. cache and balance versions) are stored in the checkpoints; with
-    ``resume``, an existing ``last.pt`` is continued only when its config version, data versions
-    and ``pos_weight`` all match, otherwise training starts over. ``on_epoch`` receives each epoch's
-    metrics after its checkpoints are written; ``log`` receives human-readable progress lines.
+    Parameters
+    ----------
+    train_dataset : Dataset
+        Items ``(window (C, T) float, label (T,) float)``.
+    pos_weight : float
+        Weight of seizure samples in the BCE loss (stored in the checkpoints).
+    val_dataset : ValidationDataset
+        Consecutive windows of whole recordings, scored after every epoch.
+    out_dir : Path
+        Where ``best.pt`` (highest val AUROC, then lowest val loss) and ``last.pt`` go.
+    config : TrainConfig
+    log : callable
+        Receives human-readable progress lines.
+    on_epoch : callable, optional
+        Receives each epoch's metrics after its checkpoints are written.
+    resume : bool
+        Continue an existing ``last.pt`` when its config version, ``data_versions`` and
+        ``pos_weight`` all match; otherwise (or with False) training starts over.
+    data_versions : dict, optional
+        Versions of the inputs (e.g. cache and balance), stored in the checkpoints.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    best_path, last_path = out_dir / BEST_CHECKPOINT, out_dir / LAST_CHECKPOINT
+    last_path = out_dir / LAST_CHECKPOINT
     data_versions = dict(data_versions or {})
     pos_weight = float(pos_weight)
     device = resolve_device(config.device)
@@ -378,123 +474,68 @@ def fit(
         raise ValueError("the training dataset is empty")
 
     with _cpu_execution(device, config.cpu_threads):
-        torch.manual_seed(config.seed)
-        model = SeizureUNet(config.model).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                      weight_decay=config.weight_decay)
-        sampler = EpochSampler(len(train_dataset), config.seed, config.max_train_windows_per_epoch)
-        steps_per_epoch = math.ceil(len(sampler) / config.batch_size)
-        scheduler = _one_cycle(optimizer, config, config.epochs * steps_per_epoch)
-        history: list[dict] = []
-        best_epoch, best_metrics = 0, {}
-        start_epoch = 0
-
-        if resume and last_path.exists():
-            checkpoint = _read_checkpoint(last_path, map_location=device)
-            mismatch = _resume_mismatch(checkpoint, config, data_versions, pos_weight)
-            if mismatch is None:
-                model.load_state_dict(checkpoint["model_state"])
-                optimizer.load_state_dict(checkpoint["optimizer_state"])
-                scheduler.load_state_dict(checkpoint["scheduler_state"])
-                history = checkpoint["history"]
-                best_epoch, best_metrics = checkpoint["best_epoch"], checkpoint["best_metrics"]
-                start_epoch = checkpoint["epoch"]
-                log(f"resuming from {last_path} after epoch {start_epoch}/{config.epochs} "
-                    f"(best so far: epoch {best_epoch}, val AUROC "
-                    f"{best_metrics['val_auroc']:.4f})")
-            else:
-                log(f"not resuming {last_path}: {mismatch}; training from scratch")
-        if start_epoch == 0:
+        learner = _Learner.create(config, len(train_dataset), device)
+        progress = (_restore(learner, last_path, config, data_versions, pos_weight, device, log)
+                    if resume else _Progress())
+        resumed_from = progress.epochs_done
+        if resumed_from == 0:
             # A stale best.pt of another configuration must never pass for this run's.
-            best_path.unlink(missing_ok=True)
+            (out_dir / BEST_CHECKPOINT).unlink(missing_ok=True)
             last_path.unlink(missing_ok=True)
-        resumed_from = start_epoch
 
         criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
         train_loader = _make_loader(train_dataset, config.batch_size, config.num_workers, device,
-                                    config.seed, sampler)
+                                    config.seed, learner.sampler)
         val_loader = _make_loader(val_dataset, config.eval_batch_size, config.num_workers,
                                   device, config.seed)
-        if start_epoch >= config.epochs:
+        if resumed_from >= config.epochs:
             log(f"{last_path} already holds all {config.epochs} epochs; nothing to train")
         else:
-            log(f"training on {device}: {len(sampler)} of {len(train_dataset)} train windows "
-                f"per epoch ({steps_per_epoch} steps of {config.batch_size}), "
+            log(f"training on {device}: {len(learner.sampler)} of {len(train_dataset)} train "
+                f"windows per epoch ({learner.steps_per_epoch} steps of {config.batch_size}), "
                 f"{len(val_dataset)} val windows in {len(recordings)} recordings, "
-                f"{count_parameters(model):,} parameters, pos_weight {pos_weight:.3f}, "
+                f"{count_parameters(learner.model):,} parameters, pos_weight {pos_weight:.3f}, "
                 f"config {config.version()}")
 
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(resumed_from, config.epochs):
             epoch_start = time.perf_counter()
-            torch.manual_seed(_epoch_seed(config.seed, epoch))
-            sampler.set_epoch(epoch)
-            model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            n_windows = 0
-            for windows, labels in train_loader:
-                loss = train_step(model, optimizer, criterion, windows, labels, device,
-                                  config.grad_clip)
-                scheduler.step()
-                loss_sum += loss.detach() * len(windows)
-                n_windows += len(windows)
-            train_loss = loss_sum.item() / n_windows
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"epoch {epoch + 1}: training loss is {train_loss}")
+            train_loss, n_windows = _train_epoch(learner, train_loader, criterion, epoch, config,
+                                                 device)
             train_seconds = time.perf_counter() - epoch_start
-
             val_start = time.perf_counter()
-            val_metrics, _ = _validate(model, val_loader, recordings, config,
+            val_metrics, _ = _validate(learner.model, val_loader, recordings, config,
                                        criterion.pos_weight, device)
             metrics = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 **val_metrics,
-                "lr": scheduler.get_last_lr()[0],
+                "lr": learner.scheduler.get_last_lr()[0],
                 "train_windows": n_windows,
                 "windows_per_s": n_windows / train_seconds,
                 "train_seconds": train_seconds,
                 "val_seconds": time.perf_counter() - val_start,
                 "epoch_seconds": time.perf_counter() - epoch_start,
             }
-            history.append(metrics)
-            is_best = best_epoch == 0 or _selection_key(metrics) > _selection_key(best_metrics)
-            if is_best:
-                best_epoch, best_metrics = epoch + 1, metrics
-            payload = {
-                "format": CHECKPOINT_FORMAT,
-                "model_config": config.model.to_dict(),
-                "train_config": config.to_dict(),
-                "train_config_version": config.version(),
-                "data_versions": data_versions,
-                "pos_weight": pos_weight,
-                "epoch": epoch + 1,
-                "metrics": metrics,
-                "best_epoch": best_epoch,
-                "best_metrics": best_metrics,
-                "history": history,
-                "model_state": model.state_dict(),
-                "optimizer_state": optimizer.state_dict(),
-                "scheduler_state": scheduler.state_dict(),
-            }
-            if is_best:
-                _save_checkpoint(best_path, payload)
-            _save_checkpoint(last_path, payload)
-            log(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, val loss "
-                f"{metrics['val_loss']:.4f}, AUROC {metrics['val_auroc']:.4f}, sensitivity "
-                f"{metrics['val_sensitivity']:.3f}, FA/24h {metrics['val_fa_per_24h']:.1f}, "
-                f"{metrics['windows_per_s']:.1f} windows/s, {metrics['epoch_seconds']:.1f} s"
-                + (" (best)" if is_best else ""))
+            is_best = progress.record(metrics)
+            _write_checkpoints(learner, progress, is_best, out_dir, config, data_versions,
+                               pos_weight)
+            log(_epoch_line(metrics, config.epochs, is_best))
             if on_epoch is not None:
                 on_epoch(metrics)
 
-    total_windows = sum(m["train_windows"] for m in history)
-    train_seconds = sum(m["train_seconds"] for m in history)
+    return _result(progress, out_dir, device, config, resumed_from)
+
+
+def _result(progress: _Progress, out_dir: Path, device: torch.device, config: TrainConfig,
+            resumed_from: int) -> TrainResult:
+    total_windows = sum(m["train_windows"] for m in progress.history)
+    train_seconds = sum(m["train_seconds"] for m in progress.history)
     return TrainResult(
-        best_epoch=best_epoch,
-        best_metrics=best_metrics,
-        history=history,
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
+        best_epoch=progress.best_epoch,
+        best_metrics=progress.best_metrics,
+        history=progress.history,
+        best_checkpoint=out_dir / BEST_CHECKPOINT,
+        last_checkpoint=out_dir / LAST_CHECKPOINT,
         train_seconds=train_seconds,
         windows_per_s=total_windows / train_seconds if train_seconds else float("nan"),
         device=str(device),
