@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from eeg_assets.lib.model import training
 from eeg_assets.lib.model.network import ModelConfig
 from eeg_assets.lib.model.training import (
     BEST_CHECKPOINT,
@@ -306,3 +307,15 @@ def test_runs_of_few_steps_train(tmp_path, epochs, windows):
     result = fit(TRAIN, POS_WEIGHT, VAL, tmp_path, config, log=lambda _line: None)
     assert len(result.history) == epochs
     assert all(0 < h["lr"] <= config.lr for h in result.history)
+
+
+def test_long_epochs_report_progress_within_the_epoch(tmp_path, monkeypatch):
+    """A progress line per interval (here every batch) with batches, windows/s and an ETA."""
+    monkeypatch.setattr(training, "PROGRESS_INTERVAL_S", 0.0)
+    config = replace(CONFIG, epochs=1, max_train_windows_per_epoch=12)  # 3 batches of 4
+    lines: list[str] = []
+    fit(TRAIN, POS_WEIGHT, VAL, tmp_path, config, log=lines.append)
+    progress = [line for line in lines if line.startswith("  batch ")]
+    assert [line.split(":")[0] for line in progress] == [
+        "  batch 1/3 of epoch 1/1", "  batch 2/3 of epoch 1/1"]  # none after the last batch
+    assert all(" windows/s, epoch ETA " in line for line in progress), progress

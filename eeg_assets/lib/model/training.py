@@ -377,20 +377,36 @@ def _restore(learner: _Learner, last_path: Path, config: TrainConfig, data_versi
     return progress
 
 
+#: Seconds between progress lines within an epoch (a CPU epoch of the sample takes minutes).
+PROGRESS_INTERVAL_S = 30.0
+
+
 def _train_epoch(learner: _Learner, loader: DataLoader, criterion: nn.Module, epoch: int,
-                 config: TrainConfig, device: torch.device) -> tuple[float, int]:
-    """One pass over the epoch's draw of training windows: ``(mean loss, windows seen)``."""
+                 config: TrainConfig, device: torch.device,
+                 log: Callable[[str], None] = print) -> tuple[float, int]:
+    """One pass over the epoch's draw of training windows: ``(mean loss, windows seen)``.
+
+    Logs a progress line (batches, windows/s, ETA) every :data:`PROGRESS_INTERVAL_S` seconds.
+    """
     torch.manual_seed(_epoch_seed(config.seed, epoch))
     learner.sampler.set_epoch(epoch)
     learner.model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_windows = 0
-    for windows, labels in loader:
+    started = last_line = time.perf_counter()
+    for batch, (windows, labels) in enumerate(loader, start=1):
         loss = train_step(learner.model, learner.optimizer, criterion, windows, labels, device,
                           config.grad_clip)
         learner.scheduler.step()
         loss_sum += loss.detach() * len(windows)
         n_windows += len(windows)
+        now = time.perf_counter()
+        if now - last_line >= PROGRESS_INTERVAL_S and batch < learner.steps_per_epoch:
+            last_line = now
+            rate = n_windows / (now - started)
+            eta = (learner.steps_per_epoch - batch) * config.batch_size / rate
+            log(f"  batch {batch}/{learner.steps_per_epoch} of epoch {epoch + 1}/{config.epochs}: "
+                f"{rate:.1f} windows/s, epoch ETA {eta:.0f} s")
     train_loss = loss_sum.item() / n_windows
     if not math.isfinite(train_loss):
         raise FloatingPointError(f"epoch {epoch + 1}: training loss is {train_loss}")
@@ -500,7 +516,7 @@ def fit(
         for epoch in range(resumed_from, config.epochs):
             epoch_start = time.perf_counter()
             train_loss, n_windows = _train_epoch(learner, train_loader, criterion, epoch, config,
-                                                 device)
+                                                 device, log)
             train_seconds = time.perf_counter() - epoch_start
             val_start = time.perf_counter()
             val_metrics, _ = _validate(learner.model, val_loader, recordings, config,
