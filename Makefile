@@ -43,7 +43,7 @@ endef
 export ACTIVATE_ENV
 SOURCE_ACTIVATE_ENV := . "$$VIRTUAL_ENV/bin/eeg_assets_env.sh"
 
-$(BIN)/eeg_assets_env.sh: $(BIN)/.installed Makefile
+$(BIN)/eeg_assets_env.sh: $(BIN)/.installed Makefile | $(DAGSTER_HOME)/dagster.yaml
 	@echo "[setup] $(BIN)/activate: DAGSTER_HOME and the module of the dagster commands"
 	@printf '%s\n' "$$ACTIVATE_ENV" > $@
 	@grep -qxF '$(SOURCE_ACTIVATE_ENV)' $(BIN)/activate \
