@@ -2,28 +2,72 @@
 # `make test` runs the test suite. Both set up .venv first (idempotent).
 VENV ?= .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+DEFAULT_DAGSTER_HOME := $(CURDIR)/.dagster_home
+export DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
 CACHE_CHAIN := npz_windows,dataset_index,manifest,balanced_dataset
+# The dagster commands that read neither pyproject.toml nor workspace.yaml (only -m/-f): the
+# activated shell names the module for them (click's DAGSTER_CLI_<COMMAND>_<OPTION> variables).
+TYPED_COMMANDS := ASSET_MATERIALIZE ASSET_LIST JOB_EXECUTE
+TYPED_VARIABLES := $(foreach command,$(TYPED_COMMANDS),DAGSTER_CLI_$(command)_MODULE_NAME)
 
 .PHONY: setup sample test ui clean-cache
 
 $(BIN)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	@echo "[setup] creating $(VENV)"
+	@python3 -m venv $(VENV)
+	@echo "[setup] upgrading pip"
+	@$(BIN)/pip install -q --upgrade pip
+	@echo "[setup] installing eeg_assets and its dependencies (torch, dagster, dg; 1-3 min)"
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# Sourced at the end of bin/activate, so that the commands a person types find the project and
+# its instance; `deactivate` takes them away again. A DAGSTER_HOME already set wins, as above.
+define ACTIVATE_ENV
+# Written by `make setup`; sourced by bin/activate.
+export $(foreach variable,$(TYPED_VARIABLES),$(variable)=eeg_assets)
+if [ -z "$${DAGSTER_HOME:-}" ]; then
+    export DAGSTER_HOME='$(DEFAULT_DAGSTER_HOME)'
+    _EEG_ASSETS_SET_DAGSTER_HOME=1
+fi
+eval "_eeg_assets_venv_$$(declare -f deactivate)"
+deactivate () {
+    unset $(TYPED_VARIABLES)
+    if [ -n "$${_EEG_ASSETS_SET_DAGSTER_HOME:-}" ]; then
+        unset DAGSTER_HOME _EEG_ASSETS_SET_DAGSTER_HOME
+    fi
+    _eeg_assets_venv_deactivate "$$@"
+    [ "$${1:-}" = nondestructive ] || unset -f _eeg_assets_venv_deactivate
+}
+endef
+export ACTIVATE_ENV
+SOURCE_ACTIVATE_ENV := . "$$VIRTUAL_ENV/bin/eeg_assets_env.sh"
+
+$(BIN)/eeg_assets_env.sh: $(BIN)/.installed Makefile | $(DAGSTER_HOME)/dagster.yaml
+	@echo "[setup] $(BIN)/activate: DAGSTER_HOME and the module of the dagster commands"
+	@printf '%s\n' "$$ACTIVATE_ENV" > $@
+	@grep -qxF '$(SOURCE_ACTIVATE_ENV)' $(BIN)/activate \
+		|| printf '%s\n' '$(SOURCE_ACTIVATE_ENV)' >> $(BIN)/activate
+	@echo "[setup] done: \`source $(BIN)/activate\` for the dagster and dg commands (README)"
 
 $(DAGSTER_HOME)/dagster.yaml:
-	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+	@echo "[setup] DAGSTER_HOME $(DAGSTER_HOME) (telemetry off)"
+	@mkdir -p $(DAGSTER_HOME)
+	@printf 'telemetry:\n  enabled: false\n' > $@
 
-setup: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
+setup: $(BIN)/eeg_assets_env.sh $(DAGSTER_HOME)/dagster.yaml
+
+# INFO on the console: Dagster's DEBUG event lines buried the build and training lines (the UI's
+# event log still holds every event).
+QUIET_RUN := --config-json '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 
 sample: setup
 	for split in train val eval; do \
-		$(BIN)/dagster asset materialize -m eeg_assets --select '$(CACHE_CHAIN)' --partition $$split || exit 1; \
+		echo "[sample] the cache chain of $$split"; \
+		$(BIN)/dagster asset materialize -m eeg_assets --select '$(CACHE_CHAIN)' --partition $$split $(QUIET_RUN) || exit 1; \
 	done
-	$(BIN)/dagster asset materialize -m eeg_assets --select trained_model
+	@echo "[sample] trained_model"
+	$(BIN)/dagster asset materialize -m eeg_assets --select trained_model $(QUIET_RUN)
 
 test: setup
 	$(BIN)/python -m pytest
