@@ -39,10 +39,10 @@ def test_disjoint_splits_are_verified_and_reported(tmp_path):
     assert patients == {"train": {"aaaaaaaa", "aaaaaaab"}, "val": {"aaaaaaac"},
                         "eval": {"aaaaaaad", "aaaaaaae"}}
     report = [line for line in lines if not line.startswith("[INDEX]")]
-    assert report[0] == "OFFICIAL TUSZ SPLITS"
-    assert report[1].startswith("  train: 2 patients, 3 files")
-    assert report[2].startswith("  val: 1 patients, 1 files")
-    assert report[3].startswith("  eval: 2 patients, 2 files")
+    assert report[0] == "OFFICIAL TUSZ SPLITS (patients with windows in the cache)"
+    assert report[1].startswith("  train: 2 patients, 3 NPZ files")
+    assert report[2].startswith("  val: 1 patients, 1 NPZ files")
+    assert report[3].startswith("  eval: 2 patients, 2 NPZ files")
     assert report[4].startswith("✅ PATIENT DISJOINTNESS VERIFIED")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from eeg_assets.lib.cache.build import build_split
+from eeg_assets.lib.cache.build import build_split, format_report
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, Ledger
 from eeg_assets.lib.cache.npzio import open_member
 from eeg_assets.lib.dataset.balanced import (
@@ -27,6 +27,7 @@ from eeg_assets.lib.dataset.index import (
     INDEX_NAME,
     DatasetError,
     collect_facts,
+    name_list,
     update_index,
 )
 from eeg_assets.lib.dataset.manifest import (
@@ -46,6 +47,8 @@ from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.settings import Settings
 
 GROUP = "tusz_cache"
+#: Files named in a run-log line before "and N more".
+MAX_NAMED = 20
 
 
 def _version(*parts: object) -> str:
@@ -148,6 +151,11 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             config=settings.cache_config(), workers=settings.workers or None, progress=None,
             log=context.log.info,
         )
+        # The same summary build-cache prints, at INFO in the run log, with the files named.
+        context.log.info(format_report(report))
+        if report.built:
+            context.log.info("built " + name_list([e.source for e in report.built],
+                                                  shown=MAX_NAMED))
         for entry in report.quarantined:
             context.log.warning(f"quarantined {entry.source}: {entry.reason}")
         entries = Ledger(report.cache_dir).entries().values()

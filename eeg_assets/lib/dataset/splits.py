@@ -56,9 +56,11 @@ def check_patient_disjointness(indexes: Mapping[str, DatasetIndex],
                                ) -> dict[str, frozenset[str]]:
     """:func:`verify_patient_disjointness` on indexes already at hand (validated by the caller)."""
     patients = {split: patients_of(index) for split, index in indexes.items()}
-    log("OFFICIAL TUSZ SPLITS")
+    # Counted from the cache: a patient whose only recordings are too short for a window or
+    # quarantined has no NPZ, so the raw-tree check (patient_disjointness) may count more.
+    log("OFFICIAL TUSZ SPLITS (patients with windows in the cache)")
     for split, index in indexes.items():
-        log(f"  {split}: {len(patients[split])} patients, {len(index.files)} files "
+        log(f"  {split}: {len(patients[split])} patients, {len(index.files)} NPZ files "
             f"({split_dirs[split]})")
     leaks = find_leaks(patients)
     if leaks:
