@@ -214,6 +214,12 @@ class FaultCase:
     make: Callable[[CaseContext], str]  # lays the input out; returns its source path
     #: For BUILT cases: (details key, substring) the ledger entry's details must show.
     details: tuple[tuple[str, str], ...] = ()
+    #: For BUILT cases: substrings of the one warning it must be built with (in the ledger, the
+    #: CLI's "built with warnings" line, the Dagster ``warnings`` table); none: no warning at all.
+    warnings: tuple[str, ...] = ()
+    #: For BUILT cases whose labels differ from the template's: the expected seizure samples per
+    #: window (else the untouched template's are expected).
+    seizure_samples: tuple[int, ...] | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -223,16 +229,17 @@ CATALOGUE: list[FaultCase] = []
 
 
 def _case(name: str, group: str, outcome: str, *reasons: str, description: str,
-          details: tuple[tuple[str, str], ...] = ()):
+          details: tuple[tuple[str, str], ...] = (), **expected):
     def register(make: Callable[[CaseContext], str]) -> Callable[[CaseContext], str]:
         CATALOGUE.append(FaultCase(name, group, outcome, tuple(reasons), description, make,
-                                   details))
+                                   details, **expected))
         return make
     return register
 
 
 def _damage_case(group: str, name: str, *reasons: str, description: str,
-                 outcome: str = QUARANTINED, details: tuple[tuple[str, str], ...] = ()):
+                 outcome: str = QUARANTINED, details: tuple[tuple[str, str], ...] = (),
+                 **expected):
     """A case that places a copy of the template and damages it with ``damage(placed)``."""
     def register(damage: Callable[[Placed], None]):
         def make(ctx: CaseContext) -> str:
@@ -240,7 +247,7 @@ def _damage_case(group: str, name: str, *reasons: str, description: str,
             damage(placed)
             return placed.source
         return _case(name, group, outcome, *reasons, description=description,
-                     details=details)(make)
+                     details=details, **expected)(make)
     return register
 
 
@@ -429,9 +436,12 @@ def _(p: Placed) -> None:
     edit_lines(p.annotation, replace_line(BCKG_LINE, "TERM,-1.0000,20.5000,bckg,1.0000"))
 
 
-@_annotation_fault("ann-event-past-end",
-                   "seizure at 60-95 s runs past the end of the signal (80 s)",
-                   description="seizure 60-95 s in an 80 s recording")
+@_annotation_fault("ann-event-past-end", outcome=BUILT,
+                   warnings=("seizure at 60-95 s runs 15 s past the end of the signal (80 s)",
+                             "clipped at 80 s"),
+                   # mask [60 * 256, 80 * 256) in windows 0-60, 10-70, 20-80 s
+                   seizure_samples=(0, 2560, 5120),
+                   description="seizure 60-95 s in an 80 s recording: clipped, with a warning")
 def _(p: Placed) -> None:
     edit_lines(p.annotation, replace_line(SEIZURE_LINE, "TERM,60.0000,95.0000,fnsz,1.0000"))
 
@@ -598,13 +608,14 @@ def _missing(text: str | None, reasons: tuple[str, ...]) -> list[str]:
 
 
 def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str | None = None,
-               metadata_rows: list[dict] | None = None, reference: tuple | None = None
-               ) -> list[str]:
+               metadata_rows: list[dict] | None = None, reference: tuple | None = None,
+               warning_rows: list[dict] | None = None) -> list[str]:
     """Problems with how one case was handled (empty list: handled as its catalogue entry says).
 
-    ``cli_output`` is the build-cache output, ``metadata_rows`` the ``quarantined`` table of the
-    npz_windows materialization, ``reference`` the ledger facts of an untouched good copy (a BUILT
-    case must give the same windows and labels).
+    ``cli_output`` is the build-cache output, ``metadata_rows`` the ``quarantined`` table and
+    ``warning_rows`` the ``warnings`` table of the npz_windows materialization, ``reference`` the
+    ledger facts of an untouched good copy (a BUILT case must give the same windows and labels,
+    unless it names its own ``seizure_samples``).
     """
     from eeg_assets.lib.cache.ledger import Ledger
 
@@ -627,9 +638,12 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
             return [f"expected built, got {entry.status}: {entry.reason}"]
         if not (cache_dir / entry.npz_name).is_file():
             problems.append(f"built but {entry.npz_name} is missing")
+        if case.seizure_samples is not None:
+            reference = (len(case.seizure_samples), list(case.seizure_samples))
         if reference is not None and (entry.n_windows, list(entry.seizure_samples)) != reference:
             problems.append(f"built with n_windows={entry.n_windows}, seizure samples "
-                            f"{entry.seizure_samples}; the untouched recording gives {reference}")
+                            f"{entry.seizure_samples}; expected {reference}")
+        problems += _warning_problems(case, source, entry.warnings, cli_output, warning_rows)
         for key, text in case.details:
             if text not in str(entry.details.get(key, "")):
                 problems.append(f"details[{key!r}] lacks {text!r}: {entry.details.get(key)!r}")
@@ -660,6 +674,25 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
                 problems.append(f"metadata table status {row['status']!r}")
             if missing := _missing(row["reason"], case.reasons):
                 problems.append(f"metadata table reason lacks {missing}: {row['reason']!r}")
+    return problems
+
+
+def _warning_problems(case: FaultCase, source: str, warnings: list[str],
+                      cli_output: str | None, warning_rows: list[dict] | None) -> list[str]:
+    """A BUILT case has exactly the warning it expects (or none) in every place it must appear."""
+    places = {"ledger warnings": warnings}
+    if cli_output is not None:
+        line = cli_line(cli_output, "built with warnings", source)
+        places["CLI 'built with warnings' line"] = [line] if line else []
+    if warning_rows is not None:
+        places["npz_windows 'warnings' table"] = [
+            r["warning"] for r in warning_rows if r["recording"] == source]
+    problems = []
+    for place, found in places.items():
+        if not case.warnings and found:
+            problems.append(f"unexpected {place}: {found}")
+        elif case.warnings and (len(found) != 1 or _missing(found[0], case.warnings)):
+            problems.append(f"{place} should be one warning with {list(case.warnings)}: {found}")
     return problems
 
 
@@ -1268,6 +1301,12 @@ def metadata_rows_of(materialize_result) -> list[dict]:
     event = materialize_result.get_asset_materialization_events()[0]
     table = event.materialization.metadata["quarantined"]
     return [dict(record.data) for record in table.value.records]
+
+
+def warning_rows_of(materialize_result) -> list[dict]:
+    """The rows of the npz_windows ``warnings`` metadata table of a ``dg.materialize`` result."""
+    event = materialize_result.get_asset_materialization_events()[0]
+    return [dict(record.data) for record in event.materialization.metadata["warnings"].value.records]
 
 
 def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path, *,

@@ -150,6 +150,11 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )
         for entry in report.quarantined:
             context.log.warning(f"quarantined {entry.source}: {entry.reason}")
+        warning_rows = [dg.TableRecord({"recording": e.source, "warning": warning})
+                        for e in report.warned for warning in e.warnings]
+        for row in warning_rows:
+            context.log.warning(f"built with a warning {row.data['recording']}: "
+                                f"{row.data['warning']}")
         entries = Ledger(report.cache_dir).entries().values()
         built = [e for e in entries if e.status == BUILT]
         quarantine_rows = [
@@ -180,6 +185,13 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     schema=dg.TableSchema(columns=[
                         dg.TableColumn("recording", "string"), dg.TableColumn("status", "string"),
                         dg.TableColumn("reason", "string")]),
+                ),
+                "files_with_warnings": len(report.warned),
+                "warnings": dg.MetadataValue.table(
+                    warning_rows,
+                    schema=dg.TableSchema(columns=[
+                        dg.TableColumn("recording", "string"),
+                        dg.TableColumn("warning", "string")]),
                 ),
             },
         )
