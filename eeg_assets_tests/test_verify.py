@@ -11,15 +11,14 @@ import os
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.cache.ledger import Ledger
-from eeg_assets.lib.cache.npzio import open_member
 from eeg_assets.lib.cache.verify import sample_size, verify_split
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from edf_factory import Event, noise_generator, tusz_dir, write_recording
+from fake_cache import damage_window_in_place
 
 STEMS = ("aaaaaaaa_s001_t000", "aaaaaaba_s001_t000", "aaaaaaca_s001_t000")
 
@@ -48,13 +47,8 @@ def npz(stem: str) -> str:
 
 
 def damage_in_place(path: Path, window: int = 0) -> None:
-    """NaN over the first samples of one window; size and mtime (the fingerprint) kept."""
     st = os.stat(path)
-    offset = open_member(path, "windows").offset + window * 19 * 15360 * 4
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        fh.write(np.full(64, np.nan, np.float32).tobytes())
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    damage_window_in_place(path, window)
     assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
 
 
