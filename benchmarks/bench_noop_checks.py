@@ -183,6 +183,7 @@ def main() -> None:
                 print(f"\n{label}: success {result.success}, wall {wall:.1f} s, steps+checks "
                       f"{sum(durations.values()):.2f} s, manifest.json {size:.1f} MB parsed "
                       f"{parses['parses']} time(s); npz_schema opened "
+                      # files_checked: the name before verification once per content
                       f"{schema.get('files_verified', schema.get('files_checked'))} file(s)")
                 for step, seconds in sorted(durations.items(), key=lambda kv: -kv[1]):
                     print(f"  {step:45s} {seconds:7.2f} s")

@@ -451,6 +451,13 @@ def test_npz_schema_opens_each_npz_once_per_content_and_all_on_request(built_eva
         assert schema.metadata["first_problems"].value == f"- {names[2]}: window 0 has NaN/Inf"
         assert not full.success and set(materializations(full)) == {"npz_windows"}  # blocking
 
+        # a tag value that means nothing is an error, not an ordinary run
+        typo = materialize(settings, instance, ["npz_windows"], tags={"eeg_assets/verify": "yes"})
+        assert not typo.success and "npz_schema" not in check_results(typo)
+        failure = next(e for e in typo.all_events if e.is_step_failure)
+        assert "run tag eeg_assets/verify='yes': the only value is 'all'" in str(
+            failure.step_failure_data.error.message)
+
         # a failed file is not marked verified: the next ordinary run opens it and fails again
         later = check_results(materialize(settings, instance, ["npz_windows"]))["npz_schema"]
         assert not later.passed and later.metadata["verify_all"].value is False

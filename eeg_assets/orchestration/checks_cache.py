@@ -30,7 +30,12 @@ def _names(names: list[str]) -> dg.MetadataValue:
                             f"with the tag {VERIFY_TAG}={VERIFY_ALL} to open every file.")
 def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     split = context.partition_key
-    verify_all = context.run.tags.get(VERIFY_TAG) == VERIFY_ALL
+    requested = context.run.tags.get(VERIFY_TAG)
+    if requested not in (None, VERIFY_ALL):
+        raise dg.Failure(f"run tag {VERIFY_TAG}={requested!r}: the only value is {VERIFY_ALL!r} "
+                         "(open every NPZ); without the tag new and rebuilt files and a sample "
+                         "are verified")
+    verify_all = requested == VERIFY_ALL
     # Seeded by the run: a retried check samples the same files, another run other files.
     report = verify_split(settings.cache_dir(split), settings.cache_config(),
                           verify_all=verify_all, seed=f"{context.run.run_id}/{split}")
