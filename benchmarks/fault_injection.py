@@ -42,11 +42,12 @@ def catalogue_results(work: Path, with_dagster: bool) -> tuple[list[ScenarioResu
     facts = faults.ledger_facts(cache)
     good = facts.get("good-00/s001_2015/01_tcp_ar/good-00_s001_t000.edf")
     reference = (good[1], good[2]) if good and good[0] == BUILT else None
-    rows, dagster_cache = None, None
+    rows, warning_rows, dagster_cache = None, None, None
     if with_dagster:
         result = faults.materialize_npz_windows(work / "raw", work / "cache_dagster",
                                                 work / "results", log_level="ERROR")
         rows = faults.metadata_rows_of(result) if result.success else []
+        warning_rows = faults.warning_rows_of(result) if result.success else []
         dagster_cache = work / "cache_dagster" / "train"
 
     groups: dict[str, ScenarioResult] = {}
@@ -58,7 +59,8 @@ def catalogue_results(work: Path, with_dagster: bool) -> tuple[list[ScenarioResu
                                      reference=reference)
         if dagster_cache is not None and case.outcome != IGNORED:
             problems += [f"dagster: {p}" for p in faults.check_case(
-                case, source, dagster_cache, metadata_rows=rows, reference=reference)]
+                case, source, dagster_cache, metadata_rows=rows, reference=reference,
+                warning_rows=warning_rows)]
         row.inputs += 1
         if case.outcome in (QUARANTINED, IGNORED):
             row.rejections_expected += 1

@@ -91,6 +91,12 @@ def _cmd_scan_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify_cache(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.cache.verify import verify_cache_command
+
+    return verify_cache_command(Path(args.cache_dir), verify_all=args.all)
+
+
 def _cmd_balanced_info(args: argparse.Namespace) -> int:
     from eeg_assets.lib.cache.npzio import NpzFormatError
     from eeg_assets.lib.config import BalanceConfig
@@ -170,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scan-cache", help="rebuild manifest.json by scanning the NPZs' labels")
     p.add_argument("--cache-dir", required=True)
     p.set_defaults(func=_cmd_scan_cache)
+
+    p = sub.add_parser("verify-cache", help="verify the NPZs of a split (new ones, a sample, or all)")
+    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--all", action="store_true",
+                   help="open every NPZ, not only new or rebuilt ones and a 0.2%% sample")
+    p.set_defaults(func=_cmd_verify_cache)
 
     p = sub.add_parser("balanced-info", help="print the balanced training set of a split")
     p.add_argument("--cache-dir", required=True)

@@ -62,12 +62,14 @@ def code_version(settings: Settings, name: str) -> str | None:
 
 
 def materialize(settings: Settings, instance: dg.DagsterInstance, keys: Iterable[str] = CHAIN,
-                partition: str = "eval") -> dg.ExecuteInProcessResult:
-    """Materialize ``keys`` (and run their checks) for one split partition; never raises, so a
-    test can look at a failed run."""
+                partition: str = "eval", tags: dict[str, str] | None = None,
+                selection: dg.AssetSelection | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize ``keys`` (and run their checks) for one split partition, or run ``selection``
+    (e.g. checks only); never raises, so a test can look at a failed run."""
     return dg.materialize(chain_defs(settings), resources={"settings": settings},
-                          partition_key=partition, instance=instance,
-                          selection=dg.AssetSelection.assets(*keys), raise_on_error=False)
+                          partition_key=partition, instance=instance, tags=tags,
+                          selection=selection or dg.AssetSelection.assets(*keys),
+                          raise_on_error=False)
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:

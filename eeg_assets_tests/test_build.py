@@ -233,24 +233,46 @@ def test_labels_at_fractional_event_times(tmp_path):
     assert Ledger(cache).entries()["r.edf"].seizure_samples == per_window
 
 
-def test_events_at_the_end_of_the_signal(tmp_path):
-    """The mask is clipped to the signal; an event running more than the duration tolerance
-    (1 s) past the end is an annotation error, not something to clip silently."""
+def test_seizure_overrunning_the_signal_is_clipped_with_a_warning(tmp_path):
+    """DOMAIN.md: a seizure that starts inside the signal and runs past its end is clipped to the
+    signal and the recording is built with a recorded warning; one that starts at or after the
+    end cannot be placed and quarantines the recording."""
     data, cache = tmp_path / "data", tmp_path / "cache"
     write_recording(data, "clip", duration_s=70, events=[Event(65, 70.8)])
+    write_recording(data, "past", duration_s=70, events=[Event(30, 35), Event(65, 80)])
+    write_recording(data, "inside", duration_s=70, events=[Event(65, 70)])  # ends at the end
     write_recording(data, "tail", duration_s=70, annotation_duration_s=70.5,
                     events=[Event(70.2, 70.4)])
-    write_recording(data, "past", duration_s=70, events=[Event(65, 80)])
+    write_recording(data, "edge", duration_s=70, annotation_duration_s=70.5,
+                    events=[Event(70, 70.4)])
     report = build(data, cache)
     built = {e.stem: e for e in report.built}
-    # 17920 samples, 2 windows; the mask [16640, 18124) is clipped to the signal's 17920
-    assert built["clip"].n_windows == 2
+    assert sorted(built) == ["clip", "inside", "past"]
+    # 70 s = 17920 samples, 2 windows [0, 15360) and [2560, 17920); [16640, 18124) and
+    # [16640, 20480) are clipped to the signal's 17920 samples
     assert built["clip"].seizure_samples == [0, 17920 - 16640]
-    _, labels = load(cache, "clip")
-    assert labels[1, 16640 - 2560:].all() and not labels[1, :16640 - 2560].any()
-    assert built["tail"].seizure_samples == [0, 0]  # entirely after the last sample
-    [past] = report.quarantined
-    assert past.stem == "past" and "runs past the end of the signal" in past.reason
+    assert built["past"].seizure_samples == [8960 - 7680, (8960 - 7680) + (17920 - 16640)]
+    expected = np.zeros(17920, np.float32)
+    expected[7680:8960] = expected[16640:] = 1  # 30-35 s, and 65 s to the end of the signal
+    np.testing.assert_array_equal(stitch(load(cache, "past")[1]), expected)
+    assert built["clip"].warnings == [
+        "clip.csv_bi: seizure at 65-70.8 s runs 0.8 s past the end of the signal (70 s); its "
+        "label mask is clipped at 70 s"]
+    assert built["past"].warnings == [
+        "past.csv_bi: seizure at 65-80 s runs 10 s past the end of the signal (70 s); its "
+        "label mask is clipped at 70 s"]
+    assert built["inside"].warnings == []
+    entries = Ledger(cache).entries()
+    assert entries["past.edf"].warnings == built["past"].warnings  # recorded, not only reported
+    assert [e.stem for e in report.warned] == ["clip", "past"]
+    quarantined = {e.stem: e.reason for e in report.quarantined}
+    assert sorted(quarantined) == ["edge", "tail"]
+    assert quarantined["tail"] == ("tail.csv_bi: seizure at 70.2-70.4 s starts at or after the "
+                                   "end of the signal (70 s); it cannot be placed")
+    assert "seizure at 70-70.4 s starts at or after the end" in quarantined["edge"]
+    # a rerun builds nothing and still reports the warnings
+    again = build(data, cache)
+    assert again.built == [] and [e.stem for e in again.warned] == ["clip", "past"]
 
 
 def test_duration_mismatch_is_quarantined(tmp_path):

@@ -179,3 +179,30 @@ def test_two_concurrent_builds_equal_one(tmp_path):
             assert np.array_equal(ours["windows"], theirs["windows"])
             assert np.array_equal(ours["labels"], theirs["labels"])
     assert not list(cache.glob(".*.tmp"))
+
+
+def test_seizure_overrun_is_built_with_a_warning_in_the_summary(tmp_path, run_cli):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    write_recording(tusz_dir(data, "aaaaaaoa"), "aaaaaaoa_s001_t000", duration_s=70,
+                    events=[Event(0, 65, "bckg"), Event(65, 95, "fnsz")])
+    write_recording(tusz_dir(data, "aaaaaala"), "aaaaaala_s001_t000", duration_s=70,
+                    annotation_duration_s=70.5, events=[Event(70.1, 70.5, "fnsz")])
+    done = run_cli(*_args(data, cache, "--workers", "1"))
+    assert done.returncode == 0, done.stderr
+    overrun = "aaaaaaoa/s001_2015/01_tcp_ar/aaaaaaoa_s001_t000.edf"
+    assert (f"  built with warnings: {overrun}: aaaaaaoa_s001_t000.csv_bi: seizure at 65-95 s "
+            "runs 25 s past the end of the signal (70 s); its label mask is clipped at 70 s"
+            ) in done.stdout.splitlines()
+    assert "built 1 (" in done.stdout and "quarantined 1 |" in done.stdout
+    assert ("quarantined: aaaaaala/s001_2015/01_tcp_ar/aaaaaala_s001_t000.edf: "
+            "aaaaaala_s001_t000.csv_bi: seizure at 70.1-70.5 s starts at or after the end of the "
+            "signal (70 s)") in done.stdout
+    entry = Ledger(cache).entries()[overrun]
+    assert entry.status == "built" and len(entry.warnings) == 1
+    # 70 s = 17920 samples; the mask is the event clipped to the signal: [65 * 256, 17920)
+    with np.load(cache / "aaaaaaoa_s001_t000_windows.npz") as npz:
+        labels = npz["labels"]
+    assert labels.shape == (2, 15360)
+    assert not labels[0].any()
+    assert not labels[1, :16640 - 2560].any() and labels[1, 16640 - 2560:].all()
+    assert entry.seizure_samples == [0, 17920 - 16640]

@@ -89,9 +89,10 @@ def test_dagster_metadata_explains_every_rejected_input(workspace, catalogue, re
                                             workspace / "results")
     assert result.success
     rows = faults.metadata_rows_of(result)
+    warning_rows = faults.warning_rows_of(result)
     cache = workspace / "cache_dagster" / "train"
     problems = {case.name: faults.check_case(case, source, cache, metadata_rows=rows,
-                                             reference=tuple(reference))
+                                             reference=tuple(reference), warning_rows=warning_rows)
                 for case, source in catalogue.cases}
     assert {name: p for name, p in problems.items() if p} == {}
     facts = faults.ledger_facts(cache)

@@ -20,7 +20,7 @@ import pytest
 
 from eeg_assets.lib.cache.npzio import write_npz
 from eeg_assets.lib.files import atomic_path, write_bytes_atomic
-from edf_factory import Event, noise_generator, tusz_dir, write_recording
+from eeg_assets.synthetic.edf_writer import Event, noise_generator, tusz_dir, write_recording
 
 #: umask -> the mode of a new regular file and of a new folder.
 MODES = {0o022: (0o644, 0o755), 0o077: (0o600, 0o700), 0o027: (0o640, 0o750)}

@@ -413,3 +413,116 @@ def test_seed_cli_and_assets_write_identical_files(built_eval, sample_raw_root, 
     assert done.returncode == 0, done.stderr[-4000:]
     assert (seed_dir / "manifest.json").read_bytes() == (assets_dir / "manifest.json").read_bytes()
     assert _index_without_mtimes(seed_dir) == _index_without_mtimes(assets_dir)
+
+
+# ------------------------------------------------------------------------------------------------
+# Verification once per content, build warnings, manifest readers (issue 11, items 4-6)
+# ------------------------------------------------------------------------------------------------
+
+def _copy_built(built_eval, tmp_path: Path) -> tuple[Settings, Path]:
+    """A copy of the built eval split (mtimes kept, so its ledger still describes it)."""
+    cache_root = tmp_path / "cache"
+    shutil.copytree(built_eval.cache_dir, cache_root / "eval")
+    return make_settings(built_eval.settings.raw_root, cache_root), cache_root / "eval"
+
+
+def test_npz_schema_opens_each_npz_once_per_content_and_all_on_request(built_eval, tmp_path):
+    from eeg_assets.synthetic.fake_cache import damage_window_in_place
+
+    first = check_results(built_eval.result)["npz_schema"].metadata
+    assert (first["files"].value, first["files_verified"].value) == (4, 4)
+    assert first["files_sampled"].value == 0 and first["verify_all"].value is False
+    settings, cache_dir = _copy_built(built_eval, tmp_path)
+    names = [f"{s}_windows.npz" for s in EVAL_STEMS]
+    with dg.instance_for_test(set_dagster_home=False) as instance:
+        again = check_results(materialize(settings, instance, ["npz_windows"]))["npz_schema"]
+        assert again.passed
+        # nothing new: only the random sample is opened, ceil(0.2% of 4) = 1 file, and named
+        assert again.metadata["files_verified"].value == again.metadata["files_sampled"].value == 1
+        assert again.metadata["sampled"].value in {f"- {name}" for name in names}
+
+        # damage that keeps size and mtime; a run asked to verify everything finds it
+        damage_window_in_place(cache_dir / names[2])
+        full = materialize(settings, instance, tags={"eeg_assets/verify": "all"})
+        schema = check_results(full)["npz_schema"]
+        assert not schema.passed
+        assert schema.metadata["verify_all"].value is True
+        assert schema.metadata["files_verified"].value == 4
+        assert schema.metadata["first_problems"].value == f"- {names[2]}: window 0 has NaN/Inf"
+        assert not full.success and set(materializations(full)) == {"npz_windows"}  # blocking
+
+        # a tag value that means nothing is an error, not an ordinary run
+        typo = materialize(settings, instance, ["npz_windows"], tags={"eeg_assets/verify": "yes"})
+        assert not typo.success and "npz_schema" not in check_results(typo)
+        failure = next(e for e in typo.all_events if e.is_step_failure)
+        assert "run tag eeg_assets/verify='yes': the only value is 'all'" in str(
+            failure.step_failure_data.error.message)
+
+        # a failed file is not marked verified: the next ordinary run opens it and fails again
+        later = check_results(materialize(settings, instance, ["npz_windows"]))["npz_schema"]
+        assert not later.passed and later.metadata["verify_all"].value is False
+        assert f"- {names[2]}: window 0 has NaN/Inf" in later.metadata["first_problems"].value
+
+
+def test_npz_windows_lists_recordings_built_with_warnings(tmp_path):
+    from eeg_assets.synthetic.edf_writer import Event, noise_generator, tusz_dir, write_recording
+
+    raw = tmp_path / "raw"
+    write_recording(tusz_dir(raw / "eval", "aaaaaova"), "aaaaaova_s001_t000", duration_s=70,
+                    events=[Event(65, 95)], generator=noise_generator(seed=1))
+    write_recording(tusz_dir(raw / "eval", "aaaaaowa"), "aaaaaowa_s001_t000", duration_s=70,
+                    annotation_duration_s=70.5, events=[Event(70, 70.5)],
+                    generator=noise_generator(seed=2))
+    settings = make_settings(raw, tmp_path / "cache")
+    with dg.instance_for_test(set_dagster_home=False) as instance:
+        result = materialize(settings, instance, ["npz_windows"])
+        assert result.success
+        meta = materializations(result)["npz_windows"].metadata
+    overrun = "aaaaaova/s001_2015/01_tcp_ar/aaaaaova_s001_t000.edf"
+    assert meta["files_built"].value == 1 and meta["files_with_warnings"].value == 1
+    assert [c.name for c in meta["warnings"].schema.columns] == ["recording", "warning"]
+    assert [dict(r.data) for r in meta["warnings"].records] == [{
+        "recording": overrun,
+        "warning": "aaaaaova_s001_t000.csv_bi: seizure at 65-95 s runs 25 s past the end of the "
+                   "signal (70 s); its label mask is clipped at 70 s"}]
+    [quarantined] = [dict(r.data) for r in meta["quarantined"].records]
+    assert quarantined["recording"] == "aaaaaowa/s001_2015/01_tcp_ar/aaaaaowa_s001_t000.edf"
+    assert "seizure at 70-70.5 s starts at or after the end of the signal" in quarantined["reason"]
+    from eeg_assets.lib.cache.ledger import Ledger
+
+    entry = Ledger(tmp_path / "cache" / "eval").entries()[overrun]
+    assert entry.seizure_samples == [0, 17920 - 65 * 256]  # the mask ends with the signal
+
+
+def test_manifest_readers_work_from_the_recorded_facts(built_eval, tmp_path, monkeypatch):
+    """At TUSZ size manifest.json is ~21 MB: a run whose manifest is current parses it not once;
+    a manifest rewritten with the same content but other bytes is parsed to be compared, and the
+    balanced set composed from the old bytes is reported."""
+    from eeg_assets.lib.dataset import manifest as manifest_module
+
+    settings, cache_dir = _copy_built(built_eval, tmp_path)
+    parses = []
+    original = manifest_module._parse_manifest
+    monkeypatch.setattr(manifest_module, "_parse_manifest",
+                        lambda raw: parses.append(len(raw)) or original(raw))
+    # Checks without their assets; a partitioned run needs one asset: the index (its rewrite
+    # leaves the manifest alone).
+    checks_only = (dg.AssetSelection.assets("dataset_index")
+                   | dg.AssetSelection.checks_for_assets("manifest", "balanced_dataset"))
+    with dg.instance_for_test(set_dagster_home=False) as instance:
+        run = materialize(settings, instance, ["manifest", "balanced_dataset"])
+        assert run.success and all(e.passed for e in check_results(run).values())
+        assert parses == []
+        counts = {k: len(v) for k, v in _manifest_refs(cache_dir).items()}
+        for name in ("manifest_current", "seizure_windows_present"):
+            meta = check_results(run)[name].metadata
+            assert {k: meta[k].value for k in counts} == counts, name
+
+        path = cache_dir / "manifest.json"
+        path.write_text(json.dumps(json.loads(path.read_text()), indent=1))
+        checks = check_results(materialize(settings, instance, selection=checks_only))
+        assert checks["manifest_current"].passed and checks["seizure_windows_present"].passed
+        assert not checks["balanced_matches_recipe"].passed
+        assert "composed from manifest version" in checks["balanced_matches_recipe"].metadata[
+            "reason"].value
+        assert len(parses) == 2  # manifest_current and balanced_matches_recipe, once each

@@ -35,10 +35,9 @@ from eeg_assets.lib.dataset.manifest import (
     MANIFEST_NAME,
     NO_SEIZURE,
     PARTIAL,
-    Manifest,
-    category_counts,
+    ManifestTable,
     manifest_warnings,
-    update_manifest,
+    update_manifest_table,
 )
 from eeg_assets.lib.dataset.splits import patients_of
 from eeg_assets.lib.files import content_version
@@ -110,16 +109,16 @@ def _ledger_data_version(cache_dir: Path) -> str:
     return _version(rows)
 
 
-def _example_window_png(cache_dir: Path, manifest: Manifest, config) -> bytes | None:
+def _example_window_png(cache_dir: Path, table: ManifestTable, config) -> bytes | None:
     """The first window with a seizure edge (most telling), else the first window."""
     for category in (PARTIAL, FULL, NO_SEIZURE):
-        if manifest[category]:
-            ref = manifest[category][0]
-            windows = open_member(cache_dir / ref["cache_file"], "windows")
-            labels = open_member(cache_dir / ref["cache_file"], "labels")
-            i = ref["window_idx"]
+        first = table.first(category)
+        if first is not None:
+            name, i = first
+            windows = open_member(cache_dir / name, "windows")
+            labels = open_member(cache_dir / name, "labels")
             return window_png(np.asarray(windows[i]), np.asarray(labels[i]), config.channels,
-                              config.target_fs, f"{ref['cache_file']} window {i} ({category})")
+                              config.target_fs, f"{name} window {i} ({category})")
     return None
 
 
@@ -158,6 +157,11 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                                                   shown=MAX_NAMED))
         for entry in report.quarantined:
             context.log.warning(f"quarantined {entry.source}: {entry.reason}")
+        warning_rows = [dg.TableRecord({"recording": e.source, "warning": warning})
+                        for e in report.warned for warning in e.warnings]
+        for row in warning_rows:
+            context.log.warning(f"built with a warning {row.data['recording']}: "
+                                f"{row.data['warning']}")
         entries = Ledger(report.cache_dir).entries().values()
         built = [e for e in entries if e.status == BUILT]
         quarantine_rows = [
@@ -188,6 +192,13 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     schema=dg.TableSchema(columns=[
                         dg.TableColumn("recording", "string"), dg.TableColumn("status", "string"),
                         dg.TableColumn("reason", "string")]),
+                ),
+                "files_with_warnings": len(report.warned),
+                "warnings": dg.MetadataValue.table(
+                    warning_rows,
+                    schema=dg.TableSchema(columns=[
+                        dg.TableColumn("recording", "string"),
+                        dg.TableColumn("warning", "string")]),
                 ),
             },
         )
@@ -240,12 +251,12 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             facts = collect_facts(cache_dir, config)
             for warning in manifest_warnings(facts):
                 context.log.warning(warning)
-            result = update_manifest(cache_dir, config, facts)
+            table = update_manifest_table(cache_dir, config, facts)
         except DatasetError as exc:
             raise dg.Failure(
                 f"no manifest for {cache_dir}: {exc}. Build the cache first: select "
                 "'npz_windows,dataset_index,manifest' (or the split_cache_job)") from exc
-        counts = category_counts(result)
+        counts = table.counts()
         total = sum(counts.values())
         seizure = counts[PARTIAL] + counts[FULL]
         path = cache_dir / MANIFEST_NAME
@@ -258,7 +269,7 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 category_counts_png(counts, f"{context.partition_key} windows"),
                 "windows per category"),
         }
-        example = _example_window_png(cache_dir, result, config)
+        example = _example_window_png(cache_dir, table, config)
         if example is not None:
             metadata["example_window"] = png_markdown(example, "example window with seizure mask")
         return dg.MaterializeResult(data_version=dg.DataVersion(content_version(path)),
@@ -278,7 +289,8 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     def balanced_dataset(context: dg.AssetExecutionContext,
             settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
         cache_dir = settings.cache_dir(context.partition_key)
-        composition = compose_split(cache_dir, settings.balance_config())
+        composition = compose_split(cache_dir, settings.balance_config(),
+                                    settings.cache_config())
         for line in dataset_log_lines(composition):
             context.log.info(line)
         path = write_balanced(cache_dir, composition, settings.balance_config())

@@ -11,15 +11,14 @@ import dagster as dg
 
 from eeg_assets.lib.cache.build import discover_recordings
 from eeg_assets.lib.cache.npzio import NpzFormatError
-from eeg_assets.lib.dataset.balanced import compose_balanced, pos_weight, read_balanced
-from eeg_assets.lib.dataset.index import DatasetError, index_staleness, read_index
+from eeg_assets.lib.dataset.balanced import compose_split, pos_weight, read_balanced
+from eeg_assets.lib.dataset.index import DatasetError, collect_facts, index_staleness, read_index
 from eeg_assets.lib.dataset.manifest import (
     FULL,
     MANIFEST_NAME,
     PARTIAL,
-    category_counts,
-    manifest_staleness,
-    read_manifest,
+    check_manifest,
+    count_categories,
 )
 from eeg_assets.lib.dataset.splits import find_leaks, patient_id, patients_of
 from eeg_assets.orchestration.partitions import split_partitions
@@ -96,22 +95,26 @@ def manifest_current(context: dg.AssetCheckExecutionContext,
                      settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     cache_dir = settings.cache_dir(context.partition_key)
     try:
-        reason = manifest_staleness(cache_dir, settings.cache_config())
+        result = check_manifest(cache_dir, settings.cache_config())
     except CACHE_ERRORS as exc:
-        reason = str(exc)
-    if reason:
-        return _failed(reason)
-    counts = category_counts(read_manifest(cache_dir))
-    return dg.AssetCheckResult(passed=True, metadata={**counts, "path": str(cache_dir / MANIFEST_NAME)})
+        return _failed(str(exc))
+    if result.reason:
+        return _failed(result.reason)
+    # Current: the stored manifest holds exactly these counts (the 21 MB JSON is not parsed).
+    return dg.AssetCheckResult(passed=True, metadata={**result.counts,
+                                                      "path": str(cache_dir / MANIFEST_NAME)})
 
 
 @dg.asset_check(asset="manifest", blocking=True, partitions_def=split_partitions,
-                description="The split has seizure windows (partial or full) to train on.")
+                description="The split has seizure windows (partial or full) to train on, "
+                            "counted from the recorded per-file facts the manifest is made of "
+                            "(manifest_current checks that the file holds them).")
 def seizure_windows_present(context: dg.AssetCheckExecutionContext,
                             settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     cache_dir = settings.cache_dir(context.partition_key)
+    config = settings.cache_config()
     try:
-        counts = category_counts(read_manifest(cache_dir))
+        counts = count_categories(collect_facts(cache_dir, config).files, config)
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     seizure = counts[PARTIAL] + counts[FULL]
@@ -122,17 +125,20 @@ def seizure_windows_present(context: dg.AssetCheckExecutionContext,
 
 @dg.asset_check(asset="balanced_dataset", blocking=True, partitions_def=split_partitions,
                 description="The stored composition is the recipe applied to the current manifest "
-                            "(same windows for the seed) with the exact seizure_ratio and "
-                            "pos_weight = sqrt((1 - r) / r).")
+                            "(same windows for the seed, composed from its current version) with "
+                            "the exact seizure_ratio and pos_weight = sqrt((1 - r) / r).")
 def balanced_matches_recipe(context: dg.AssetCheckExecutionContext,
                             settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     cache_dir = settings.cache_dir(context.partition_key)
     try:
         stored = read_balanced(cache_dir)
-        expected = compose_balanced(read_manifest(cache_dir), settings.balance_config())
+        expected = compose_split(cache_dir, settings.balance_config(), settings.cache_config())
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     problems = []
+    if stored.manifest_version != expected.manifest_version:
+        problems.append(f"composed from manifest version {stored.manifest_version}, "
+                        f"{MANIFEST_NAME} is now {expected.manifest_version}")
     if stored.windows != expected.windows:
         problems.append("stored windows differ from the recipe applied to the current manifest")
     ratio = expected.seizure_ratio

@@ -9,13 +9,14 @@ categories by counts and the code under test must find them in the arrays.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.cache.npzio import write_npz
+from eeg_assets.lib.cache.npzio import open_member, write_npz
 from eeg_assets.lib.config import CacheConfig
 
 #: 100 label samples per window, so a seizure fraction of 0.99 is exactly 99 samples.
@@ -110,3 +111,15 @@ def write_recording(cache_dir: Path, stem: str, seizure_samples: Sequence[int] |
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     write_npz(Path(cache_dir) / npz_name, **arrays)
     return npz_name
+
+
+def damage_window_in_place(path: Path, window: int = 0) -> None:
+    """NaN over the first samples of one window of an NPZ, keeping its size and mtime (the
+    ledger's fingerprint): damage that only opening the file can find."""
+    st = os.stat(path)
+    windows = open_member(path, "windows")
+    offset = windows.offset + window * windows[0].nbytes
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(np.full(64, np.nan, np.float32).tobytes())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

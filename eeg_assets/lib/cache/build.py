@@ -86,6 +86,8 @@ class BuildReport:
     skipped: int = 0
     too_short: list[RecordingEntry] = field(default_factory=list)
     quarantined: list[RecordingEntry] = field(default_factory=list)  # built now or still
+    #: Built recordings with warnings (e.g. a seizure clipped at the end), built now or before.
+    warned: list[RecordingEntry] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # e.g. symlinks leaving the data dir
     seconds: float = 0.0
@@ -154,12 +156,7 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
             raise RecordingError(
                 f"{edf_path.name}: annotation {annotation_path.name} says duration "
                 f"{annotation.duration_s:g} s but the EDF signal lasts {duration_s:g} s")
-        late = [e for e in annotation.seizures
-                if e.stop_s > duration_s + config.duration_tolerance_s]
-        if late:
-            raise RecordingError(
-                f"{annotation_path.name}: seizure at {late[0].start_s:g}-{late[0].stop_s:g} s "
-                f"runs past the end of the signal ({duration_s:g} s)")
+        entry.warnings = _overrun_warnings(annotation.seizures, duration_s, annotation_path)
         entry.details.update(
             fs=fs, duration_s=duration_s, n_signals=len(recording.labels),
             reconstructed=plan.describe_reconstruction(), header_repair=recording.header_repair,
@@ -187,6 +184,22 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
     entry.npz_fingerprint = str(FileFingerprint.of(npz_path))
     entry.n_windows = n_windows
     entry.seizure_samples = window_seizure_counts(mask, config)
+
+
+def _overrun_warnings(seizures, duration_s: float, annotation_path: Path) -> list[str]:
+    """Warnings for seizures that start inside the signal and run past its end (their mask is
+    clipped to the signal, DOMAIN.md); a seizure that starts at or after the end cannot be placed
+    and quarantines the recording."""
+    unplaceable = [e for e in seizures if e.start_s >= duration_s]
+    if unplaceable:
+        event = unplaceable[0]
+        raise RecordingError(
+            f"{annotation_path.name}: seizure at {event.start_s:g}-{event.stop_s:g} s starts at "
+            f"or after the end of the signal ({duration_s:g} s); it cannot be placed")
+    return [f"{annotation_path.name}: seizure at {e.start_s:g}-{e.stop_s:g} s runs "
+            f"{e.stop_s - duration_s:.6g} s past the end of the signal ({duration_s:g} s); its "
+            f"label mask is clipped at {duration_s:g} s"
+            for e in seizures if e.stop_s > duration_s]
 
 
 def _conditioned_signals(recording: EdfRecording, plan, fs: float, n_raw: int, n_samples: int,
@@ -341,6 +354,8 @@ def build_split(
                     report.quarantined.append(entry)
                 elif entry.status == TOO_SHORT:
                     report.too_short.append(entry)
+                elif entry.warnings:
+                    report.warned.append(entry)
             else:
                 todo.append((path, source))
 
@@ -352,6 +367,8 @@ def build_split(
             if entry.status == BUILT:
                 report.built.append(entry)
                 report.eeg_seconds_built += entry.details.get("duration_s", 0.0)
+                if entry.warnings:
+                    report.warned.append(entry)
             elif entry.status == TOO_SHORT:
                 report.too_short.append(entry)
             else:
@@ -494,6 +511,8 @@ def format_report(report: BuildReport) -> str:
     ]
     for entry in report.too_short:
         lines.append(f"  too short: {entry.source}")
+    for entry in report.warned:
+        lines += [f"  built with warnings: {entry.source}: {warning}" for warning in entry.warnings]
     for entry in report.quarantined:
         label = "failed (will retry)" if entry.status == FAILED else "quarantined"
         lines.append(f"  {label}: {entry.source}: {entry.reason}")

@@ -1,10 +1,14 @@
 """The per-split build ledger: what was built from which input, with which config.
 
 One SQLite file per cache split (``_ledger.sqlite``). For every source recording it records the
-input fingerprints, the config version, the outcome (built, too short, quarantined with a reason)
-and the per-window facts that the dataset index and the manifest need, so neither ever has to
-reopen an NPZ. SQLite gives atomic per-file updates: a build killed at any point leaves a ledger
-that describes exactly the files whose NPZ was renamed into place before the kill.
+input fingerprints, the config version, the outcome (built, too short, quarantined with a reason),
+the warnings a built recording was built with, the per-window facts that the dataset index and the
+manifest need, so neither ever has to reopen an NPZ, and the NPZ fingerprint at which the file last
+passed the schema verification (:mod:`eeg_assets.lib.cache.verify`), so each content is verified
+once. SQLite gives atomic per-file updates: a build killed at any point leaves a ledger that
+describes exactly the files whose NPZ was renamed into place before the kill.
+
+A ledger written before a column existed gets it added (with its empty default) when it is opened.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,7 +62,12 @@ class RecordingEntry:
     n_windows: int = 0
     #: Per window: how many of its label samples are 1 (exact; fraction = count / window_samples).
     seizure_samples: list[int] = field(default_factory=list)
-    details: dict = field(default_factory=dict)  # rates, durations, Fz/Pz method, warnings
+    details: dict = field(default_factory=dict)  # rates, durations, Fz/Pz method
+    #: Conditions the recording was built despite (e.g. a seizure clipped at the signal's end).
+    warnings: list[str] = field(default_factory=list)
+    #: ``npz_fingerprint`` at which the NPZ last passed verification; "" = never (or it failed).
+    #: A rebuild writes a new entry, so new content is always verified again.
+    verified_fingerprint: str = ""
 
     @property
     def input_fingerprint(self) -> str:
@@ -66,7 +75,9 @@ class RecordingEntry:
 
 
 _COLUMNS = tuple(RecordingEntry.__dataclass_fields__)
-_JSON_COLUMNS = {"seizure_samples", "details"}
+_JSON_COLUMNS = {"seizure_samples", "details", "warnings"}
+#: Columns added after the first ledgers were written, with the value their rows get.
+_ADDED_COLUMNS = {"warnings": "[]", "verified_fingerprint": ""}
 
 
 class Ledger:
@@ -107,6 +118,7 @@ class Ledger:
                 + ", ".join(f"{c} TEXT" if c != "source" else "source TEXT PRIMARY KEY"
                             for c in _COLUMNS)
                 + ")")
+            _add_missing_columns(conn)
         except BaseException:
             conn.close()
             raise
@@ -137,6 +149,33 @@ class Ledger:
     def remove(self, sources: Iterable[str]) -> None:
         with self._connect() as conn:
             conn.executemany("DELETE FROM recordings WHERE source = ?", [(s,) for s in sources])
+
+    def record_verification(self, passed: Mapping[str, str], failed: Iterable[str]) -> None:
+        """Record verification outcomes: ``passed`` maps a source to the NPZ fingerprint it passed
+        at, ``failed`` lists sources whose NPZ failed (they lose any earlier mark).
+
+        A pass is recorded only while the entry still describes that fingerprint, so a file
+        rebuilt during the verification is not marked verified.
+        """
+        with self._connect() as conn:
+            conn.executemany(
+                "UPDATE recordings SET verified_fingerprint = ? "
+                "WHERE source = ? AND npz_fingerprint = ?",
+                [(fp, source, fp) for source, fp in passed.items()])
+            conn.executemany("UPDATE recordings SET verified_fingerprint = '' WHERE source = ?",
+                             [(source,) for source in failed])
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(recordings)")}
+    for column, default in _ADDED_COLUMNS.items():
+        if column in present:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE recordings ADD COLUMN {column} TEXT DEFAULT '{default}'")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it just now
+                raise
 
 
 def _to_row(entry: RecordingEntry) -> tuple:

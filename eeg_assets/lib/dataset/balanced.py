@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -34,12 +34,14 @@ from eeg_assets.lib.dataset.index import (
     ensure_index,
 )
 from eeg_assets.lib.dataset.manifest import (
+    CATEGORIES,
     FULL,
     NO_SEIZURE,
     PARTIAL,
     Manifest,
+    ManifestTable,
     ensure_manifest,
-    read_versioned_manifest,
+    read_manifest_table,
 )
 from eeg_assets.lib.files import write_bytes_atomic
 from eeg_assets.lib.flags import EnvFlags
@@ -119,39 +121,57 @@ def restrict_manifest(manifest: Manifest, files: Iterable[str] | None) -> Manife
 def compose_balanced(manifest: Manifest, balance: BalanceConfig = DEFAULT_BALANCE,
                      files: Iterable[str] | None = None) -> BalancedComposition:
     """Apply the recipe to the manifest's windows (of ``files`` only, when given)."""
-    manifest = restrict_manifest(manifest, files)
-    refs = {category: [WindowRef(e["cache_file"], e["window_idx"]) for e in manifest[category]]
-            for category in (PARTIAL, FULL, NO_SEIZURE)}
-    partial = refs[PARTIAL]
-    if not partial:
+    return compose_table(ManifestTable.from_manifest(restrict_manifest(manifest, files)), balance)
+
+
+def compose_table(table: ManifestTable, balance: BalanceConfig = DEFAULT_BALANCE
+                  ) -> BalancedComposition:
+    """Apply the recipe to a manifest's windows given as a table (in manifest order).
+
+    Only the drawn windows become :class:`WindowRef` objects, not every window of the split.
+    """
+    available = {category: np.flatnonzero(table.codes == code)
+                 for code, category in enumerate(CATEGORIES)}
+    partial = available[PARTIAL]
+    if not len(partial):
         raise BalancedSetError(
-            f"no partial_seizure windows ({len(refs[FULL])} full_seizure, "
-            f"{len(refs[NO_SEIZURE])} no_seizure): the balanced recipe is defined by them")
+            f"no partial_seizure windows ({len(available[FULL])} full_seizure, "
+            f"{len(available[NO_SEIZURE])} no_seizure): the balanced recipe is defined by them")
     rng = np.random.default_rng(balance.seed)
     # Full windows are drawn before background ones; the order is part of the recipe's output.
-    full = _draw(rng, refs[FULL], recipe_count(balance.full_ratio, len(partial)))
-    background = _draw(rng, refs[NO_SEIZURE], recipe_count(balance.background_ratio, len(partial)))
-    if not background:
+    full = _draw(rng, available[FULL], recipe_count(balance.full_ratio, len(partial)))
+    background = _draw(rng, available[NO_SEIZURE],
+                       recipe_count(balance.background_ratio, len(partial)))
+    if not len(background):
         raise BalancedSetError("no no_seizure windows to draw: every window would be a seizure "
                                "window and pos_weight would be 0")
+
+    def refs(positions: np.ndarray) -> tuple[WindowRef, ...]:
+        return tuple(WindowRef(table.names[f], i) for f, i in zip(
+            table.file_ids[positions].tolist(), table.window_idx[positions].tolist()))
+
     return BalancedComposition(
-        partial=tuple(partial), full=full, background=background,
-        partial_available=len(partial), full_available=len(refs[FULL]),
-        background_available=len(refs[NO_SEIZURE]), balance=balance,
+        partial=refs(partial), full=refs(full), background=refs(background),
+        partial_available=len(partial), full_available=len(available[FULL]),
+        background_available=len(available[NO_SEIZURE]), balance=balance,
     )
 
 
-def compose_split(cache_dir: Path, balance: BalanceConfig = DEFAULT_BALANCE
-                  ) -> BalancedComposition:
-    """Apply the recipe to a split's stored ``manifest.json``, recording which version it was."""
-    manifest, version = read_versioned_manifest(cache_dir)
-    return replace(compose_balanced(manifest, balance), manifest_version=version)
+def compose_split(cache_dir: Path, balance: BalanceConfig = DEFAULT_BALANCE,
+                  config: CacheConfig = DEFAULT_CONFIG) -> BalancedComposition:
+    """Apply the recipe to a split's stored ``manifest.json``, recording which version it was.
+
+    The manifest is read with :func:`~eeg_assets.lib.dataset.manifest.read_manifest_table`: not
+    parsed when it is what the recorded facts give.
+    """
+    table, version = read_manifest_table(cache_dir, config)
+    return replace(compose_table(table, balance), manifest_version=version)
 
 
-def _draw(rng: np.random.Generator, refs: Sequence[WindowRef], wanted: int
-          ) -> tuple[WindowRef, ...]:
-    picked = rng.choice(len(refs), size=min(wanted, len(refs)), replace=False)
-    return tuple(refs[i] for i in np.sort(picked).tolist())
+def _draw(rng: np.random.Generator, positions: np.ndarray, wanted: int) -> np.ndarray:
+    """``wanted`` of ``positions`` (all when fewer), uniformly without replacement, in order."""
+    picked = rng.choice(len(positions), size=min(wanted, len(positions)), replace=False)
+    return positions[np.sort(picked)]
 
 
 def write_balanced(cache_dir: Path, composition: BalancedComposition,

@@ -48,7 +48,7 @@ from eeg_assets.synthetic.faults.process_scenarios import (
 )
 from eeg_assets.synthetic.faults.runs import (
     ScenarioResult, build_reference, materialize_npz_windows, metadata_rows_of, run_build_cache,
-    write_corpus,
+    warning_rows_of, write_corpus,
 )
 
 __all__ = [
@@ -57,5 +57,5 @@ __all__ = [
     "crash_scenario", "disk_full_scenario", "drops_after_caching_scenario", "lay_out_catalogue",
     "ledger_facts", "materialize_npz_windows", "metadata_rows_of", "run_build_cache",
     "settling_scenario", "stale_manifest_scenario", "staleness", "temporary_files",
-    "untrustworthy_files", "write_corpus", "write_template",
+    "untrustworthy_files", "warning_rows_of", "write_corpus", "write_template",
 ]

@@ -61,8 +61,12 @@ def ann_negative_time(p: Placed) -> None:
     edit_lines(p.annotation, replace_line(BCKG_LINE, "TERM,-1.0000,20.5000,bckg,1.0000"))
 
 
-@annotation_fault("seizure at 60-95 s runs past the end of the signal (80 s)",
-                  description="seizure 60-95 s in an 80 s recording")
+@annotation_fault(outcome=BUILT,
+                  warnings=("seizure at 60-95 s runs 15 s past the end of the signal (80 s)",
+                            "clipped at 80 s"),
+                  # mask [60 * 256, 80 * 256) in windows 0-60, 10-70, 20-80 s
+                  seizure_samples=(0, 2560, 5120),
+                  description="seizure 60-95 s in an 80 s recording: clipped, with a warning")
 def ann_event_past_end(p: Placed) -> None:
     _seizure_row(p, "TERM,60.0000,95.0000,fnsz,1.0000")
 

@@ -83,6 +83,12 @@ class FaultCase:
     make: Callable[[CaseContext, str], str]  # make(ctx, folder) lays the input out: its source
     #: For BUILT cases: (details key, substring) the ledger entry's details must show.
     details: tuple[tuple[str, str], ...] = ()
+    #: For BUILT cases: substrings of the one warning it must be built with (in the ledger, the
+    #: CLI's "built with warnings" line, the Dagster ``warnings`` table); none: no warning at all.
+    warnings: tuple[str, ...] = ()
+    #: For BUILT cases whose labels differ from the template's: the expected seizure samples per
+    #: window (else the untouched template's are expected).
+    seizure_samples: tuple[int, ...] | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -102,17 +108,17 @@ CATALOGUE: list[FaultCase] = []
 
 
 def fault_case(group: str, outcome: str, *reasons: str, description: str,
-               details: tuple[tuple[str, str], ...] = ()):
+               details: tuple[tuple[str, str], ...] = (), **expected):
     """Register the decorated ``make(ctx, folder) -> source`` as the case named after it."""
     def register(make: Callable[[CaseContext, str], str]) -> Callable[[CaseContext, str], str]:
         CATALOGUE.append(FaultCase(make.__name__, group, outcome, tuple(reasons), description,
-                                   make, details))
+                                   make, details, **expected))
         return make
     return register
 
 
 def damage_case(group: str, *reasons: str, description: str, outcome: str = QUARANTINED,
-                details: tuple[tuple[str, str], ...] = ()):
+                details: tuple[tuple[str, str], ...] = (), **expected):
     """Register the decorated ``damage(placed)`` as the case named after it: a copy of the
     template is placed in the case's folder and damaged."""
     def register(damage: Callable[[Placed], None]) -> Callable[[Placed], None]:
@@ -121,7 +127,8 @@ def damage_case(group: str, *reasons: str, description: str, outcome: str = QUAR
             damage(placed)
             return placed.source
         make.__name__ = damage.__name__
-        fault_case(group, outcome, *reasons, description=description, details=details)(make)
+        fault_case(group, outcome, *reasons, description=description, details=details,
+                   **expected)(make)
         return damage
     return register
 

@@ -32,13 +32,14 @@ def missing_reasons(text: str | None, reasons: tuple[str, ...]) -> list[str]:
 
 
 def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str | None = None,
-               metadata_rows: list[dict] | None = None, reference: tuple | None = None
-               ) -> list[str]:
+               metadata_rows: list[dict] | None = None, reference: tuple | None = None,
+               warning_rows: list[dict] | None = None) -> list[str]:
     """Problems with how one case was handled (empty list: handled as its catalogue entry says).
 
-    ``cli_output`` is the build-cache output, ``metadata_rows`` the ``quarantined`` table of the
-    npz_windows materialization, ``reference`` the ledger facts of an untouched good copy (a BUILT
-    case must give the same windows and labels).
+    ``cli_output`` is the build-cache output, ``metadata_rows`` the ``quarantined`` table and
+    ``warning_rows`` the ``warnings`` table of the npz_windows materialization, ``reference`` the
+    ledger facts of an untouched good copy (a BUILT case must give the same windows and labels,
+    unless it names its own ``seizure_samples``).
     """
     problems: list[str] = []
     entries = Ledger(cache_dir).entries()
@@ -59,9 +60,12 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
             return [f"expected built, got {entry.status}: {entry.reason}"]
         if not (cache_dir / entry.npz_name).is_file():
             problems.append(f"built but {entry.npz_name} is missing")
+        if case.seizure_samples is not None:
+            reference = (len(case.seizure_samples), list(case.seizure_samples))
         if reference is not None and (entry.n_windows, list(entry.seizure_samples)) != reference:
             problems.append(f"built with n_windows={entry.n_windows}, seizure samples "
-                            f"{entry.seizure_samples}; the untouched recording gives {reference}")
+                            f"{entry.seizure_samples}; expected {reference}")
+        problems += _warning_problems(case, source, entry.warnings, cli_output, warning_rows)
         for key, text in case.details:
             if text not in str(entry.details.get(key, "")):
                 problems.append(f"details[{key!r}] lacks {text!r}: {entry.details.get(key)!r}")
@@ -163,3 +167,22 @@ def compare_with_reference(cache_dir: Path, reference_dir: Path) -> tuple[list[s
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         problems.append(f"index unreadable: {exc}")
     return problems, len(lost)
+
+
+def _warning_problems(case: FaultCase, source: str, warnings: list[str],
+                      cli_output: str | None, warning_rows: list[dict] | None) -> list[str]:
+    """A BUILT case has exactly the warning it expects (or none) in every place it must appear."""
+    places = {"ledger warnings": warnings}
+    if cli_output is not None:
+        line = cli_line(cli_output, "built with warnings", source)
+        places["CLI 'built with warnings' line"] = [line] if line else []
+    if warning_rows is not None:
+        places["npz_windows 'warnings' table"] = [
+            r["warning"] for r in warning_rows if r["recording"] == source]
+    problems = []
+    for place, found in places.items():
+        if not case.warnings and found:
+            problems.append(f"unexpected {place}: {found}")
+        elif case.warnings and (len(found) != 1 or missing_reasons(found[0], case.warnings)):
+            problems.append(f"{place} should be one warning with {list(case.warnings)}: {found}")
+    return problems

@@ -72,6 +72,13 @@ def metadata_rows_of(materialize_result) -> list[dict]:
     return [dict(record.data) for record in table.value.records]
 
 
+def warning_rows_of(materialize_result) -> list[dict]:
+    """The rows of the npz_windows ``warnings`` metadata table of a ``dg.materialize`` result."""
+    event = materialize_result.get_asset_materialization_events()[0]
+    return [dict(record.data)
+            for record in event.materialization.metadata["warnings"].value.records]
+
+
 def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path, *,
                             log_level: str = "INFO"):
     """``npz_windows[train]`` materialized in process (an ephemeral Dagster instance)."""
