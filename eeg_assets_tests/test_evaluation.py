@@ -394,3 +394,31 @@ def test_scores_equal_the_scorers_on_the_same_events():
                                 RecordingEvents.from_intervals("s", 8.25, []))]
     for scorer, counts in accumulator.totals().totals.items():
         assert counts == expected[0][scorer] + expected[1][scorer], scorer
+
+
+def _events_run_by_run(probs: np.ndarray, fs: float, post: PostProcessConfig) -> list[tuple]:
+    """The post-processing rule written out run by run (merge, then drop short events)."""
+    runs, start = [], None
+    for i, above in enumerate(np.r_[probs >= post.threshold, False]):
+        if above and start is None:
+            start = i
+        elif not above and start is not None:
+            runs.append([start, i])
+            start = None
+    merged = []
+    for run in runs:
+        if merged and run[0] - merged[-1][1] < post.merge_gap_s * fs:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    return [(a / fs, b / fs) for a, b in merged if b - a >= post.min_event_s * fs]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_detect_events_follows_the_rule_on_noisy_timelines(seed):
+    rng = np.random.default_rng(seed)
+    probs = np.clip(np.repeat(rng.random(300), rng.integers(1, 12, 300)), 0, 1)
+    for threshold in (0.1, 0.5, 0.9):
+        post = PostProcessConfig(threshold, merge_gap_s=0.5, min_event_s=1.0)
+        assert [(e.start_s, e.stop_s) for e in detect_events(probs, 8, post)] == \
+            _events_run_by_run(probs, 8, post)

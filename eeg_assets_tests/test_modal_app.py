@@ -20,7 +20,7 @@ from pathlib import Path
 import modal
 import pytest
 
-from eeg_assets.orchestration import training
+from eeg_assets.orchestration import evaluation, training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_FILE = REPO_ROOT / "eeg_assets" / "remote" / "modal_app.py"
@@ -172,6 +172,7 @@ def test_paths_agree_with_the_launcher(monkeypatch):
     assert app.RESULTS_MOUNT == "/results"
     assert training.MODAL_CACHE_ROOT == app.CACHE_ROOT == "/results/cache/tusz"
     assert Path(training.MODAL_RESULTS).parent == Path(app.RESULTS_MOUNT)
+    assert Path(evaluation.MODAL_EVALUATION).parent == Path(app.RESULTS_MOUNT)
 
 
 class Remote:

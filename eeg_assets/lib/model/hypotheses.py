@@ -75,14 +75,17 @@ def detect_events(probs: np.ndarray, fs: float,
     """
     probs = np.asarray(probs)
     runs = _runs(probs >= post.threshold)
-    merged: list[list[int]] = []
-    for start, stop in runs:
-        if merged and start - merged[-1][1] < post.merge_gap_s * fs:
-            merged[-1][1] = stop
-        else:
-            merged.append([start, stop])
+    if not len(runs):
+        return []
+    # Vectorised: a noisy timeline has a run every few samples at a low threshold, and a loop
+    # over them made the 19-threshold sweep of an evaluation 25x slower.
+    opens_event = np.r_[True, runs[1:, 0] - runs[:-1, 1] >= post.merge_gap_s * fs]
+    starts = runs[opens_event, 0]
+    stops = runs[np.r_[opens_event[1:], True], 1]
+    kept = stops - starts >= post.min_event_s * fs
+    starts, stops = starts[kept], stops[kept]
     return [Event(start / fs, stop / fs, float(probs[start:stop].mean()))
-            for start, stop in merged if stop - start >= post.min_event_s * fs]
+            for start, stop in zip(starts.tolist(), stops.tolist())]
 
 
 def recording_events(events: Iterable[Event], duration_s: float) -> tuple[Event, ...]:
