@@ -24,6 +24,9 @@ sample: setup
 		$(BIN)/dagster asset materialize -m eeg_assets --select '$(CACHE_CHAIN)' --partition $$split || exit 1; \
 	done
 	$(BIN)/dagster asset materialize -m eeg_assets --select trained_model
+	for split in val eval; do \
+		$(BIN)/dagster asset materialize -m eeg_assets --select model_evaluation --partition $$split || exit 1; \
+	done
 
 test: setup
 	$(BIN)/python -m pytest

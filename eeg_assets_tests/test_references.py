@@ -44,8 +44,8 @@ def split(tmp_path_factory) -> tuple[Path, Path]:
     write_recording(data / "aaaaaaab", "aaaaaaab_s001_t000", duration_s=45.5, record_duration_s=0.5,
                     events=[Event(10.0, 20.0, "absz")])
     write_recording(data / "aaaaaaac", "aaaaaaac_s001_t000", duration_s=62.0, annotation=".csv",
-                    events=[Event(30.0, 41.0, "cpsz", "FP1-F7"), Event(32.5, 44.25, "cpsz", "T3-T5"),
-                            Event(0.0, 62.0, "bckg", "O1-O2")])
+                    events=[Event(30.0, 41.0, "cpsz", "FP1-F7"),
+                            Event(32.5, 44.25, "cpsz", "T3-T5"), Event(0.0, 62.0, "bckg", "O1-O2")])
     write_recording(data / "aaaaaaad", "aaaaaaad_s001_t000", duration_s=70.0, annotation=None)
     build(data, cache)
     update_index(cache)

@@ -311,6 +311,19 @@ def test_validation_set_must_match_its_recordings(tmp_path):
         fit(TRAIN, POS_WEIGHT, broken, tmp_path, CONFIG, log=lambda _line: None)
 
 
+def test_validation_recordings_need_references(tmp_path):
+    class Unreferenced(WindowedRecordings):
+        def references(self):
+            return SplitReferences(super().references().recordings[1:])
+
+    rng = np.random.default_rng(0)
+    broken = Unreferenced([(f"{name}_windows.npz", *_synthetic_recording(rng, 20 * FS, []))
+                           for name in ("a_s001_t000", "b_s001_t000")], WINDOW, STRIDE)
+    with pytest.raises(ValueError, match="validation recordings without reference events: "
+                                         "a_s001_t000_windows.npz"):
+        fit(TRAIN, POS_WEIGHT, broken, tmp_path, CONFIG, log=lambda _line: None)
+
+
 
 @pytest.mark.parametrize("epochs, windows", [(5, 16), (1, 8)])
 def test_runs_of_few_steps_train(tmp_path, epochs, windows):

@@ -6,7 +6,7 @@ val: chosen there by the request's :class:`ThresholdRule`; on eval: val's choice
 The run predicts every window of the split once, scores every recording at every threshold of
 the sweep (:mod:`eeg_assets.lib.model.evaluation`), and writes into ``out_dir``::
 
-    ref/<bname>.csv_bi   the references: annotation events (a .csv's channels merged), header duration
+    ref/<bname>.csv_bi   the references: annotation events (.csv channels merged), its duration
     hyp/<bname>.csv_bi   the hypotheses at the operating threshold, one per reference
     ref.list, hyp.list   their absolute paths, in the same order: nedc_eeg_eval ref.list hyp.list
     scores.json          totals of the three scorers, AUROC, the sweep, the threshold and its rule
