@@ -24,6 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import torch
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
@@ -110,7 +111,9 @@ class Lab:
         """Where the launcher's runs write: the results root, or the stand-in's volume."""
         return self.root / "volume" if self.launcher.backend == "modal" else self.root / "results"
 
-    def run(self, asset: str, partition: str | None = None) -> dg.ExecuteInProcessResult:
+    def run(self, asset: str, partition: str | None = None,
+            keep: bool = True) -> dg.ExecuteInProcessResult:
+        """Materialize ``asset[partition]``; ``keep``: record the result for later tests."""
         defs = [training.build_trained_model(self.settings),
                 evaluation.build_model_evaluation(self.settings)]
         with pytest.MonkeyPatch.context() as mp:
@@ -122,8 +125,17 @@ class Lab:
                                     resources={"settings": self.settings,
                                                "training_launcher": self.launcher},
                                     raise_on_error=False)
-        self.runs[(asset, partition)] = result
+        if keep:
+            self.runs[(asset, partition)] = result
         return result
+
+    def pipes_exceptions(self, result: dg.ExecuteInProcessResult) -> list[str]:
+        """Exceptions the launched process reported when it closed Pipes."""
+        return [entry.dagster_event.engine_event_data.error.to_string()
+                for entry in self.instance.all_logs(result.run_id)
+                if entry.dagster_event is not None and entry.dagster_event.is_engine_event
+                and entry.dagster_event.engine_event_data.error is not None
+                and "pipes closed with exception" in entry.user_message]
 
 
 def make_lab(root: Path, launcher: training.TrainingLauncher, **settings) -> Lab:
@@ -327,6 +339,24 @@ def test_eval_refuses_a_threshold_chosen_for_another_model(local):
                 in failure_of(result))
     finally:  # the module's later tests read val's real materialization again
         assert local.run("model_evaluation", "val").success
+
+
+def test_a_checkpoint_other_than_the_materialized_model_is_refused(local):
+    """best.pt overwritten behind Dagster (another training's inputs): the process refuses it."""
+    best = local.results / "trained_model" / "best.pt"
+    saved = best.read_bytes()
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["data_versions"] = {**checkpoint["data_versions"], "val_index": "elsewhere"}
+    torch.save(checkpoint, best)
+    try:
+        result = local.run("model_evaluation", "val", keep=False)
+    finally:
+        best.write_bytes(saved)
+    assert not result.success
+    (exception,) = local.pipes_exceptions(result)
+    assert re.search(r"StaleInputError: checkpoint \S+/best.pt is trained_model version \S+, but "
+                     r"the materialized trained_model is \S+: materialize trained_model again",
+                     exception), exception
 
 
 def test_evaluation_without_a_trained_model_fails_before_launching(tmp_path):

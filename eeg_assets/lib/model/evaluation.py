@@ -118,7 +118,8 @@ class ValidationAccumulator:
         if reference is None:
             raise ValueError(f"{npz_name}: no reference events for this recording")
         timeline_s = probs.size / self.fs
-        if timeline_s > reference.duration_s + TIMELINE_SLACK_S:
+        # One sample more: resampling to the cache's rate rounds the length up.
+        if timeline_s > reference.duration_s + TIMELINE_SLACK_S + 1 / self.fs:
             raise ValueError(f"{npz_name}: the stitched timeline lasts {timeline_s:g} s but the "
                              f"reference ({reference.annotation_file or reference.stem}) only "
                              f"{reference.duration_s:g} s")
