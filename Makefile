@@ -68,6 +68,10 @@ sample: setup
 	done
 	@echo "[sample] trained_model"
 	$(BIN)/dagster asset materialize -m eeg_assets --select trained_model $(QUIET_RUN)
+	for split in val eval; do \
+		echo "[sample] model_evaluation[$$split]"; \
+		$(BIN)/dagster asset materialize -m eeg_assets --select model_evaluation --partition $$split $(QUIET_RUN) || exit 1; \
+	done
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,4 +1,5 @@
-"""Validation memory at TUSZ dev's size: the streaming accumulator against the method it replaced.
+"""Validation and evaluation memory at TUSZ dev's size: the streaming accumulator against the
+method it replaced.
 
 A synthetic validation set is streamed the way ``training._validate`` streams one: recordings of
 realistic lengths (log-normal, median 8 min, mean ~13 min, 1 min to 4 h, plus one of 6 h) at
@@ -8,8 +9,11 @@ its own: peak RSS above the RSS the process had just before the stream (the high
 reset through ``/proc/self/clear_refs``), and wall time.
 
 * **after**: :class:`RecordingStream` into :class:`ValidationAccumulator` (one recording's
-  timeline at a time, binned AUROC), on the full stream (default 400 M samples, TUSZ dev has
-  398 M) and on the smaller one;
+  timeline at a time, each scored against its reference by NEDC OVERLAP and TAES and SzCORE,
+  binned AUROC), at one threshold as training validates, on the full stream (default 400 M
+  samples, TUSZ dev has 398 M) and on the smaller one;
+* **sweep**: the same at the 19 thresholds of ``model_evaluation``'s operating-point sweep
+  (:data:`SWEEP_THRESHOLDS`), on the full stream;
 * **before**: the method this replaced: a recording's windows buffered until it is complete,
   every stitched timeline kept (float32 probabilities, bool labels) and the exact AUROC sorted
   over all of them at the end; on the smaller stream (default 20 M samples), extrapolated per
@@ -31,15 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from eeg_assets.lib.cache.references import Reference, SplitReferences
 from eeg_assets.lib.model.auroc import sample_auroc
-from eeg_assets.lib.model.evaluation import (
-    EventCounts,
-    ValidationAccumulator,
-    detect_events,
-    mask_to_events,
-    score_overlap,
-)
+from eeg_assets.lib.model.evaluation import ValidationAccumulator
+from eeg_assets.lib.model.hypotheses import detect_events
+from eeg_assets.lib.model.operating_point import SWEEP_THRESHOLDS
 from eeg_assets.lib.model.stitching import RecordingStream, stitch_recording, timeline_length
+from eeg_assets.lib.scoring import EventCounts, score_overlap
 
 FS, WINDOW, STRIDE, BATCH = 256, 15360, 2560, 16
 TUSZ_DEV_SAMPLES = 398e6
@@ -77,6 +79,14 @@ class SyntheticSplit:
 
     def listing(self) -> list[tuple[str, int]]:
         return [(name, n) for name, n, _ in self.recordings]
+
+    def references(self) -> SplitReferences:
+        """The seizures in seconds; each recording 5 s longer than its windows (the tail)."""
+        return SplitReferences(tuple(
+            Reference(name.removesuffix("_windows.npz"),
+                      timeline_length(n, WINDOW, STRIDE) / FS + 5.0,
+                      tuple((a / FS, b / FS) for a, b in seizures), name)
+            for name, n, seizures in self.recordings))
 
     def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(probs (b, WINDOW) float32, labels (b, WINDOW) bool)`` in recording order."""
@@ -126,8 +136,12 @@ class KeepEverything:
                 timeline, mask = stitch_recording(np.concatenate([p for p, _ in self._windows]),
                                                   np.concatenate([m for _, m in self._windows]),
                                                   STRIDE)
-                self.counts += score_overlap(mask_to_events(mask, FS),
-                                             detect_events(timeline, FS))
+                edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+                reference = list(zip(np.flatnonzero(edges == 1) / FS,
+                                     np.flatnonzero(edges == -1) / FS))
+                self.counts += score_overlap(
+                    reference, [(e.start_s, e.stop_s) for e in detect_events(timeline, FS)],
+                    mask.size / FS)
                 self._probs.append(timeline)
                 self._labels.append(mask)
                 self._windows, self._filled = [], 0
@@ -154,20 +168,21 @@ def measure(method: str, samples: float) -> dict:
     except OSError:
         high_water = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731
     start = time.perf_counter()
-    if method == "after":
-        accumulator = ValidationAccumulator(FS, STRIDE)
+    if method in ("after", "sweep"):
+        accumulator = ValidationAccumulator(FS, split.references(), thresholds=(
+            SWEEP_THRESHOLDS if method == "sweep" else ()))
         stream = RecordingStream(split.listing(), STRIDE, accumulator.add_timeline)
         for probs, labels in split.batches():
             stream.add(probs, labels)
         stream.finish()
         metrics = accumulator.metrics()
         auroc, bound = metrics["auroc"], metrics["auroc_error_bound"]
-        n_reference = metrics["n_reference_events"]
+        n_reference = metrics["overlap_targets"]
     else:
         old = KeepEverything(split.listing())
         for probs, labels in split.batches():
             old.add(probs, labels)
-        auroc, bound, n_reference = old.auroc(), 0.0, old.counts.n_reference
+        auroc, bound, n_reference = old.auroc(), 0.0, old.counts.targets
     return {"method": method, "samples": split.samples, "recordings": len(split.recordings),
             "peak_bytes": high_water() - baseline, "seconds": time.perf_counter() - start,
             "auroc": auroc, "bound": bound, "n_reference": n_reference}
@@ -183,13 +198,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=float, default=400e6)
     parser.add_argument("--old-samples", type=float, default=20e6)
-    parser.add_argument("--child", choices=["after", "before"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["after", "before", "sweep"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.samples)))
         return
     runs = [_in_child("before", args.old_samples), _in_child("after", args.old_samples),
-            _in_child("after", args.samples)]
+            _in_child("after", args.samples), _in_child("sweep", args.samples)]
     print(f"{'method':8s} {'samples':>9s} {'recordings':>10s} {'peak RSS':>10s} {'B/sample':>9s} "
           f"{'wall s':>7s} {'ns/sample':>9s} {'AUROC':>9s} {'bound':>8s}")
     for run in runs:
@@ -198,7 +213,7 @@ def main() -> None:
               f"{run['seconds']:7.1f} {run['seconds'] / run['samples'] * 1e9:9.1f} "
               f"{run['auroc']:9.6f} " + ("   exact" if run["method"] == "before"
                                            else f"{run['bound']:8.1e}"))
-    before, same, full = runs
+    before, same, full, sweep = runs
     print(f"same {before['samples'] / 1e6:.0f} M-sample stream: |binned - exact AUROC| = "
           f"{abs(same['auroc'] - before['auroc']):.1e} (bound {same['bound']:.1e}); "
           f"reference events {same['n_reference']} = {before['n_reference']}")
@@ -209,6 +224,9 @@ def main() -> None:
           f"{extrapolated / full['peak_bytes']:.0f}x less; time per sample "
           f"{before['seconds'] / before['samples'] * 1e9:.0f} ns before, "
           f"{full['seconds'] / full['samples'] * 1e9:.0f} ns after")
+    print(f"sweep of {len(SWEEP_THRESHOLDS)} thresholds (model_evaluation): "
+          f"{sweep['peak_bytes'] / 1e9:.3f} GB, {sweep['seconds']:.0f} s "
+          f"({sweep['seconds'] / sweep['samples'] * 1e9:.0f} ns per sample)")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eeg_assets.lib.config import BalanceConfig, CacheConfig
+from eeg_assets.lib.model.operating_point import DEFAULT_MAX_FA_PER_24H, ThresholdRule
 from eeg_assets.lib.model.training import TrainConfig
 
 SPLITS = ("train", "val", "eval")
@@ -74,6 +75,8 @@ class Settings:
     manifest_warn_hours: float = 24.0
     manifest_fail_hours: float = 24.0 * 7
     model_fail_hours: float = 24.0 * 30
+    #: The operating threshold's rule: the most sensitive on val within this many FA/24h.
+    eval_max_fa_per_24h: float = DEFAULT_MAX_FA_PER_24H
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +88,10 @@ class Settings:
         if backend not in TRAIN_BACKENDS:
             raise SettingsError(f"EEG_ASSETS_TRAIN_BACKEND={backend!r}: use one of "
                                 f"{', '.join(TRAIN_BACKENDS)}")
+        max_fa = env.number("EEG_ASSETS_EVAL_MAX_FA_PER_24H", defaults.eval_max_fa_per_24h, float)
+        if not max_fa >= 0:
+            raise SettingsError(f"EEG_ASSETS_EVAL_MAX_FA_PER_24H={max_fa!r}: use a number of "
+                                "false alarms per 24 h, 0 or more")
         return cls(
             raw_root=env.path("EEG_ASSETS_RAW_ROOT", DEFAULT_RAW_ROOT),
             cache_root=env.path("EEG_ASSETS_CACHE_ROOT", DEFAULT_CACHE_ROOT),
@@ -112,6 +119,7 @@ class Settings:
                                            defaults.manifest_fail_hours, float),
             model_fail_hours=env.number("EEG_ASSETS_MODEL_FRESHNESS_HOURS",
                                         defaults.model_fail_hours, float),
+            eval_max_fa_per_24h=max_fa,
         )
 
     def cache_config(self) -> CacheConfig:
@@ -119,6 +127,9 @@ class Settings:
 
     def balance_config(self) -> BalanceConfig:
         return BalanceConfig(seed=self.balance_seed)
+
+    def threshold_rule(self) -> ThresholdRule:
+        return ThresholdRule(max_fa_per_24h=self.eval_max_fa_per_24h)
 
     def raw_dir(self, split: str) -> Path:
         return Path(self.raw_root) / self.split_folders[split]

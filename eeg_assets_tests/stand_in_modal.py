@@ -4,19 +4,22 @@
 runs the ``.remote()`` call in a GPU container, streaming the container's stdout back. This
 stand-in does the same with the app's own code and no network:
 
-* host side (``modal run <path>``): checks that ``<path>`` is ``eeg_assets/remote/modal_app.py``,
-  imports it as ``modal run`` does, swaps its ``train`` Function for one whose ``.remote(...)``
-  starts the "container", and calls the local entrypoint's own function (``run``), so the env
-  forwarding of ``modal_app.run`` is what gets tested;
+* host side (``modal run <path> [--job NAME]``): checks that ``<path>`` is
+  ``eeg_assets/remote/modal_app.py``, imports it as ``modal run`` does, swaps its GPU Functions
+  (``train``, ``evaluate``) for ones whose ``.remote(...)`` starts the "container", and calls the
+  local entrypoint's own function (``run``, with ``job`` when ``--job`` is given, as ``modal run``
+  passes an entrypoint's parameters), so the env forwarding of ``modal_app.run`` is what gets
+  tested;
 * container side (``--container <path>``, a fresh process): an environment holding only what a
   Modal container has (PATH, HOME, locale; nothing else of the host's), the call's arguments from
-  stdin, the app module imported again, its ``volume`` replaced by a folder, and the real
-  ``train`` function body run through ``Function.local``. Its stdout is the stand-in's stdout, so
+  stdin, the app module imported again, its ``volume`` replaced by a folder, and the real body
+  of the called function run through ``Function.local``. Its stdout is the stand-in's stdout, so
   Pipes messages reach the launcher exactly as ``modal run`` would stream them.
 
 The Volume: ``EEG_ASSETS_STAND_IN_VOLUME`` names a host folder that plays the volume mounted at
 ``/results``. Paths under ``/results`` in the Pipes extras (the training request) are rewritten
 to that folder before the entry point reads them, because ``/results`` does not exist here.
+The written lists and metadata therefore name the folder, not ``/results``.
 ``volume.commit()`` appends a line to ``<folder>/.commits``; the original request is appended
 to ``<folder>/.requests.jsonl`` so a test can check what the launcher asked for, and both
 processes append their ids to ``<folder>/.pids``. SIGINT (Ctrl-C) stops the CLI and kills the
@@ -79,17 +82,22 @@ def _volume_dir() -> Path:
 # Host side: `modal run <path>`
 # --------------------------------------------------------------------------------------------
 
-class _RemoteTrain:
-    """Replaces the app's ``train`` Function: ``.remote(*args)`` runs it in a "container"."""
+#: The app's GPU Functions, swapped for stand-ins.
+GPU_FUNCTIONS = ("train", "evaluate")
 
-    def __init__(self, app_path: Path):
+
+class _RemoteFunction:
+    """Replaces one of the app's GPU Functions: ``.remote(*args)`` runs it in a "container"."""
+
+    def __init__(self, app_path: Path, name: str):
         self.app_path = app_path
+        self.name = name
 
     def remote(self, *args, **kwargs):
         env = {k: os.environ[k] for k in CONTAINER_BASE_ENV if k in os.environ}
         env[VOLUME_ENV] = str(_volume_dir())  # the stand-in's own setting, not the app's
-        process = subprocess.Popen([sys.executable, __file__, "--container", str(self.app_path)],
-                                   stdin=subprocess.PIPE, text=True, env=env)
+        process = subprocess.Popen([sys.executable, __file__, "--container", str(self.app_path),
+                                    self.name], stdin=subprocess.PIPE, text=True, env=env)
         try:
             process.communicate(json.dumps({"args": args, "kwargs": kwargs}))
         except BaseException:  # Ctrl-C: the app stops, its container with it
@@ -97,11 +105,11 @@ class _RemoteTrain:
             process.wait()
             raise
         if process.returncode != 0:
-            raise RuntimeError(f"remote function train failed (container exit code "
+            raise RuntimeError(f"remote function {self.name} failed (container exit code "
                                f"{process.returncode})")
 
 
-def modal_run(app_path: str) -> int:
+def modal_run(app_path: str, entrypoint_args: list[str]) -> int:
     path = Path(app_path).resolve()
     if path != EXPECTED_APP:
         _fail(f"expected `modal run {EXPECTED_APP}`, got `modal run {app_path}`")
@@ -110,12 +118,15 @@ def modal_run(app_path: str) -> int:
         print("✓ Initialized.")
         print("Error: Token missing. Could not authenticate client.", file=sys.stderr)
         return int(exit_code)
+    if entrypoint_args not in ([], ["--job", "train"], ["--job", "evaluate"]):
+        _fail(f"the app's entrypoint takes only --job train|evaluate, got {entrypoint_args}")
     _record_pid()
     app = _import_app(path)
-    app.train = _RemoteTrain(path)
+    for name in GPU_FUNCTIONS:
+        setattr(app, name, _RemoteFunction(path, name))
     print("✓ Initialized. View run at https://modal.com/apps/stand-in")  # non-Pipes output
     try:
-        app.run.info.raw_f()  # the local entrypoint's own body
+        app.run.info.raw_f(*entrypoint_args[1:])  # the local entrypoint's own body
     except RuntimeError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -161,7 +172,7 @@ def _remap_pipes_env(env: dict, mount: str, folder: Path) -> dict:
     return {**env, CONTEXT_ENV: encode_param(params)}
 
 
-def container(app_path: str) -> int:
+def container(app_path: str, function: str) -> int:
     call = json.loads(sys.stdin.read())
     folder = _volume_dir()
     _record_pid()
@@ -171,16 +182,16 @@ def container(app_path: str) -> int:
     args[0] = _remap_pipes_env(args[0], app.RESULTS_MOUNT, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "executing locally without the mounted Volume"
-        app.train.local(*args, **call["kwargs"])
+        getattr(app, function).local(*args, **call["kwargs"])
     return 0
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "run":
-        return modal_run(argv[1])
-    if len(argv) == 2 and argv[0] == "--container":
-        return container(argv[1])
-    _fail(f"only `modal run <app file>` is supported, got: {' '.join(argv)}")
+    if len(argv) >= 2 and argv[0] == "run":
+        return modal_run(argv[1], argv[2:])
+    if len(argv) == 3 and argv[0] == "--container" and argv[2] in GPU_FUNCTIONS:
+        return container(argv[1], argv[2])
+    _fail(f"only `modal run <app file> [--job NAME]` is supported, got: {' '.join(argv)}")
     return 2
 
 

@@ -1,28 +1,32 @@
-"""Stitching, post-processing, OVERLAP scoring, the .csv_bi writer and the accumulator."""
+"""Stitching, post-processing, the .csv_bi writer, and the accumulator that scores recordings
+against their references with lib.scoring (training's validation and model_evaluation)."""
 
 from __future__ import annotations
 
 import csv
-import math
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from eeg_assets.lib.model.evaluation import (
+from eeg_assets.lib.cache.references import Excluded, Reference, SplitReferences
+from eeg_assets.lib.model.auroc import sample_auroc
+from eeg_assets.lib.model.evaluation import ValidationAccumulator, bname_from_npz
+from eeg_assets.lib.model.hypotheses import (
     Event,
-    EventCounts,
     PostProcessConfig,
-    ValidationAccumulator,
-    bname_from_npz,
     detect_events,
-    event_metrics,
     format_csv_bi,
-    mask_to_events,
-    score_overlap,
+    recording_events,
     write_csv_bi,
 )
-from eeg_assets.lib.model.auroc import sample_auroc
+from eeg_assets.lib.scoring import (
+    EventCounts,
+    RecordingEvents,
+    read_events,
+    score_paths,
+    score_recording,
+)
 from eeg_assets.lib.model.stitching import (
     RecordingStream,
     RecordingTimeline,
@@ -100,12 +104,6 @@ def test_timeline_refuses_extra_windows_wrong_shapes_and_early_results():
 
 # ---------------------------------------------------------------- events
 
-def test_mask_to_events_keeps_every_run():
-    mask = np.array([0, 1, 1, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
-    assert mask_to_events(mask, fs=2) == [Event(0.5, 1.5), Event(2.5, 3.0), Event(3.5, 5.0)]
-    assert mask_to_events(np.zeros(5, bool), fs=2) == []
-
-
 def test_detect_events_thresholds_merges_and_drops_short_events():
     fs = 10
     probs = np.zeros(200)
@@ -128,23 +126,10 @@ def test_threshold_is_inclusive_and_configurable():
     assert detect_events(probs, 1, PostProcessConfig(0.5, 0.0, 4.0)) == []
 
 
-def test_overlap_scoring_on_hand_made_events():
-    reference = [Event(10, 20), Event(30, 40), Event(100, 110)]
-    hypothesis = [Event(15, 16), Event(18, 35), Event(50, 60), Event(40, 45)]
-    counts = score_overlap(reference, hypothesis)
-    # refs 1 and 2 overlap hypotheses; [40, 45) only touches [30, 40) and is a false alarm.
-    assert counts == EventCounts(n_reference=3, n_detected=2, n_hypothesis=4, n_false_alarms=2)
-    metrics = event_metrics(counts, duration_s=12 * 3600)
-    assert metrics["sensitivity"] == pytest.approx(2 / 3)
-    assert metrics["fa_per_24h"] == pytest.approx(4.0)
-    assert metrics["precision"] == pytest.approx(0.5)
-
-
-def test_event_metrics_without_events_are_nan_not_errors():
-    metrics = event_metrics(EventCounts(), duration_s=3600)
-    assert math.isnan(metrics["sensitivity"]) and math.isnan(metrics["precision"])
-    assert metrics["fa_per_24h"] == 0.0
-    assert EventCounts(1, 1, 2, 1) + EventCounts(2, 0, 1, 1) == EventCounts(3, 1, 3, 2)
+def test_recording_events_round_to_nedc_precision_and_stop_at_the_recording_end():
+    events = [Event(1.00001, 2.123456, 0.7), Event(29.5, 31.0, 0.8), Event(30.4, 31.0, 0.9)]
+    assert recording_events(events, 30.2) == (Event(1.0, 2.1235, 0.7), Event(29.5, 30.2, 0.8))
+    assert recording_events([], 30.2) == ()
 
 
 # ---------------------------------------------------------------- .csv_bi
@@ -156,65 +141,155 @@ def test_bname_is_the_npz_name_without_the_cache_suffix():
         bname_from_npz("aaaaadkb_s010_t000.npz")
 
 
-def test_csv_bi_writer_output_parses_back(tmp_path):
-    events = [Event(42.27864, 81.776, 0.91234), Event(100.0, 130.5, 0.5)]
+def test_csv_bi_writer_fills_gaps_with_background_and_parses_back(tmp_path):
+    events = recording_events([Event(42.27864, 81.776, 0.91234), Event(100.0, 130.5, 0.5)],
+                              1289.04)
     path = tmp_path / "aaaaaasf_s001_t000.csv_bi"
-    write_csv_bi(path, "aaaaaasf_s001_t000", 1289.0, events)
+    write_csv_bi(path, "aaaaaasf_s001_t000", 1289.04, events)
     lines = path.read_text().splitlines()
     assert lines[:6] == [
         "# version = csv_v1.0.0",
         "# bname = aaaaaasf_s001_t000",
-        "# duration = 1289.0000 secs",
+        "# duration = 1289.0400 secs",
         "# montage_file = nedc_eas_default_montage.txt",
         "#",
         "channel,start_time,stop_time,label,confidence",
     ]
     rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    assert [(r["channel"], float(r["start_time"]), float(r["stop_time"]), r["label"],
-             float(r["confidence"])) for r in rows] == [
-        ("TERM", 42.2786, 81.776, "seiz", 0.9123), ("TERM", 100.0, 130.5, "seiz", 0.5)]
-    assert lines[6] == "TERM,42.2786,81.7760,seiz,0.9123"
+    assert [(r["start_time"], r["stop_time"], r["label"], r["confidence"]) for r in rows] == [
+        ("0.0000", "42.2786", "bckg", "1.0000"), ("42.2786", "81.7760", "seiz", "0.9123"),
+        ("81.7760", "100.0000", "bckg", "1.0000"), ("100.0000", "130.5000", "seiz", "0.5000"),
+        ("130.5000", "1289.0400", "bckg", "1.0000")]
+    read = read_events(path)
+    assert read.duration_s == 1289.04
+    assert read.seizures == ((42.2786, 81.776), (100.0, 130.5))
 
 
-def test_csv_bi_without_events_has_only_the_header():
-    assert format_csv_bi("x", 60.0, []).splitlines()[-1] == (
-        "channel,start_time,stop_time,label,confidence")
+def test_csv_bi_without_events_is_background_over_the_whole_recording(tmp_path):
+    assert format_csv_bi("x", 45.5, []).splitlines()[-1] == "TERM,0.0000,45.5000,bckg,1.0000"
+    path = tmp_path / "x.csv_bi"
+    write_csv_bi(path, "x", 45.5, [])
+    assert read_events(path) == RecordingEvents(str(path), 45.5, ())
+
+
+def test_csv_bi_with_events_at_both_ends_has_no_empty_background_rows():
+    text = format_csv_bi("x", 30.0, [Event(0.0, 10.0), Event(20.0, 30.0)])
+    assert text.splitlines()[6:] == ["TERM,0.0000,10.0000,seiz,1.0000",
+                                     "TERM,10.0000,20.0000,bckg,1.0000",
+                                     "TERM,20.0000,30.0000,seiz,1.0000"]
 
 
 # ---------------------------------------------------------------- accumulator
 
-def _windows_of(timeline: np.ndarray, window: int, stride: int) -> np.ndarray:
+FS, WINDOW, STRIDE = 4, 40, 20        # 10 s windows, 5 s stride, 4 Hz timelines
+POST = PostProcessConfig(0.5, 1.0, 2.0)
+
+
+def _windows_of(timeline: np.ndarray, window: int = WINDOW, stride: int = STRIDE) -> np.ndarray:
     n = (timeline.size - window) // stride + 1
     return np.stack([timeline[i * stride: i * stride + window] for i in range(n)])
 
 
-def test_accumulator_scores_stitched_recordings_and_writes_hypotheses(tmp_path):
-    fs, window, stride = 4, 40, 20        # 10 s windows, 5 s stride, 4 Hz timeline
-    mask = np.zeros(120, dtype=bool)       # 30 s recording, seizure 10-17.5 s
+def _add(accumulator: ValidationAccumulator, name: str, probs: np.ndarray,
+         mask: np.ndarray) -> None:
+    accumulator.add_timeline(name, *stitch_recording(_windows_of(probs),
+                                                     _windows_of(mask.astype(np.float32)),
+                                                     STRIDE))
+
+
+def _two_recordings() -> tuple[SplitReferences, np.ndarray, np.ndarray]:
+    """Recording a: windows over 0-30 s of a 33.5 s recording with seizures at 10-17.5 s and in
+    the uncached tail (31-33 s), predicted with a false alarm at 25-28 s; recording s: 8.25 s,
+    shorter than a window, one seizure; and one quarantined recording."""
+    mask = np.zeros(120, dtype=bool)
     mask[40:70] = True
     probs = np.where(mask, 0.9, 0.1)
-    probs[100:112] = 0.8                   # a 3 s false alarm at 25-28 s
-    accumulator = ValidationAccumulator(fs, stride, PostProcessConfig(0.5, 1.0, 2.0))
-    first = accumulator.add_recording("a_s001_t000_windows.npz",
-                                      _windows_of(probs, window, stride),
-                                      _windows_of(mask.astype(np.float32), window, stride))
-    assert first.duration_s == 30.0
-    assert first.counts == EventCounts(1, 1, 2, 1)
-    # A second, seizure-free recording perfectly predicted as background.
-    quiet = np.zeros(80)
-    accumulator.add_recording("b_s001_t000_windows.npz", _windows_of(quiet, window, stride),
-                              _windows_of(quiet, window, stride))
+    probs[100:112] = 0.8
+    references = SplitReferences(
+        (Reference("a_s001_t000", 33.5, ((10.0, 17.5), (31.0, 33.0)), "a_s001_t000_windows.npz"),
+         Reference("s_s001_t000", 8.25, ((2.0, 5.0),))),
+        (Excluded("q/q_s001_t000.edf", "quarantined", "q_s001_t000.edf: flat channel FZ"),))
+    return references, probs, mask
+
+
+def test_recordings_are_scored_against_their_references_over_their_whole_duration():
+    references, probs, mask = _two_recordings()
+    accumulator = ValidationAccumulator(FS, references, POST)
+    _add(accumulator, "a_s001_t000_windows.npz", probs, mask)
+    overlap = accumulator.totals().totals["overlap"]
+    # The tail seizure and the too-short recording's seizure are misses; both durations count.
+    assert overlap == EventCounts(targets=3, hits=1, misses=2, false_alarms=1,
+                                  duration_s=33.5 + 8.25)
     metrics = accumulator.metrics()
-    assert metrics["sensitivity"] == 1.0
-    assert metrics["fa_per_24h"] == pytest.approx(1 * 86400 / 50)
-    assert metrics["precision"] == 0.5
-    expected_auroc = sample_auroc(np.r_[probs, quiet], np.r_[mask, quiet > 0])
+    assert metrics["overlap_sensitivity"] == pytest.approx(1 / 3)
+    assert metrics["overlap_fa_per_24h"] == pytest.approx(86400 / 41.75)
+    assert metrics["overlap_ppv"] == 0.5
+    assert metrics["n_recordings"] == 2 and metrics["duration_s"] == 41.75
+    assert metrics["szcore_targets"] == 2  # SzCORE merges seizures closer than 90 s
+    expected_auroc = sample_auroc(probs, mask)
     assert abs(metrics["auroc"] - expected_auroc) <= metrics["auroc_error_bound"] <= 1e-4
-    assert metrics["n_recordings"] == 2
-    paths = accumulator.write_hypotheses(tmp_path)
-    assert [p.name for p in paths] == ["a_s001_t000.csv_bi", "b_s001_t000.csv_bi"]
-    assert paths[0].read_text().splitlines()[-2:] == ["TERM,10.0000,17.5000,seiz,0.9000",
-                                                      "TERM,25.0000,28.0000,seiz,0.8000"]
+    assert accumulator.excluded == references.excluded
+
+
+def test_written_files_reproduce_the_totals_and_carry_the_reference_durations(tmp_path):
+    references, probs, mask = _two_recordings()
+    accumulator = ValidationAccumulator(FS, references, POST)
+    _add(accumulator, "a_s001_t000_windows.npz", probs, mask)
+    hyps = accumulator.write_hypotheses(tmp_path / "hyp")
+    refs = accumulator.write_references(tmp_path / "ref")
+    assert [p.name for p in hyps] == [p.name for p in refs] == ["a_s001_t000.csv_bi",
+                                                                "s_s001_t000.csv_bi"]
+    assert read_events(hyps[0]).seizures == ((10.0, 17.5), (25.0, 28.0))
+    assert [read_events(p).duration_s for p in hyps] == [33.5, 8.25]
+    assert read_events(hyps[1]).seizures == ()
+    assert read_events(refs[0]).seizures == ((10.0, 17.5), (31.0, 33.0))
+    from_files = score_paths(tmp_path / "ref", tmp_path / "hyp")
+    assert from_files.totals == accumulator.totals().totals
+
+
+def test_a_csv_reference_is_merged_across_channels():
+    rows = ((10.0, 20.0), (12.0, 25.5), (40.0, 50.0), (50.0, 55.0))  # channel rows of a .csv
+    references = SplitReferences((Reference("m_s001_t000", 70.0, rows, "m_s001_t000_windows.npz"),))
+    accumulator = ValidationAccumulator(FS, references, POST)
+    _add(accumulator, "m_s001_t000_windows.npz", np.zeros(280), np.zeros(280, dtype=bool))
+    (scored,) = accumulator.recordings
+    assert scored.reference.seizures == ((10.0, 25.5), (40.0, 55.0))
+    assert accumulator.totals().totals["overlap"].targets == 2
+
+
+def test_each_threshold_of_a_sweep_scores_as_an_accumulator_at_that_threshold():
+    references, probs, mask = _two_recordings()
+    probs = np.clip(probs + np.random.default_rng(5).normal(0, 0.2, probs.size), 0, 1)
+    sweep = ValidationAccumulator(FS, references, POST, thresholds=(0.3, 0.85))
+    _add(sweep, "a_s001_t000_windows.npz", probs, mask)
+    assert sweep.thresholds == (0.3, 0.5, 0.85)
+    for threshold in sweep.thresholds:
+        single = ValidationAccumulator(FS, references, PostProcessConfig(threshold, 1.0, 2.0))
+        _add(single, "a_s001_t000_windows.npz", probs, mask)
+        assert sweep.totals(threshold).totals == single.totals().totals, threshold
+        assert [r.hypotheses[threshold] for r in sweep.recordings] == \
+            [r.hypotheses[threshold] for r in single.recordings]
+    rows = sweep.sweep()
+    assert [row["threshold"] for row in rows] == [0.3, 0.5, 0.85]
+    assert rows[0]["overlap"]["false_alarms"] != rows[2]["overlap"]["false_alarms"]
+    with pytest.raises(KeyError, match="threshold 0.4 was not scored"):
+        sweep.totals(0.4)
+
+
+def test_a_timeline_longer_than_its_reference_or_without_one_is_refused():
+    references = SplitReferences((Reference("a_s001_t000", 28.7, (), "a_s001_t000_windows.npz"),))
+    accumulator = ValidationAccumulator(FS, references, POST)
+    with pytest.raises(ValueError, match=r"a_s001_t000_windows.npz: the stitched timeline lasts "
+                                         r"30 s but the reference .* only 28.7 s"):
+        _add(accumulator, "a_s001_t000_windows.npz", np.zeros(120), np.zeros(120, dtype=bool))
+    with pytest.raises(ValueError, match="b_s001_t000_windows.npz: no reference events"):
+        _add(accumulator, "b_s001_t000_windows.npz", np.zeros(120), np.zeros(120, dtype=bool))
+    # Up to a second (and a sample) longer: the tolerance between the annotation and the EDF.
+    lenient = ValidationAccumulator(FS, SplitReferences(
+        (Reference("a_s001_t000", 29.2, (), "a_s001_t000_windows.npz"),)), POST)
+    probs = np.full(120, 0.9)
+    _add(lenient, "a_s001_t000_windows.npz", probs, np.zeros(120, dtype=bool))
+    assert lenient.recordings[0].hypotheses[0.5] == (Event(0.0, 29.2, pytest.approx(0.9)),)
 
 
 def _recording(rng: np.random.Generator, n_windows: int, window: int, stride: int,
@@ -229,18 +304,29 @@ def _recording(rng: np.random.Generator, n_windows: int, window: int, stride: in
             _windows_of(mask.astype(np.float32), window, stride))
 
 
+def _references_for(layout: dict[str, tuple[int, tuple | None]], fs: float, window: int,
+                    stride: int) -> SplitReferences:
+    return SplitReferences(tuple(
+        Reference(name.removesuffix("_windows.npz"),
+                  timeline_length(n, window, stride) / fs,
+                  ((seizure[0] / fs, seizure[1] / fs),) if seizure else (), name)
+        for name, (n, seizure) in layout.items()))
+
+
 def test_stream_of_batches_scores_like_whole_recordings():
-    fs, window, stride = 4, 40, 20
     rng = np.random.default_rng(3)
-    recordings = {"a_s001_t000_windows.npz": _recording(rng, 9, window, stride, (60, 130)),
-                  "b_s001_t000_windows.npz": _recording(rng, 1, window, stride, None),
-                  "c_s001_t000_windows.npz": _recording(rng, 14, window, stride, (200, 230))}
-    whole = ValidationAccumulator(fs, stride, PostProcessConfig(0.5, 1.0, 2.0))
+    layout = {"a_s001_t000_windows.npz": (9, (60, 130)), "b_s001_t000_windows.npz": (1, None),
+              "c_s001_t000_windows.npz": (14, (200, 230))}
+    recordings = {name: _recording(rng, n, WINDOW, STRIDE, seizure)
+                  for name, (n, seizure) in layout.items()}
+    references = _references_for(layout, FS, WINDOW, STRIDE)
+    whole = ValidationAccumulator(FS, references, POST)
     for name, (probs, labels) in recordings.items():
-        whole.add_recording(name, probs, labels)
-    streamed = ValidationAccumulator(fs, stride, PostProcessConfig(0.5, 1.0, 2.0))
+        whole.add_timeline(name, *stitch_recording(probs, labels, STRIDE))
+    streamed = ValidationAccumulator(FS, references, POST)
     stream = RecordingStream([(name, len(p)) for name, (p, _) in recordings.items()]
-                             + [("empty_s001_t000_windows.npz", 0)], stride, streamed.add_timeline)
+                             + [("empty_s001_t000_windows.npz", 0)], STRIDE,
+                             streamed.add_timeline)
     all_probs = np.concatenate([p for p, _ in recordings.values()])
     all_labels = np.concatenate([lab for _, lab in recordings.values()])
     for start in range(0, len(all_probs), 5):       # batches that straddle recordings
@@ -248,43 +334,91 @@ def test_stream_of_batches_scores_like_whole_recordings():
     stream.finish()
     assert streamed.recordings == whole.recordings
     assert streamed.metrics() == whole.metrics()
-    assert whole.metrics()["n_reference_events"] == 2 and whole.metrics()["n_recordings"] == 3
+    assert whole.metrics()["overlap_targets"] == 2 and whole.metrics()["n_recordings"] == 3
 
 
 def test_stream_refuses_more_or_fewer_windows_than_listed():
-    accumulator = ValidationAccumulator(4, 20)
+    seen = []
     probs, labels = _recording(np.random.default_rng(0), 3, 40, 20, None)
-    stream = RecordingStream([("a_s001_t000_windows.npz", 2)], 20, accumulator.add_timeline)
+    stream = RecordingStream([("a_s001_t000_windows.npz", 2)], 20, lambda *args: seen.append(args))
     with pytest.raises(ValueError, match="more windows than recordings"):
         stream.add(probs, labels)
-    short = RecordingStream([("a_s001_t000_windows.npz", 3)], 20, accumulator.add_timeline)
+    short = RecordingStream([("a_s001_t000_windows.npz", 3)], 20, lambda *args: seen.append(args))
     short.add(probs[:2], labels[:2])
     with pytest.raises(ValueError, match="1 recordings incomplete .first: a_s001_t000"):
         short.finish()
 
 
 def test_accumulator_keeps_nothing_per_sample():
-    """The state after a recording does not grow with its length (the old kept 5 B/sample)."""
+    """The state after a recording does not grow with its length, even over a sweep of
+    thresholds: only events and summed counts are kept."""
     fs, window, stride = 256, 15360, 2560
     rng = np.random.default_rng(4)
-    accumulator = ValidationAccumulator(fs, stride)
+    layout = {f"r{n}_s001_t000_windows.npz": (n, (20_000, 40_000)) for n in (10, 400)}
+    accumulator = ValidationAccumulator(fs, _references_for(layout, fs, window, stride),
+                                        thresholds=(0.3, 0.6, 0.9))
     tracemalloc.start()
     try:
         retained = []
-        for n_windows in (10, 400):       # 3.4 min and 67 min: 52 k and 1.0 M samples
-            probs, labels = _recording(rng, n_windows, window, stride, (20_000, 40_000))
-            before = tracemalloc.get_traced_memory()[0]
-            accumulator.add_recording(f"r{n_windows}_s001_t000_windows.npz", probs, labels)
-            retained.append(tracemalloc.get_traced_memory()[0] - before)
+        for name, (n_windows, seizure) in layout.items():  # 3.4 and 67 min: 52 k and 1.0 M samples
+            probs, labels = _recording(rng, n_windows, window, stride, seizure)
+            timeline = stitch_recording(probs, labels, stride)
             del probs, labels
+            before = tracemalloc.get_traced_memory()[0]
+            accumulator.add_timeline(name, *timeline)
+            del timeline
+            retained.append(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
     assert max(retained) < 100_000, retained
 
 
 def test_invalid_probabilities_name_the_recording():
-    accumulator = ValidationAccumulator(4, 20)
+    references = _references_for({"bad_s001_t000_windows.npz": (3, None)}, 4, 40, 20)
+    accumulator = ValidationAccumulator(4, references)
     probs, labels = _recording(np.random.default_rng(0), 3, 40, 20, None)
     probs[1, 3] = np.nan
     with pytest.raises(ValueError, match=r"bad_s001_t000_windows.npz: probabilities must lie"):
-        accumulator.add_recording("bad_s001_t000_windows.npz", probs, labels)
+        accumulator.add_timeline("bad_s001_t000_windows.npz",
+                                 *stitch_recording(probs, labels, 20))
+
+
+def test_scores_equal_the_scorers_on_the_same_events():
+    """What the accumulator adds up is lib.scoring's own per-recording score."""
+    references, probs, mask = _two_recordings()
+    accumulator = ValidationAccumulator(FS, references, POST)
+    _add(accumulator, "a_s001_t000_windows.npz", probs, mask)
+    expected = [score_recording(RecordingEvents.from_intervals("a", 33.5, [(10, 17.5), (31, 33)]),
+                                RecordingEvents.from_intervals("a", 33.5, [(10, 17.5), (25, 28)])),
+                score_recording(RecordingEvents.from_intervals("s", 8.25, [(2, 5)]),
+                                RecordingEvents.from_intervals("s", 8.25, []))]
+    for scorer, counts in accumulator.totals().totals.items():
+        assert counts == expected[0][scorer] + expected[1][scorer], scorer
+
+
+def _events_run_by_run(probs: np.ndarray, fs: float, post: PostProcessConfig) -> list[tuple]:
+    """The post-processing rule written out run by run (merge, then drop short events)."""
+    runs, start = [], None
+    for i, above in enumerate(np.r_[probs >= post.threshold, False]):
+        if above and start is None:
+            start = i
+        elif not above and start is not None:
+            runs.append([start, i])
+            start = None
+    merged = []
+    for run in runs:
+        if merged and run[0] - merged[-1][1] < post.merge_gap_s * fs:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    return [(a / fs, b / fs) for a, b in merged if b - a >= post.min_event_s * fs]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_detect_events_follows_the_rule_on_noisy_timelines(seed):
+    rng = np.random.default_rng(seed)
+    probs = np.clip(np.repeat(rng.random(300), rng.integers(1, 12, 300)), 0, 1)
+    for threshold in (0.1, 0.5, 0.9):
+        post = PostProcessConfig(threshold, merge_gap_s=0.5, min_event_s=1.0)
+        assert [(e.start_s, e.stop_s) for e in detect_events(probs, 8, post)] == \
+            _events_run_by_run(probs, 8, post)

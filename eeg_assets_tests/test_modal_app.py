@@ -1,4 +1,4 @@
-"""The Modal app module, imported offline: what it declares and what its two functions do.
+"""The Modal app module, imported offline: what it declares and what its functions do.
 
 Every test imports ``eeg_assets/remote/modal_app.py`` afresh (its settings are read at import)
 with the network cut off: any socket connection or name lookup fails the test. Modal itself is
@@ -20,7 +20,7 @@ from pathlib import Path
 import modal
 import pytest
 
-from eeg_assets.orchestration import training
+from eeg_assets.orchestration import evaluation, training
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_FILE = REPO_ROOT / "eeg_assets" / "remote" / "modal_app.py"
@@ -109,19 +109,21 @@ def test_default_declarations(monkeypatch):
     recorder = Recorder(monkeypatch)
     app = load_app(monkeypatch, recorder)
     assert app.app.name == "eeg-assets-train"
-    assert isinstance(app.train, modal.Function) and app.train.app is app.app
-    assert list(recorder.functions) == ["train"]
-    declared = recorder.functions["train"]
-    assert declared["gpu"] == "A100"
-    assert declared["timeout"] == 6 * 3600
-    assert declared["cpu"] >= 4 and declared["memory"] >= 16 * 1024
-    assert set(declared["volumes"]) == {"/results"}
-    info = app.train.info()  # what Modal would send: resolved from the declarations
-    assert info.gpus == [("A100", 1)]
-    assert info.timeout == 6 * 3600
-    assert info.cpu == 8.0 and info.memory_mib == 32768
-    assert {path: mount.name for path, mount in info.volumes.items()} == {
-        "/results": "eeg-assets-results"}
+    assert list(recorder.functions) == ["train", "evaluate"]
+    for name in ("train", "evaluate"):
+        function = getattr(app, name)
+        assert isinstance(function, modal.Function) and function.app is app.app
+        declared = recorder.functions[name]
+        assert declared["gpu"] == "A100"
+        assert declared["timeout"] == 6 * 3600
+        assert declared["cpu"] >= 4 and declared["memory"] >= 16 * 1024
+        assert set(declared["volumes"]) == {"/results"}
+        info = function.info()  # what Modal would send: resolved from the declarations
+        assert info.gpus == [("A100", 1)]
+        assert info.timeout == 6 * 3600
+        assert info.cpu == 8.0 and info.memory_mib == 32768
+        assert {path: mount.name for path, mount in info.volumes.items()} == {
+            "/results": "eeg-assets-results"}
     assert app.run.info.function_name == "run"
 
 
@@ -156,7 +158,8 @@ def test_the_image_installs_the_package_and_what_the_container_imports(monkeypat
 
 def test_the_container_entry_point_needs_no_dagster():
     """The image installs dagster-pipes only: the entry point must not import dagster itself."""
-    code = ("import sys, eeg_assets.remote.train_entry, eeg_assets.lib.model.train_run; "
+    code = ("import sys, eeg_assets.remote.train_entry, eeg_assets.lib.model.train_run, "
+            "eeg_assets.remote.evaluate_entry, eeg_assets.lib.model.evaluate_run; "
             "print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO_ROOT, check=True, timeout=120).stdout
@@ -169,31 +172,47 @@ def test_paths_agree_with_the_launcher(monkeypatch):
     assert app.RESULTS_MOUNT == "/results"
     assert training.MODAL_CACHE_ROOT == app.CACHE_ROOT == "/results/cache/tusz"
     assert Path(training.MODAL_RESULTS).parent == Path(app.RESULTS_MOUNT)
+    assert Path(evaluation.MODAL_EVALUATION).parent == Path(app.RESULTS_MOUNT)
 
 
-def test_local_entrypoint_forwards_pipes_and_seed_flags_only(monkeypatch):
+class Remote:
+    def __init__(self, name: str, calls: list):
+        self.name, self.calls = name, calls
+
+    def remote(self, *args):
+        self.calls.append((self.name, args))
+
+
+@pytest.mark.parametrize("job", [None, "train", "evaluate"])
+def test_local_entrypoint_forwards_pipes_and_seed_flags_only(monkeypatch, job):
     app = load_app(monkeypatch)
     calls = []
-
-    class Train:
-        def remote(self, *args):
-            calls.append(args)
-
-    monkeypatch.setattr(app, "train", Train())
+    monkeypatch.setattr(app, "train", Remote("train", calls))
+    monkeypatch.setattr(app, "evaluate", Remote("evaluate", calls))
     monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", "ctx")
     monkeypatch.setenv("DAGSTER_PIPES_MESSAGES", "msgs")
     monkeypatch.setenv("BGB_SMOKE_TEST", "1")
     monkeypatch.setenv("BGB_LIMIT_FILES", "2")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "never-forwarded")
     monkeypatch.setenv("EEG_ASSETS_EPOCHS", "3")  # read by the launcher into the request
-    app.run.info.raw_f()
-    (args,) = calls
+    app.run.info.raw_f(*([job] if job else []))
+    ((called, args),) = calls
+    assert called == (job or "train")
     assert args == ({"DAGSTER_PIPES_CONTEXT": "ctx", "DAGSTER_PIPES_MESSAGES": "msgs",
                      "BGB_SMOKE_TEST": "1", "BGB_LIMIT_FILES": "2"},)
 
 
+def test_local_entrypoint_refuses_an_unknown_job(monkeypatch):
+    app = load_app(monkeypatch)
+    with pytest.raises(SystemExit, match="unknown job 'predict': use train or evaluate"):
+        app.run.info.raw_f("predict")
+
+
+@pytest.mark.parametrize("function, entry", [("train", "train_entry"),
+                                             ("evaluate", "evaluate_entry")])
 @pytest.mark.parametrize("fails", [False, True])
-def test_train_runs_the_entry_point_and_always_commits_the_volume(monkeypatch, fails):
+def test_each_function_runs_its_entry_point_and_always_commits_the_volume(monkeypatch, fails,
+                                                                          function, entry):
     app = load_app(monkeypatch)
     events = []
 
@@ -207,17 +226,16 @@ def test_train_runs_the_entry_point_and_always_commits_the_volume(monkeypatch, f
         if fails:
             raise RuntimeError("training failed")
 
-    import eeg_assets.remote.train_entry as train_entry
-
+    module = importlib.import_module(f"eeg_assets.remote.{entry}")
     monkeypatch.setattr(app, "volume", Volume())
-    monkeypatch.setattr(train_entry, "main", main)
+    monkeypatch.setattr(module, "main", main)
     monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", "before")  # restored after the test
     monkeypatch.setenv("BGB_SMOKE_TEST", "0")
     forwarded = {"DAGSTER_PIPES_CONTEXT": "ctx", "BGB_SMOKE_TEST": "1"}
     with pytest.warns(UserWarning, match="Volume"):  # modal: .local() has no volume mounted
         if fails:
             with pytest.raises(RuntimeError, match="training failed"):
-                app.train.local(forwarded)
+                getattr(app, function).local(forwarded)
         else:
-            app.train.local(forwarded)
+            getattr(app, function).local(forwarded)
     assert events == [("main", "ctx", "1"), "commit"]

@@ -36,6 +36,9 @@ def test_the_environment_becomes_settings_with_defaults_where_unset(tmp_path):
     ("EEG_ASSETS_EPOCHS", "five", "EEG_ASSETS_EPOCHS='five' is not an integer"),
     ("EEG_ASSETS_NOTCH_HZ", "60Hz", "EEG_ASSETS_NOTCH_HZ='60Hz' is not a number"),
     ("EEG_ASSETS_TRAIN_BACKEND", "slurm", "EEG_ASSETS_TRAIN_BACKEND='slurm': use one of"),
+    ("EEG_ASSETS_EVAL_MAX_FA_PER_24H", "-1", "EEG_ASSETS_EVAL_MAX_FA_PER_24H=-1.0: use a number"),
+    ("EEG_ASSETS_EVAL_MAX_FA_PER_24H", "few", "EEG_ASSETS_EVAL_MAX_FA_PER_24H='few' is not a "
+                                              "number"),
 ])
 def test_an_unusable_value_names_its_variable(name, value, said):
     with pytest.raises(SettingsError, match=said):
@@ -47,11 +50,22 @@ def test_definitions_built_from_settings_carry_their_code_versions_and_resources
     european = Settings(raw_root=tmp_path / "raw", cache_root=tmp_path / "cache", notch_hz=50)
     versions, other = _code_versions(build_defs(default)), _code_versions(build_defs(european))
     assert set(versions) == {"npz_windows", "dataset_index", "manifest", "balanced_dataset",
-                             "trained_model"}
+                             "trained_model", "model_evaluation"}
     assert all(versions[name] != other[name] for name in versions)  # the notch shapes every byte
     defs = build_defs(european)
     assert defs.resources["settings"] is european
     assert defs.resources["training_launcher"].backend == european.train_backend
+
+
+def test_the_threshold_rule_comes_from_the_settings_and_versions_the_evaluation(tmp_path):
+    settings = Settings.from_env({"EEG_ASSETS_EVAL_MAX_FA_PER_24H": "12.5"})
+    assert settings.threshold_rule().max_fa_per_24h == 12.5
+    assert Settings.from_env({}).threshold_rule().max_fa_per_24h == 30.0
+    roots = dict(raw_root=tmp_path / "raw", cache_root=tmp_path / "cache")
+    versions = [_code_versions(build_defs(Settings(**roots, eval_max_fa_per_24h=fa)))
+                for fa in (30.0, 12.5)]
+    assert versions[0]["model_evaluation"] != versions[1]["model_evaluation"]
+    assert versions[0]["trained_model"] == versions[1]["trained_model"]
 
 
 def test_modal_settings_come_from_the_same_module():

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from eeg_assets.lib.model import training
+from eeg_assets.lib.cache.references import Reference, SplitReferences
 from eeg_assets.lib.model.network import ModelConfig
 from eeg_assets.lib.model.training import (
     BEST_CHECKPOINT,
@@ -55,17 +56,26 @@ def _synthetic_recording(rng: np.random.Generator, n_samples: int,
 
 
 class WindowedRecordings(Dataset):
-    """In-test stand-in for EEGWindowDataset: consecutive windows of whole recordings."""
+    """In-test stand-in for EEGWindowDataset: consecutive windows of whole recordings, whose
+    references are the bursts written into them (sample-exact, the recording's full length)."""
 
     def __init__(self, recordings: list[tuple[str, np.ndarray, np.ndarray]], window: int,
-                 stride: int):
+                 stride: int, bursts: dict[str, list[tuple[int, int]]] | None = None):
         self._items = []
         self._counts = []
+        self._references = []
         for name, signal, mask in recordings:
             n = (signal.shape[1] - window) // stride + 1
             self._counts.append((name, n))
             self._items += [(signal[:, i * stride: i * stride + window],
                              mask[i * stride: i * stride + window]) for i in range(n)]
+            self._references.append(Reference(
+                stem=name.removesuffix("_windows.npz"), duration_s=signal.shape[1] / FS,
+                seizures=tuple((a / FS, b / FS) for a, b in (bursts or {}).get(name, [])),
+                npz_name=name))
+
+    def references(self) -> SplitReferences:
+        return SplitReferences(tuple(self._references))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -100,7 +110,8 @@ def _val_set() -> WindowedRecordings:
               "valc_s002_t001": [(25 * FS, 33 * FS)]}
     recordings = [(f"{stem}_windows.npz", *_synthetic_recording(rng, 40 * FS, bursts))
                   for stem, bursts in layout.items()]
-    return WindowedRecordings(recordings, WINDOW, STRIDE)
+    return WindowedRecordings(recordings, WINDOW, STRIDE,
+                              {f"{stem}_windows.npz": bursts for stem, bursts in layout.items()})
 
 
 TRAIN, VAL = _train_set(), _val_set()
@@ -126,7 +137,8 @@ def _trajectory(history: list[dict]) -> list[tuple]:
 def test_fit_learns_the_synthetic_seizures(baseline):
     result, lines, epochs, _ = baseline
     assert result.best_metrics["val_auroc"] > 0.9
-    assert result.best_metrics["val_sensitivity"] == 1.0
+    assert result.best_metrics["val_overlap_sensitivity"] == 1.0
+    assert result.best_metrics["val_overlap_targets"] == 2  # the two seizures of the references
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.device == "cpu"
     assert result.resumed_from_epoch == 0
@@ -136,8 +148,9 @@ def test_fit_learns_the_synthetic_seizures(baseline):
 def test_fit_reports_every_epoch_to_on_epoch_and_log(baseline):
     result, lines, epochs, _ = baseline
     assert epochs == result.history and len(epochs) == CONFIG.epochs
-    for key in ("train_loss", "val_loss", "val_auroc", "val_sensitivity", "val_fa_per_24h",
-                "val_precision", "windows_per_s", "epoch_seconds"):
+    for key in ("train_loss", "val_loss", "val_auroc", "val_overlap_sensitivity",
+                "val_overlap_fa_per_24h", "val_taes_sensitivity", "val_szcore_sensitivity",
+                "val_szcore_fa_per_24h", "windows_per_s", "epoch_seconds"):
         assert all(np.isfinite(m[key]) for m in epochs), key
     assert any(line.startswith("training on cpu") for line in lines)
     assert sum(line.startswith("epoch ") for line in lines) == CONFIG.epochs
@@ -296,6 +309,19 @@ def test_validation_set_must_match_its_recordings(tmp_path):
     broken = Inconsistent([("a_windows.npz", *_synthetic_recording(
         np.random.default_rng(0), 20 * FS, []))], WINDOW, STRIDE)
     with pytest.raises(ValueError, match="announce"):
+        fit(TRAIN, POS_WEIGHT, broken, tmp_path, CONFIG, log=lambda _line: None)
+
+
+def test_validation_recordings_need_references(tmp_path):
+    class Unreferenced(WindowedRecordings):
+        def references(self):
+            return SplitReferences(super().references().recordings[1:])
+
+    rng = np.random.default_rng(0)
+    broken = Unreferenced([(f"{name}_windows.npz", *_synthetic_recording(rng, 20 * FS, []))
+                           for name in ("a_s001_t000", "b_s001_t000")], WINDOW, STRIDE)
+    with pytest.raises(ValueError, match="validation recordings without reference events: "
+                                         "a_s001_t000_windows.npz"):
         fit(TRAIN, POS_WEIGHT, broken, tmp_path, CONFIG, log=lambda _line: None)
 
 

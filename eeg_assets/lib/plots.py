@@ -62,3 +62,32 @@ def curves_png(history: list[dict], keys: tuple[str, ...], title: str) -> bytes:
     # Without a layout pass the figure title sits on top of the middle subplot's title.
     fig.tight_layout()
     return _png(fig)
+
+
+def operating_curve_png(sweep: list[dict], threshold: float, title: str,
+                        scorers: tuple[tuple[str, str], ...] = (("overlap", "OVERLAP"),
+                                                                ("szcore", "SzCORE"))) -> bytes:
+    """Sensitivity (%) against false alarms per 24 h over thresholds, one line per scorer.
+
+    ``sweep`` rows hold ``threshold`` and ``<scorer>_sensitivity`` (a fraction; None where
+    undefined) and ``<scorer>_fa_per_24h``; the operating ``threshold`` is marked and labelled.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for (scorer, label), colour in zip(scorers, ("#1b9e77", "#d95f02", "#7570b3")):
+        rows = [r for r in sweep if r.get(f"{scorer}_sensitivity") is not None
+                and r.get(f"{scorer}_fa_per_24h") is not None]
+        fa = [r[f"{scorer}_fa_per_24h"] for r in rows]
+        sensitivity = [100 * r[f"{scorer}_sensitivity"] for r in rows]
+        ax.plot(fa, sensitivity, marker=".", color=colour, label=label)
+        for r, x, y in zip(rows, fa, sensitivity):
+            if r["threshold"] == threshold:
+                ax.plot([x], [y], marker="o", ms=9, mfc="none", color=colour)
+                ax.annotate(f"{threshold:g}", (x, y), textcoords="offset points",
+                            xytext=(6, -12), color=colour)
+    ax.set_xlabel("false alarms per 24 h")
+    ax.set_ylabel("sensitivity (%)")
+    ax.set_ylim(-2, 102)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
+    return _png(fig)

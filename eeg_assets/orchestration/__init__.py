@@ -1,13 +1,14 @@
 """The thin Dagster layer: partitions, assets, checks, sensors, and :func:`build_defs`.
 
 Modules: ``assets`` (the cache chain), ``checks_cache`` / ``checks_dataset`` (its asset checks),
-``training`` (``trained_model`` and its launcher), ``sensors`` (the raw-drop sensor),
+``training`` (``trained_model`` and its launcher), ``evaluation`` (``model_evaluation`` on val
+and eval, through the same launcher), ``sensors`` (the raw-drop sensor),
 ``partitions``. Every asset is a thin call into :mod:`eeg_assets.lib`.
 """
 
 import dagster as dg
 
-from eeg_assets.orchestration import assets, checks_cache, checks_dataset, training
+from eeg_assets.orchestration import assets, checks_cache, checks_dataset, evaluation, training
 from eeg_assets.orchestration.sensors import make_raw_edf_drop_sensor
 from eeg_assets.settings import Settings
 
@@ -25,7 +26,8 @@ def build_defs(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[assets.raw_edf_recordings, *assets.build_cache_assets(settings),
-                training.build_trained_model(settings)],
+                training.build_trained_model(settings),
+                evaluation.build_model_evaluation(settings)],
         asset_checks=dg.load_asset_checks_from_modules([checks_cache, checks_dataset]),
         jobs=[split_cache_job],
         sensors=[

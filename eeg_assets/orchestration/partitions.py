@@ -13,3 +13,7 @@ for _preview in ("Specifying a partitions_def on an AssetCheckSpec",
 #: Cache splits (seed folder names); per-file work happens inside a split's run, not as
 #: thousands of partitions (see DESIGN.md).
 split_partitions = dg.StaticPartitionsDefinition(list(SPLITS))
+
+#: The splits a model is evaluated on: val chooses the operating threshold, eval applies it.
+EVALUATION_SPLITS = ("val", "eval")
+evaluation_partitions = dg.StaticPartitionsDefinition(list(EVALUATION_SPLITS))

@@ -1,4 +1,8 @@
-"""trained_model: training launched through Dagster Pipes, locally or on Modal GPUs."""
+"""trained_model: training launched through Dagster Pipes, locally or on Modal GPUs.
+
+The launcher also runs ``model_evaluation`` (``orchestration/evaluation.py``): the same backend,
+another job.
+"""
 
 import json
 import os
@@ -25,6 +29,8 @@ from eeg_assets.settings import Settings
 MODAL_APP = Path(__file__).resolve().parents[1] / "remote" / "modal_app.py"
 MODAL_CACHE_ROOT = "/results/cache/tusz"
 MODAL_RESULTS = "/results/trained_model"
+#: What the launcher runs: job -> the Pipes entry module (``modal run ... --job <job>`` on Modal).
+JOBS = {"train": "eeg_assets.remote.train_entry", "evaluate": "eeg_assets.remote.evaluate_entry"}
 
 
 class _StdoutMessageReader(dg.PipesMessageReader):
@@ -57,7 +63,8 @@ class _StdoutMessageReader(dg.PipesMessageReader):
 
 
 class TrainingLauncher(dg.ConfigurableResource):
-    """Where ``trained_model`` runs: ``local`` (a subprocess here) or ``modal`` (a GPU on Modal)."""
+    """Where ``trained_model`` and ``model_evaluation`` run: ``local`` (a subprocess here) or
+    ``modal`` (a GPU on Modal)."""
 
     backend: str = "local"
     modal_executable: str = "modal"
@@ -66,20 +73,25 @@ class TrainingLauncher(dg.ConfigurableResource):
     def from_settings(cls, settings: Settings) -> "TrainingLauncher":
         return cls(backend=settings.train_backend, modal_executable=settings.modal_executable)
 
-    def launch(self, context: dg.AssetExecutionContext,
-               request: TrainingRequest) -> dg.PipesClientCompletedInvocation:
+    def launch(self, context: dg.AssetExecutionContext, request,
+               job: str = "train") -> dg.PipesClientCompletedInvocation:
+        """Run ``job``'s entry point with ``request`` (a ``TrainingRequest`` or an
+        ``EvaluationRequest``) as the Pipes extra ``request``."""
+        if job not in JOBS:
+            raise dg.Failure(f"unknown launcher job {job!r} (use {' or '.join(JOBS)})")
         extras = {"request": request.to_dict()}
         if self.backend == "local":
             return dg.PipesSubprocessClient().run(
-                command=[sys.executable, "-m", "eeg_assets.remote.train_entry"],
-                context=context, extras=extras)
+                command=[sys.executable, "-m", JOBS[job]], context=context, extras=extras)
         if self.backend == "modal":
-            return self._launch_modal(context, extras)
+            return self._launch_modal(context, extras, job)
         raise dg.Failure(f"unknown training backend {self.backend!r} (use 'local' or 'modal')")
 
-    def _launch_modal(self, context, extras) -> dg.PipesClientCompletedInvocation:
+    def _launch_modal(self, context, extras, job: str) -> dg.PipesClientCompletedInvocation:
         reader = _StdoutMessageReader()
         command = [self.modal_executable, "run", str(MODAL_APP)]
+        if job != "train":  # the entrypoint's default job; the training command stays as it was
+            command += ["--job", job]
         context.log.info(f"launching {' '.join(command)}")
         with dg.open_pipes_session(context=context, extras=extras, message_reader=reader,
                                    context_injector=dg.PipesEnvContextInjector()) as session:

@@ -1,10 +1,12 @@
-"""The Modal app that trains on GPUs: ``modal run eeg_assets/remote/modal_app.py``.
+"""The Modal app that trains and evaluates on GPUs: ``modal run eeg_assets/remote/modal_app.py``.
 
-The Dagster ``modal`` launcher runs exactly that command with the Pipes context in the
-environment. The local entrypoint forwards the Pipes variables to a GPU function, which runs the
-same :mod:`eeg_assets.remote.train_entry` as the local launcher, on a persistent Volume mounted at
-``/results`` (cache at ``/results/cache/tusz/{train,val}``, results under ``/results/``). Pipes
-messages come back on stdout, which ``modal run`` streams to the launcher.
+The Dagster ``modal`` launcher runs exactly that command (with ``--job evaluate`` for
+``model_evaluation``) with the Pipes context in the environment. The local entrypoint forwards the
+Pipes variables to a GPU function, ``train`` or ``evaluate``, which runs the same
+:mod:`eeg_assets.remote.train_entry` or :mod:`eeg_assets.remote.evaluate_entry` as the local
+launcher, on a persistent Volume mounted at ``/results`` (cache at
+``/results/cache/tusz/{train,val,eval}``, results under ``/results/``). Pipes messages come back on
+stdout, which ``modal run`` streams to the launcher.
 
 Credentials come only from the environment (``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or
 ``modal token new``); nothing here reads or logs them. The container sees none of the local
@@ -39,24 +41,41 @@ image = (
 )
 volume = modal.Volume.from_name(SETTINGS.volume, create_if_missing=True)
 app = modal.App("eeg-assets-train", image=image)
+GPU_FUNCTION = dict(gpu=SETTINGS.gpu, volumes={RESULTS_MOUNT: volume}, timeout=SETTINGS.timeout_s,
+                    cpu=SETTINGS.cpu, memory=SETTINGS.memory_mb)
 
 
-@app.function(gpu=SETTINGS.gpu, volumes={RESULTS_MOUNT: volume}, timeout=SETTINGS.timeout_s,
-              cpu=SETTINGS.cpu, memory=SETTINGS.memory_mb)
-def train(forwarded_env: dict[str, str]) -> None:
+def _run_entry(forwarded_env: dict[str, str], main) -> None:
     os.environ.update(forwarded_env)
     # Pipes messages are lines on stdout; dagster_pipes never flushes, and a block-buffered
     # stdout would hold logs and epochs back until 8 KiB piled up or the run ended.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
-    from eeg_assets.remote.train_entry import main
-
     try:
         main()
     finally:
-        volume.commit()  # checkpoints and metrics persist even when training fails
+        volume.commit()  # checkpoints, metrics and hypotheses persist even when a run fails
+
+
+@app.function(**GPU_FUNCTION)
+def train(forwarded_env: dict[str, str]) -> None:
+    from eeg_assets.remote import train_entry
+
+    _run_entry(forwarded_env, lambda: train_entry.main())
+
+
+@app.function(**GPU_FUNCTION)
+def evaluate(forwarded_env: dict[str, str]) -> None:
+    from eeg_assets.remote import evaluate_entry
+
+    _run_entry(forwarded_env, lambda: evaluate_entry.main())
 
 
 @app.local_entrypoint()
-def run() -> None:
-    train.remote({k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)})
+def run(job: str = "train") -> None:
+    """``modal run modal_app.py [--job train|evaluate]``."""
+    functions = {"train": train, "evaluate": evaluate}
+    if job not in functions:
+        raise SystemExit(f"unknown job {job!r}: use train or evaluate")
+    forwarded = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    functions[job].remote(forwarded)

@@ -7,27 +7,21 @@ back over the Pipes channel (a file locally, stdout from Modal).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
 from eeg_assets.lib.model.train_run import (
     TrainingRequest,
+    model_version,
     non_finite_metrics,
     run_training,
 )
+from eeg_assets.remote.metadata import float_value as _float
 
 #: Tolerance when the checkpoint is re-evaluated: bit-identical on the same CPU setup, float
 #: rounding elsewhere (different thread counts or a GPU).
 REPRODUCTION_TOLERANCE = 1e-4
-
-
-def _float(value: float | None, digits: int = 4) -> dict:
-    """A float rounded for a person to read (the full values stay in training_summary.json)."""
-    rounded = None if value is None or not math.isfinite(value) else round(value, digits)
-    return {"raw_value": value if rounded is None else rounded, "type": "float"}
 
 
 def _report(pipes: PipesContext, summary: dict) -> None:
@@ -37,8 +31,11 @@ def _report(pipes: PipesContext, summary: dict) -> None:
     pipes.report_asset_materialization(
         metadata={
             "val_auroc": _float(best.get("val_auroc")),
-            "val_sensitivity": _float(best.get("val_sensitivity")),
-            "val_fa_per_24h": _float(best.get("val_fa_per_24h")),
+            # At the training threshold, NEDC OVERLAP and SzCORE (model_evaluation[val] agrees).
+            "val_overlap_sensitivity": _float(best.get("val_overlap_sensitivity")),
+            "val_overlap_fa_per_24h": _float(best.get("val_overlap_fa_per_24h")),
+            "val_szcore_sensitivity": _float(best.get("val_szcore_sensitivity")),
+            "val_szcore_fa_per_24h": _float(best.get("val_szcore_fa_per_24h")),
             "val_loss": _float(best.get("val_loss")),
             "best_epoch": {"raw_value": summary["best_epoch"], "type": "int"},
             "epochs": {"raw_value": len(summary["history"]), "type": "int"},
@@ -57,7 +54,7 @@ def _report(pipes: PipesContext, summary: dict) -> None:
             **{f"consumed_{name}_version": {"raw_value": version, "type": "text"}
                for name, version in summary["data_versions"].items()},
         },
-        data_version=_data_version(summary),
+        data_version=model_version(summary["config_version"], summary["data_versions"]),
     )
     reproduces = (reported_auroc is not None and reproduced_auroc is not None and (
         (math.isnan(reported_auroc) and math.isnan(reproduced_auroc))
@@ -71,12 +68,6 @@ def _report(pipes: PipesContext, summary: dict) -> None:
     pipes.report_asset_check(
         "metrics_finite", passed=not non_finite,
         metadata={"non_finite": {"raw_value": ", ".join(non_finite) or "none", "type": "text"}})
-
-
-def _data_version(summary: dict) -> str:
-    """``<train config version>:<hash of the consumed inputs' versions>``."""
-    inputs = json.dumps(summary["data_versions"], sort_keys=True).encode()
-    return f"{summary['config_version']}:{hashlib.sha256(inputs).hexdigest()[:16]}"
 
 
 def main() -> None:

@@ -44,6 +44,11 @@ from eeg_assets.lib.cache.ledger import (
     RecordingEntry,
 )
 from eeg_assets.lib.cache.npzio import WindowedArray, write_npz
+from eeg_assets.lib.cache.references import (
+    REFERENCE_KEY,
+    add_missing_reference,
+    reference_details,
+)
 from eeg_assets.lib.cache.windows import (
     count_windows,
     label_mask,
@@ -140,6 +145,7 @@ def build_recording(edf_path: Path, source: str, cache_dir: Path,
 def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, cache_dir: Path,
                 config: CacheConfig) -> None:
     annotation = parse_annotation(annotation_path, config)
+    entry.details[REFERENCE_KEY] = reference_details(annotation)  # what scoring compares with
     with EdfRecording(edf_path) as recording:
         plan = plan_channels(recording.labels, config)
         used = [s for s in plan.sources if s is not None]
@@ -350,6 +356,8 @@ def build_split(
             if _is_current(entry, str(FileFingerprint.of(path)), _annotation_fingerprint(path),
                            version, cache_dir):
                 report.skipped += 1
+                if add_missing_reference(entry, path, config):
+                    ledger.put(entry)
                 if entry.status == QUARANTINED:
                     report.quarantined.append(entry)
                 elif entry.status == TOO_SHORT:

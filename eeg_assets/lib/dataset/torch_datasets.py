@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from eeg_assets.lib.cache.npzio import open_member
+from eeg_assets.lib.cache.references import SplitReferences, read_references
 from eeg_assets.lib.config import (
     DEFAULT_BALANCE,
     DEFAULT_CONFIG,
@@ -147,13 +148,16 @@ class EEGWindowDataset(_CachedWindows):
     """Every window of a split's labelled NPZs, in index order (validation).
 
     ``locate(i)`` and ``recordings()`` tell which recording and window an item is, so predictions
-    can be stitched back per recording.
+    can be stitched back per recording; ``references()`` gives their annotation events (by
+    default those the build recorded in the split's ledger, read when first asked for).
     """
 
     def __init__(self, cache_dir: Path, index: DatasetIndex | None = None,
                  files: Sequence[str] | None = None, config: CacheConfig = DEFAULT_CONFIG,
-                 log: Log = print, max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+                 log: Log = print, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                 references: SplitReferences | None = None):
         super().__init__(cache_dir, max_open_files)
+        self._given_references = references
         if index is None:
             index = ensure_index(cache_dir, config, log=log)
         wanted = set(index.files if files is None else files)
@@ -173,6 +177,17 @@ class EEGWindowDataset(_CachedWindows):
     def recordings(self) -> list[tuple[str, int]]:
         """``(npz_name, n_windows)`` in item order: items are consecutive windows of these."""
         return list(self._recordings)
+
+    def references(self) -> SplitReferences:
+        """The references of :meth:`recordings` and of the split's recordings without windows.
+
+        Raises
+        ------
+        ReferenceRecordError
+            When the ledger has none recorded for one of the recordings.
+        """
+        references = self._given_references or read_references(self.cache_dir)
+        return references.restricted_to(name for name, _count in self._recordings)
 
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0

@@ -1,322 +1,204 @@
-"""Score stitched recordings: events, OVERLAP counts, sample AUROC, ``.csv_bi`` hypotheses.
+"""Score a split's stitched recordings against their annotation references, in bounded memory.
 
-Pure numpy; used by training (validation every epoch) and by checkpoint evaluation.
+Used by training (validation every epoch) and by ``model_evaluation``, so the two report the same
+figures at the same threshold.
 
 Conventions
 -----------
-* **Stitching** of windows onto a recording's timeline: :mod:`eeg_assets.lib.model.stitching`.
+* **References** are each recording's annotation events and header duration, recorded in the
+  ledger when the cache was built (:mod:`eeg_assets.lib.cache.references`), never the seizure
+  mask quantised onto the cached samples.
+* **Every recording of the split is scored**: those with windows from their stitched timeline
+  (:mod:`eeg_assets.lib.model.stitching`; the tail after the last window is background, see
+  :mod:`eeg_assets.lib.model.hypotheses`), those shorter than one window with an event-free
+  hypothesis. Quarantined recordings are not scored; ``SplitReferences.excluded`` lists them.
+* **Event scores** are NEDC OVERLAP and TAES and SzCORE (:mod:`eeg_assets.lib.scoring`), summed
+  per recording into totals (counts and durations added, figures from the sums), at each
+  threshold of the accumulator: one in training, the sweep of the operating-point choice in an
+  evaluation.
 * **Sample AUROC** is over the stitched timelines of all recordings together (the Mann-Whitney
-  statistic, ties counted half), streamed through :class:`~eeg_assets.lib.model.auroc.BinnedAUROC`,
-  which reports a worst-case error bound with it (``auroc_error_bound``, at most 1e-4 on
-  realistic scores).
-* **Post-processing** (:class:`PostProcessConfig`): probabilities ``>= threshold`` are seizure;
-  runs separated by less than ``merge_gap_s`` are merged into one event; events shorter than
-  ``min_event_s`` are dropped. An event's confidence is the mean probability over its span.
-  Defaults: threshold 0.5 (the probability midpoint; tune the operating point on dev, e.g.
-  SeizureTransformer reports TUSZ results at 0.8), merge gap 2 s and minimum 2 s, the
-  SeizureTransformer minimum duration; a longer minimum such as the 10 s of the ACNS seizure
-  definition would lower false alarms but drop most absence seizures, which last a few seconds.
-* **OVERLAP scoring** (as NEDC OVERLAP): a reference seizure is detected when any hypothesis event
-  overlaps it; a hypothesis event that overlaps no reference event is a false alarm. Sensitivity is
-  detected / reference events, precision is hypothesis events overlapping a reference / hypothesis
-  events, false alarms per 24 h are over the total evaluated (stitched) duration. A ratio whose
-  denominator is zero is NaN. :func:`score_overlap` is the one per-recording scoring call.
-* **Memory.** Recordings are scored as they complete: one recording's timeline exists at a time
-  (~17 B per sample of it while it is stitched and scored), then only its events and counts are
-  kept, and the AUROC histograms (39 MB) whatever the split's size.
+  statistic, ties counted half) against the cached labels, streamed through
+  :class:`~eeg_assets.lib.model.auroc.BinnedAUROC` with its error bound (``auroc_error_bound``).
+* **Memory.** One recording's timeline exists at a time (~17 B per sample while it is stitched
+  and scored); afterwards only its reference, its events at each threshold and the summed counts
+  are kept, and the AUROC histograms (39 MB), whatever the split's size.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.files import write_bytes_atomic
+from eeg_assets.lib.cache.references import Reference, SplitReferences
+from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.model.auroc import BinnedAUROC
-from eeg_assets.lib.model.stitching import stitch_recording
+from eeg_assets.lib.model.hypotheses import (
+    Event,
+    PostProcessConfig,
+    detect_events,
+    recording_events,
+    scored_events,
+    write_csv_bi,
+)
+from eeg_assets.lib.scoring import SCORERS, RecordingEvents, ScoreReport
 
-NPZ_SUFFIX = "_windows.npz"
-SECONDS_PER_DAY = 24 * 3600.0
-
-
-@dataclass(frozen=True)
-class PostProcessConfig:
-    """Probabilities -> events (see the module docstring for the defaults' reasons)."""
-
-    threshold: float = 0.5
-    merge_gap_s: float = 2.0
-    min_event_s: float = 2.0
-
-
-@dataclass(frozen=True)
-class Event:
-    """A seizure interval ``[start_s, stop_s)`` on the recording's timeline (seconds)."""
-
-    start_s: float
-    stop_s: float
-    confidence: float = 1.0
-
-    @property
-    def duration_s(self) -> float:
-        return self.stop_s - self.start_s
-
-    def overlaps(self, other: Event) -> bool:
-        return self.start_s < other.stop_s and other.start_s < self.stop_s
-
-
-@dataclass(frozen=True)
-class EventCounts:
-    """OVERLAP counts; additive over recordings."""
-
-    n_reference: int = 0
-    n_detected: int = 0
-    n_hypothesis: int = 0
-    n_false_alarms: int = 0
-
-    def __add__(self, other: EventCounts) -> EventCounts:
-        return EventCounts(*(a + b for a, b in zip(dataclasses.astuple(self),
-                                                   dataclasses.astuple(other))))
+#: Seconds a stitched timeline may run past its reference's duration: the cache accepts an
+#: annotation header up to this much shorter than the EDF.
+TIMELINE_SLACK_S = DEFAULT_CONFIG.duration_tolerance_s
+#: Figures of each scorer in :meth:`ValidationAccumulator.metrics`, as ``<scorer>_<figure>``.
+FIGURES = ("sensitivity", "fa_per_24h", "ppv", "f1", "targets", "hits", "false_alarms")
 
 
 def bname_from_npz(npz_name: str) -> str:
     """``aaaaadkb_s010_t000_windows.npz`` -> ``aaaaadkb_s010_t000`` (the EDF stem)."""
+    suffix = "_windows.npz"
     name = Path(npz_name).name
-    if not name.endswith(NPZ_SUFFIX):
-        raise ValueError(f"{npz_name!r} is not a cache file name (<edf_stem>{NPZ_SUFFIX})")
-    return name[: -len(NPZ_SUFFIX)]
+    if not name.endswith(suffix):
+        raise ValueError(f"{npz_name!r} is not a cache file name (<edf_stem>{suffix})")
+    return name[: -len(suffix)]
 
 
-def _runs(mask: np.ndarray) -> np.ndarray:
-    """``(k, 2)`` start/stop (exclusive) sample indices of the True runs of a boolean array."""
-    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
-    return np.stack([np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)], axis=1)
-
-
-def mask_to_events(mask: np.ndarray, fs: float) -> list[Event]:
-    """Reference events: every run of True in a label timeline, unfiltered.
-
-    Parameters
-    ----------
-    mask : np.ndarray, bool, shape (L,)
-        Seizure labels of one recording's samples.
-    fs : float
-        Sample rate in Hz.
-
-    Returns
-    -------
-    list of Event
-        ``[start_s, stop_s)`` in seconds from the timeline's start, in time order.
-    """
-    return [Event(start / fs, stop / fs) for start, stop in _runs(np.asarray(mask, dtype=bool))]
-
-
-def detect_events(probs: np.ndarray, fs: float,
-                  post: PostProcessConfig = PostProcessConfig()) -> list[Event]:
-    """Hypothesis events of a probability timeline.
-
-    Parameters
-    ----------
-    probs : np.ndarray, shape (L,)
-        Stitched seizure probabilities of one recording.
-    fs : float
-        Sample rate of the timeline in Hz.
-    post : PostProcessConfig
-        Threshold, merge gap and minimum duration (seconds).
-
-    Returns
-    -------
-    list of Event
-        In seconds, in time order, confidence = mean probability over the event.
-    """
-    probs = np.asarray(probs)
-    runs = _runs(probs >= post.threshold)
-    merged: list[list[int]] = []
-    for start, stop in runs:
-        if merged and start - merged[-1][1] < post.merge_gap_s * fs:
-            merged[-1][1] = stop
-        else:
-            merged.append([start, stop])
-    return [Event(start / fs, stop / fs, float(probs[start:stop].mean()))
-            for start, stop in merged if stop - start >= post.min_event_s * fs]
-
-
-def score_overlap(reference: list[Event], hypothesis: list[Event]) -> EventCounts:
-    """OVERLAP counts of one recording's hypothesis events against its reference events.
-
-    Parameters
-    ----------
-    reference, hypothesis : list of Event
-        One recording's events, in seconds on the same timeline.
-
-    Returns
-    -------
-    EventCounts
-        Reference events, those detected, hypothesis events, and false alarms among them.
-    """
-    detected = sum(any(ref.overlaps(hyp) for hyp in hypothesis) for ref in reference)
-    false_alarms = sum(not any(hyp.overlaps(ref) for ref in reference) for hyp in hypothesis)
-    return EventCounts(n_reference=len(reference), n_detected=detected,
-                       n_hypothesis=len(hypothesis), n_false_alarms=false_alarms)
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator if denominator else float("nan")
-
-
-def event_metrics(counts: EventCounts, duration_s: float) -> dict[str, float]:
-    """Sensitivity, false alarms per 24 h and precision (NaN where a denominator is 0).
-
-    Parameters
-    ----------
-    counts : EventCounts
-        Summed over the recordings scored.
-    duration_s : float
-        Their total evaluated duration in seconds.
-    """
-    return {
-        "sensitivity": _ratio(counts.n_detected, counts.n_reference),
-        "fa_per_24h": _ratio(counts.n_false_alarms * SECONDS_PER_DAY, duration_s),
-        "precision": _ratio(counts.n_hypothesis - counts.n_false_alarms, counts.n_hypothesis),
-    }
-
-
-def format_csv_bi(bname: str, duration_s: float, events: list[Event]) -> str:
-    """The NEDC ``csv_v1.0.0`` term-based binary annotation text for one recording.
-
-    Parameters
-    ----------
-    bname : str
-        The EDF stem, e.g. ``aaaaadkb_s010_t000``.
-    duration_s : float
-        The recording's duration in seconds (NEDC pairs files by it, to 4 decimals).
-    events : list of Event
-        Seizure events in seconds; written as ``TERM`` rows labelled ``seiz``.
-    """
-    lines = [
-        "# version = csv_v1.0.0",
-        f"# bname = {bname}",
-        f"# duration = {duration_s:.4f} secs",
-        "# montage_file = nedc_eas_default_montage.txt",
-        "#",
-        "channel,start_time,stop_time,label,confidence",
-    ]
-    lines += [f"TERM,{e.start_s:.4f},{e.stop_s:.4f},seiz,{e.confidence:.4f}" for e in events]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv_bi(path: Path, bname: str, duration_s: float, events: list[Event]) -> None:
-    """Write :func:`format_csv_bi`'s text to ``path`` atomically."""
-    write_bytes_atomic(Path(path), format_csv_bi(bname, duration_s, events).encode())
+def reference_events(reference: Reference) -> RecordingEvents:
+    """The scorers' view of a recorded reference: rows merged, times rounded to 4 decimals."""
+    return scored_events(reference.stem, reference.duration_s,
+                         [Event(start, stop) for start, stop in reference.seizures])
 
 
 @dataclass(frozen=True)
-class RecordingResult:
-    """One recording's events after stitching; ``duration_s`` is the stitched timeline's."""
+class ScoredRecording:
+    """One recording as scored: its reference and its hypothesis events at each threshold."""
 
-    npz_name: str
-    duration_s: float
-    reference: list[Event]
-    hypothesis: list[Event]
-    counts: EventCounts
+    reference: RecordingEvents
+    has_windows: bool
+    hypotheses: dict[float, tuple[Event, ...]]
 
     @property
     def bname(self) -> str:
-        return bname_from_npz(self.npz_name)
+        return self.reference.name
 
 
 class ValidationAccumulator:
-    """Scores whole recordings as they come and reports dataset-level metrics.
-
-    Keeps per recording only its events and counts (:class:`RecordingResult`), and the AUROC
-    histograms; no per-sample array outlives :meth:`add_timeline`.
+    """Scores whole recordings as they come and reports split-level figures.
 
     Parameters
     ----------
     fs : float
         Sample rate of the timelines in Hz.
-    stride : int
-        Hop between window starts in samples (for :meth:`add_recording`).
+    references : SplitReferences
+        The references of every recording to score; those without windows are scored at once.
     post : PostProcessConfig
-        Probabilities -> hypothesis events.
+        Probabilities -> hypothesis events; ``post.threshold`` is the one :meth:`metrics` reports
+        by default.
+    thresholds : iterable of float, optional
+        Further thresholds scored alongside (the operating-point sweep).
     """
 
-    def __init__(self, fs: float, stride: int, post: PostProcessConfig = PostProcessConfig()):
+    def __init__(self, fs: float, references: SplitReferences,
+                 post: PostProcessConfig = PostProcessConfig(), thresholds=()):
         self.fs = fs
-        self.stride = stride
         self.post = post
-        self.recordings: list[RecordingResult] = []
+        self.thresholds = tuple(sorted({float(t) for t in thresholds} | {post.threshold}))
+        self.recordings: list[ScoredRecording] = []
+        self.excluded = references.excluded
+        self._references = references.by_npz()
+        self._reports = {t: ScoreReport() for t in self.thresholds}
         self._auroc = BinnedAUROC()
+        for reference in references.without_windows():
+            self._score(reference_events(reference), has_windows=False,
+                        events={t: () for t in self.thresholds})
 
-    def add_recording(self, npz_name: str, window_probs: np.ndarray,
-                      window_labels: np.ndarray) -> RecordingResult:
-        """Stitch and score one recording's ``(n_windows, window)`` probabilities and labels."""
-        if window_probs.shape != window_labels.shape:
-            raise ValueError(f"{npz_name}: probabilities {window_probs.shape} and labels "
-                             f"{window_labels.shape} differ")
-        return self.add_timeline(npz_name, *stitch_recording(window_probs, window_labels,
-                                                             self.stride))
-
-    def add_timeline(self, npz_name: str, probs: np.ndarray,
-                     labels: np.ndarray) -> RecordingResult:
-        """Score one stitched recording: probabilities ``(L,)`` in [0, 1], labels ``(L,)`` bool."""
+    def add_timeline(self, npz_name: str, probs: np.ndarray, labels: np.ndarray) -> None:
+        """Score one stitched recording: probabilities ``(L,)`` in [0, 1], labels ``(L,)`` bool
+        (the cached mask, for the sample AUROC only)."""
+        reference = self._references.get(npz_name)
+        if reference is None:
+            raise ValueError(f"{npz_name}: no reference events for this recording")
+        timeline_s = probs.size / self.fs
+        # One sample more: resampling to the cache's rate rounds the length up.
+        if timeline_s > reference.duration_s + TIMELINE_SLACK_S + 1 / self.fs:
+            raise ValueError(f"{npz_name}: the stitched timeline lasts {timeline_s:g} s but the "
+                             f"reference ({reference.annotation_file or reference.stem}) only "
+                             f"{reference.duration_s:g} s")
         try:
             self._auroc.update(probs, labels)
         except ValueError as error:
             raise ValueError(f"{npz_name}: {error}") from None
-        reference = mask_to_events(labels, self.fs)
-        hypothesis = detect_events(probs, self.fs, self.post)
-        result = RecordingResult(npz_name, probs.size / self.fs, reference, hypothesis,
-                                 score_overlap(reference, hypothesis))
-        self.recordings.append(result)
-        return result
+        events = {t: recording_events(detect_events(probs, self.fs,
+                                                    dataclasses.replace(self.post, threshold=t)),
+                                      reference.duration_s)
+                  for t in self.thresholds}
+        self._score(reference_events(reference), has_windows=True, events=events)
 
-    def metrics(self) -> dict[str, float]:
-        """AUROC (with its error bound), OVERLAP metrics and the totals behind them.
+    def _score(self, reference: RecordingEvents, has_windows: bool,
+               events: dict[float, tuple[Event, ...]]) -> None:
+        for threshold, report in self._reports.items():
+            report.add(reference, scored_events(reference.name, reference.duration_s,
+                                                events[threshold]), keep_file=False)
+        self.recordings.append(ScoredRecording(reference, has_windows, events))
 
-        Keys: ``auroc``, ``auroc_error_bound``, ``sensitivity``, ``fa_per_24h``, ``precision``,
-        ``n_reference_events``, ``n_hypothesis_events``, ``n_false_alarms``, ``hours``,
-        ``n_recordings``.
+    def _scored(self, threshold: float | None) -> float:
+        threshold = self.post.threshold if threshold is None else float(threshold)
+        if threshold not in self._reports:
+            raise KeyError(f"threshold {threshold} was not scored (scored: {self.thresholds})")
+        return threshold
+
+    def totals(self, threshold: float | None = None) -> ScoreReport:
+        """The summed scores at ``threshold`` (default ``post.threshold``)."""
+        return self._reports[self._scored(threshold)]
+
+    def metrics(self, threshold: float | None = None) -> dict[str, float]:
+        """AUROC (with its error bound) and every scorer's figures at ``threshold``.
+
+        Keys: ``auroc``, ``auroc_error_bound``, ``<scorer>_<figure>`` for the scorers ``overlap``,
+        ``taes``, ``szcore`` and the figures of :data:`FIGURES` (sensitivities as fractions),
+        ``duration_s``, ``hours``, ``n_recordings``.
         """
-        counts = sum((r.counts for r in self.recordings), EventCounts())
-        duration_s = sum(r.duration_s for r in self.recordings)
+        report = self.totals(threshold)
         auroc, auroc_error_bound = self._auroc.compute()
-        return {
-            "auroc": auroc,
-            "auroc_error_bound": auroc_error_bound,
-            **event_metrics(counts, duration_s),
-            "n_reference_events": counts.n_reference,
-            "n_hypothesis_events": counts.n_hypothesis,
-            "n_false_alarms": counts.n_false_alarms,
-            "hours": duration_s / 3600.0,
-            "n_recordings": len(self.recordings),
-        }
+        figures = {f"{scorer}_{name}": value for scorer, counts in report.totals.items()
+                   for name, value in counts.as_dict().items() if name in FIGURES}
+        duration_s = report.totals["overlap"].duration_s
+        return {"auroc": auroc, "auroc_error_bound": auroc_error_bound, **figures,
+                "duration_s": duration_s, "hours": duration_s / 3600.0,
+                "n_recordings": report.recordings}
 
-    def write_hypotheses(self, out_dir: Path) -> list[Path]:
-        """One ``<bname>.csv_bi`` per recording (recordings without events included)."""
+    def sweep(self) -> list[dict]:
+        """Per threshold, ascending: ``{"threshold": t, "<scorer>": EventCounts.as_dict()}``."""
+        return [{"threshold": t, **{name: counts.as_dict()
+                                    for name, counts in self._reports[t].totals.items()}}
+                for t in self.thresholds]
+
+    def write_hypotheses(self, out_dir: Path, threshold: float | None = None) -> list[Path]:
+        """One ``<bname>.csv_bi`` per scored recording at ``threshold``, in bname order."""
+        threshold = self._scored(threshold)
+        return self._write(out_dir, lambda r: r.hypotheses[threshold])
+
+    def write_references(self, out_dir: Path) -> list[Path]:
+        """The references as NEDC reads them, one ``<bname>.csv_bi`` each, in bname order."""
+        return self._write(out_dir, lambda r: [Event(start, stop)
+                                               for start, stop in r.reference.seizures])
+
+    def _write(self, out_dir: Path, events_of) -> list[Path]:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for result in self.recordings:
-            path = out_dir / f"{result.bname}.csv_bi"
-            write_csv_bi(path, result.bname, result.duration_s, result.hypothesis)
+        for scored in sorted(self.recordings, key=lambda r: r.bname):
+            path = out_dir / f"{scored.bname}.csv_bi"
+            write_csv_bi(path, scored.bname, scored.reference.duration_s, events_of(scored))
             paths.append(path)
         return paths
 
 
-__all__ = [
-    "Event",
-    "EventCounts",
-    "PostProcessConfig",
-    "RecordingResult",
-    "ValidationAccumulator",
-    "bname_from_npz",
-    "detect_events",
-    "event_metrics",
-    "format_csv_bi",
-    "mask_to_events",
-    "score_overlap",
-    "write_csv_bi",
-]
+def non_finite_figures(metrics: dict[str, float]) -> list[str]:
+    """The names among AUROC and every scorer's sensitivity and FA/24h that are not finite."""
+    names = ["auroc"] + [f"{scorer}_{figure}" for scorer in SCORERS
+                         for figure in ("sensitivity", "fa_per_24h")]
+    return [name for name in names if not math.isfinite(float(metrics.get(name, math.nan)))]
+
+
+__all__ = ["FIGURES", "ScoredRecording", "TIMELINE_SLACK_S", "ValidationAccumulator",
+           "bname_from_npz", "non_finite_figures", "reference_events"]

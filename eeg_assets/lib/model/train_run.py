@@ -13,6 +13,7 @@ re-evaluates the best checkpoint and writes ``.csv_bi`` hypotheses for standard 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -167,6 +168,14 @@ def run_training(request: TrainingRequest, log: Callable[[str], None] = print,
     write_bytes_atomic(request.out_dir / SUMMARY_NAME,
                        json.dumps(summary, indent=2, default=_jsonable).encode())
     return summary
+
+
+def model_version(config_version: str, data_versions: dict) -> str:
+    """``<train config version>:<hash of the consumed inputs' versions>``: the data version of
+    ``trained_model``, also computable from a checkpoint (its ``train_config_version`` and
+    ``data_versions``), so an evaluation can tell the checkpoint is the materialized one."""
+    inputs = json.dumps(data_versions, sort_keys=True).encode()
+    return f"{config_version}:{hashlib.sha256(inputs).hexdigest()[:16]}"
 
 
 #: Metrics that must be finite after training (event ratios may be NaN when undefined).

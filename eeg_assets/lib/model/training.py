@@ -2,8 +2,9 @@
 
 :func:`fit` runs epochs of AdamW with a one-cycle learning-rate schedule on a map-style training
 dataset of ``(window (C, T), label (T,))`` items and validates after every epoch on a dataset whose
-items are consecutive windows of whole recordings (``recordings()`` lists them in item order), so
-validation scores stitched recording timelines as :mod:`eeg_assets.lib.model.evaluation` describes.
+items are consecutive windows of whole recordings (``recordings()`` lists them in item order, and
+``references()`` their annotation events), so validation scores stitched recording timelines
+against their references as :mod:`eeg_assets.lib.model.evaluation` describes.
 
 Reproducibility: every epoch reseeds torch from ``(seed, epoch)`` and draws its own shuffle, so an
 epoch's result depends only on the state it starts from. That makes CPU runs bit-identical across
@@ -29,8 +30,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from eeg_assets.lib.cache.references import SplitReferences
 from eeg_assets.lib.files import atomic_path
-from eeg_assets.lib.model.evaluation import PostProcessConfig, ValidationAccumulator
+from eeg_assets.lib.model.evaluation import ValidationAccumulator
+from eeg_assets.lib.model.hypotheses import PostProcessConfig
 from eeg_assets.lib.model.network import ModelConfig, SeizureUNet, count_parameters
 from eeg_assets.lib.model.stitching import RecordingStream
 
@@ -75,7 +78,7 @@ class TrainConfig:
     #: Sample rate and window stride of the cache, needed to stitch validation windows.
     sample_rate_hz: int = 256
     stride_samples: int = 2560
-    #: Post-processing of validation probabilities into events (see evaluation.py).
+    #: Post-processing of validation probabilities into events (see hypotheses.py).
     threshold: float = PostProcessConfig.threshold
     merge_gap_s: float = PostProcessConfig.merge_gap_s
     min_event_s: float = PostProcessConfig.min_event_s
@@ -111,6 +114,11 @@ class ValidationDataset(Protocol):
 
     def recordings(self) -> list[tuple[str, int]]:
         """``(npz name, n_windows)`` in item order: items are consecutive windows of these."""
+        ...
+
+    def references(self) -> SplitReferences:
+        """The annotation references of these recordings and of the split's recordings without
+        windows (scored with event-free hypotheses)."""
         ...
 
 
@@ -190,7 +198,8 @@ def _make_loader(dataset: Dataset, batch_size: int, num_workers: int, device: to
                       generator=torch.Generator().manual_seed(seed))
 
 
-def _check_validation_dataset(dataset: ValidationDataset) -> list[tuple[str, int]]:
+def _check_validation_dataset(dataset: ValidationDataset
+                              ) -> tuple[list[tuple[str, int]], SplitReferences]:
     recordings = list(dataset.recordings())
     announced = sum(n for _name, n in recordings)
     if announced != len(dataset):
@@ -198,15 +207,21 @@ def _check_validation_dataset(dataset: ValidationDataset) -> list[tuple[str, int
                          f"the dataset has {len(dataset)}")
     if announced == 0:
         raise ValueError("the validation dataset is empty")
-    return recordings
+    references = dataset.references()
+    unreferenced = sorted({name for name, _n in recordings} - references.by_npz().keys())
+    if unreferenced:
+        raise ValueError(f"validation recordings without reference events: "
+                         f"{', '.join(unreferenced[:5])}")
+    return recordings, references
 
 
 def _validate(model: nn.Module, loader: DataLoader, recordings: list[tuple[str, int]],
-              config: TrainConfig, pos_weight: torch.Tensor, device: torch.device,
-              ) -> tuple[dict, ValidationAccumulator]:
-    """Validation loss (same weighted BCE as training) and stitched-recording metrics."""
-    accumulator = ValidationAccumulator(config.sample_rate_hz, config.stride_samples,
-                                        config.post_process)
+              references: SplitReferences, config: TrainConfig, pos_weight: torch.Tensor,
+              device: torch.device, thresholds=()) -> tuple[dict, ValidationAccumulator]:
+    """Validation loss (same weighted BCE as training) and the recordings' scores at
+    ``config.threshold`` and at ``thresholds``."""
+    accumulator = ValidationAccumulator(config.sample_rate_hz, references, config.post_process,
+                                        thresholds)
     stream = RecordingStream(recordings, config.stride_samples, accumulator.add_timeline)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_samples = 0
@@ -439,8 +454,9 @@ def _write_checkpoints(learner: _Learner, progress: _Progress, is_best: bool, ou
 
 def _epoch_line(metrics: dict, epochs: int, is_best: bool) -> str:
     return (f"epoch {metrics['epoch']}/{epochs}: train loss {metrics['train_loss']:.4f}, val loss "
-            f"{metrics['val_loss']:.4f}, AUROC {metrics['val_auroc']:.4f}, sensitivity "
-            f"{metrics['val_sensitivity']:.3f}, FA/24h {metrics['val_fa_per_24h']:.1f}, "
+            f"{metrics['val_loss']:.4f}, AUROC {metrics['val_auroc']:.4f}, OVERLAP sensitivity "
+            f"{metrics['val_overlap_sensitivity']:.3f}, FA/24h "
+            f"{metrics['val_overlap_fa_per_24h']:.1f}, "
             f"{metrics['windows_per_s']:.1f} windows/s, {metrics['epoch_seconds']:.1f} s"
             + (" (best)" if is_best else ""))
 
@@ -485,7 +501,7 @@ def fit(
     data_versions = dict(data_versions or {})
     pos_weight = float(pos_weight)
     device = resolve_device(config.device)
-    recordings = _check_validation_dataset(val_dataset)
+    recordings, references = _check_validation_dataset(val_dataset)
     if len(train_dataset) == 0:
         raise ValueError("the training dataset is empty")
 
@@ -519,7 +535,7 @@ def fit(
                                                  device, log)
             train_seconds = time.perf_counter() - epoch_start
             val_start = time.perf_counter()
-            val_metrics, _ = _validate(learner.model, val_loader, recordings, config,
+            val_metrics, _ = _validate(learner.model, val_loader, recordings, references, config,
                                        criterion.pos_weight, device)
             metrics = {
                 "epoch": epoch + 1,
@@ -570,6 +586,34 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu",
     return model, checkpoint
 
 
+def score_checkpoint(
+    path: Path,
+    val_dataset: ValidationDataset,
+    device: str = "auto",
+    num_workers: int = 0,
+    cpu_threads: int | None = None,
+    thresholds=(),
+) -> tuple[dict, ValidationAccumulator]:
+    """Run a checkpoint over ``val_dataset``: its validation metrics and the scored recordings.
+
+    Post-processing, stitching geometry, batch size and ``pos_weight`` come from the checkpoint;
+    ``thresholds`` are scored besides the checkpoint's own (the accumulator keeps their events).
+    On CPU with the training run's ``cpu_threads`` the metrics are bit-identical to the reported
+    ones; another thread count or device changes float rounding (relative differences ~1e-7 in
+    the loss), so a check should compare with a tolerance.
+    """
+    torch_device = resolve_device(device)
+    model, checkpoint = load_checkpoint(path, map_location=torch_device)
+    config = TrainConfig.from_dict(checkpoint["train_config"])
+    recordings, references = _check_validation_dataset(val_dataset)
+    loader = _make_loader(val_dataset, config.eval_batch_size, num_workers, torch_device,
+                          config.seed)
+    pos_weight = torch.tensor(checkpoint["pos_weight"], device=torch_device)
+    with _cpu_execution(torch_device, cpu_threads):
+        return _validate(model, loader, recordings, references, config, pos_weight,
+                         torch_device, thresholds)
+
+
 def evaluate_checkpoint(
     path: Path,
     val_dataset: ValidationDataset,
@@ -580,22 +624,10 @@ def evaluate_checkpoint(
 ) -> dict:
     """Recompute a checkpoint's validation metrics (same keys as :func:`fit`'s ``val_*``).
 
-    Post-processing, stitching geometry, batch size and ``pos_weight`` come from the checkpoint.
-    On CPU with the training run's ``cpu_threads`` the metrics are bit-identical to the reported
-    ones; another thread count or device changes float rounding (relative differences ~1e-7
-    in the loss), so a check should compare with a tolerance. With ``hypothesis_dir``, one
-    ``<bname>.csv_bi`` hypothesis file per recording is written there.
+    With ``hypothesis_dir``, one ``<bname>.csv_bi`` hypothesis per scored recording is written
+    there at the checkpoint's threshold. See :func:`score_checkpoint`.
     """
-    torch_device = resolve_device(device)
-    model, checkpoint = load_checkpoint(path, map_location=torch_device)
-    config = TrainConfig.from_dict(checkpoint["train_config"])
-    recordings = _check_validation_dataset(val_dataset)
-    loader = _make_loader(val_dataset, config.eval_batch_size, num_workers, torch_device,
-                          config.seed)
-    pos_weight = torch.tensor(checkpoint["pos_weight"], device=torch_device)
-    with _cpu_execution(torch_device, cpu_threads):
-        metrics, accumulator = _validate(model, loader, recordings, config, pos_weight,
-                                         torch_device)
+    metrics, accumulator = score_checkpoint(path, val_dataset, device, num_workers, cpu_threads)
     if hypothesis_dir is not None:
         accumulator.write_hypotheses(Path(hypothesis_dir))
     return metrics
@@ -612,4 +644,5 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "resolve_device",
+    "score_checkpoint",
 ]

@@ -1,0 +1,159 @@
+"""model_evaluation: the trained model scored on val and eval, through the training launcher.
+
+``model_evaluation[val]`` chooses the operating threshold by the configured rule
+(:class:`~eeg_assets.lib.model.operating_point.ThresholdRule`) and records it;
+``model_evaluation[eval]`` reads that choice from val's latest materialization and applies it
+unchanged, refusing to run when val was not evaluated, was evaluated for another model, or under
+another rule. Nothing is chosen on eval.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+
+from eeg_assets.lib.dataset.index import INDEX_NAME
+from eeg_assets.lib.dataset.pinned import PinnedFile
+from eeg_assets.lib.model.evaluate_run import EvaluationRequest
+from eeg_assets.lib.model.operating_point import SWEEP_THRESHOLDS
+from eeg_assets.lib.model.training import BEST_CHECKPOINT
+from eeg_assets.lib.plots import operating_curve_png
+from eeg_assets.orchestration.assets import _version, cache_code_version, png_markdown
+from eeg_assets.orchestration.partitions import EVALUATION_SPLITS, evaluation_partitions
+from eeg_assets.orchestration.training import (
+    MODAL_CACHE_ROOT,
+    MODAL_RESULTS,
+    TrainingLauncher,
+    _consumed_version,
+)
+from eeg_assets.remote.evaluate_entry import CHECKS
+from eeg_assets.settings import Settings
+
+ASSET = "model_evaluation"
+MODAL_EVALUATION = "/results/evaluation"
+#: Bump when what an evaluation writes or how it scores changes.
+EVALUATION_FORMAT = 1
+
+_CHECK_DESCRIPTIONS = {
+    "one_hypothesis_per_reference": "hyp.list pairs every scored recording (built or shorter "
+                                    "than a window) with its own hypothesis, by position.",
+    "durations_match_references": "Every hypothesis's # duration equals its reference's, to 4 "
+                                  "decimals (NEDC refuses a pair otherwise).",
+    "files_reproduce_scores": "Scoring ref.list/hyp.list as `score` does gives the reported "
+                              "totals.",
+    "scores_finite": "AUROC and every scorer's sensitivity and FA/24h are finite.",
+}
+
+
+def _latest(context: dg.AssetExecutionContext, asset: str,
+            partition: str | None = None) -> dg.AssetMaterialization | None:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
+                              asset_partitions=[partition] if partition else None),
+        limit=1).records
+    return records[0].asset_materialization if records else None
+
+
+def _model_version(context: dg.AssetExecutionContext) -> str:
+    materialization = _latest(context, "trained_model")
+    version = (materialization.tags or {}).get(DATA_VERSION_TAG) if materialization else None
+    if version is None:
+        raise dg.Failure("trained_model has not been materialized: there is no model to "
+                         "evaluate. Materialize trained_model first.")
+    return version
+
+
+def _val_threshold(context: dg.AssetExecutionContext, model_version: str,
+                   settings: Settings) -> float:
+    """The threshold model_evaluation[val] chose for this model under this rule."""
+    val = _latest(context, ASSET, "val")
+    if val is None:
+        raise dg.Failure(f"{ASSET}[eval] applies the threshold chosen on val, and {ASSET}[val] "
+                         f"has not been materialized: materialize {ASSET}[val] first (nothing "
+                         "is tuned on eval)")
+    metadata = {key: value.value for key, value in val.metadata.items()}
+    if metadata.get("model_version") != model_version:
+        raise dg.Failure(f"{ASSET}[val] chose its threshold for trained_model version "
+                         f"{metadata.get('model_version')}, but trained_model is now "
+                         f"{model_version}: materialize {ASSET}[val] again first")
+    if metadata.get("max_fa_per_24h") != settings.eval_max_fa_per_24h:
+        raise dg.Failure(f"{ASSET}[val] chose its threshold for at most "
+                         f"{metadata.get('max_fa_per_24h')} FA/24h, the rule now says "
+                         f"{settings.eval_max_fa_per_24h} (EEG_ASSETS_EVAL_MAX_FA_PER_24H): "
+                         f"materialize {ASSET}[val] again first")
+    return float(metadata["threshold"])
+
+
+def _request(context: dg.AssetExecutionContext, settings: Settings, backend: str,
+             split: str) -> EvaluationRequest:
+    model_version = _model_version(context)
+    local_index = settings.cache_dir(split) / INDEX_NAME
+    index_version = _consumed_version(context, "dataset_index", split, local_index)
+    threshold = None if split == "val" else _val_threshold(context, model_version, settings)
+    if backend == "modal":
+        cache_dir = Path(MODAL_CACHE_ROOT) / split
+        checkpoint = Path(MODAL_RESULTS) / BEST_CHECKPOINT
+        out_dir = Path(MODAL_EVALUATION) / split
+    else:
+        cache_dir = settings.cache_dir(split)
+        checkpoint = Path(settings.results_root) / "trained_model" / BEST_CHECKPOINT
+        out_dir = Path(settings.results_root) / "evaluation" / split
+    train = settings.train
+    return EvaluationRequest(
+        split=split, cache_dir=cache_dir, index=PinnedFile(cache_dir / INDEX_NAME, index_version),
+        checkpoint=checkpoint, model_version=model_version, out_dir=out_dir, threshold=threshold,
+        rule=settings.threshold_rule(), cache=settings.cache_config(), device=train.device,
+        num_workers=train.num_workers, cpu_threads=train.cpu_threads)
+
+
+def evaluation_code_version(settings: Settings) -> str:
+    return _version("evaluation", EVALUATION_FORMAT, cache_code_version(settings),
+                    settings.train.version(), settings.threshold_rule().to_dict(),
+                    SWEEP_THRESHOLDS)
+
+
+def build_model_evaluation(settings: Settings) -> dg.AssetsDefinition:
+    """``model_evaluation``, partitioned by ``val`` and ``eval``."""
+
+    @dg.asset(
+        name=ASSET,
+        partitions_def=evaluation_partitions,
+        deps=[dg.AssetDep("trained_model"),
+              dg.AssetDep("dataset_index", partition_mapping=dg.StaticPartitionMapping(
+                  {split: split for split in EVALUATION_SPLITS}))],
+        code_version=evaluation_code_version(settings),
+        group_name="model",
+        kinds={"pytorch"},
+        check_specs=[dg.AssetCheckSpec(name, asset=ASSET, description=_CHECK_DESCRIPTIONS[name],
+                                       partitions_def=evaluation_partitions)
+                     for name in CHECKS],
+        description="The trained model scored on a split by NEDC OVERLAP and TAES and SzCORE: "
+                    "`<results>/evaluation/<split>/{hyp/,ref/,ref.list,hyp.list,scores.json}`, "
+                    "one hypothesis per recording (too-short ones without events, quarantined "
+                    "ones listed as excluded), `nedc_eeg_eval ref.list hyp.list` runs on the "
+                    "lists as they are. val chooses the operating threshold "
+                    f"({settings.threshold_rule().describe()}); eval applies it unchanged. Runs "
+                    "through the training launcher (local or Modal).",
+    )
+    def model_evaluation(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings],
+                         training_launcher: TrainingLauncher):
+        split = context.partition_key
+        request = _request(context, settings, training_launcher.backend, split)
+        context.log.info(
+            f"evaluating {request.checkpoint} (trained_model {request.model_version}) on "
+            f"{request.index.path} (version {request.index.version}), threshold "
+            f"{'chosen here' if request.threshold is None else request.threshold}, backend "
+            f"{training_launcher.backend}")
+        invocation = training_launcher.launch(context, request, job="evaluate")
+        for result in invocation.get_results():
+            if isinstance(result, dg.MaterializeResult):
+                metadata = dict(result.metadata or {})
+                curve = operating_curve_png(metadata["sweep"].value, metadata["threshold"].value,
+                                            f"{ASSET}[{split}]")
+                metadata["operating_curve"] = png_markdown(
+                    curve, "sensitivity against false alarms per 24 h over thresholds")
+                result = dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata,
+                                              data_version=result.data_version)
+            yield result
+
+    return model_evaluation

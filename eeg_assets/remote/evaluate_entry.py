@@ -1,0 +1,89 @@
+"""``python -m eeg_assets.remote.evaluate_entry``: one evaluation reporting through Dagster Pipes.
+
+The launcher passes an :class:`~eeg_assets.lib.model.evaluate_run.EvaluationRequest` as the Pipes
+extra ``request``. Logs, the materialization of ``model_evaluation[<split>]`` and its check
+results travel back over the Pipes channel (a file locally, stdout from Modal).
+"""
+
+from __future__ import annotations
+
+from dagster_pipes import PipesContext, open_dagster_pipes
+
+from eeg_assets.lib.model.evaluate_run import EvaluationRequest, run_evaluation
+from eeg_assets.lib.scoring import SCORERS
+from eeg_assets.remote.metadata import float_value
+
+#: The checks ``run_evaluation`` computes, in the order the asset declares them.
+CHECKS = ("one_hypothesis_per_reference", "durations_match_references", "files_reproduce_scores",
+          "scores_finite")
+
+
+def _figures(summary: dict) -> dict:
+    """Each scorer's headline figures: sensitivity (a fraction, 6 decimals: NEDC prints
+    percentages to 4), FA/24h (4 decimals, as NEDC), and its counts."""
+    metadata = {}
+    for scorer in SCORERS:
+        counts = summary[scorer]
+        metadata[f"{scorer}_sensitivity"] = float_value(counts["sensitivity"], 6)
+        metadata[f"{scorer}_fa_per_24h"] = float_value(counts["fa_per_24h"], 4)
+        metadata[f"{scorer}_ppv"] = float_value(counts["ppv"], 6)
+        for name in ("targets", "hits", "false_alarms"):
+            metadata[f"{scorer}_{name}"] = float_value(counts[name], 2)
+    return metadata
+
+
+def _sweep(summary: dict) -> list[dict]:
+    """The operating curve, compact: per threshold each scorer's sensitivity and FA/24h."""
+    return [{"threshold": row["threshold"],
+             **{f"{scorer}_{figure}": row[scorer][figure] for scorer in SCORERS
+                for figure in ("sensitivity", "fa_per_24h")}}
+            for row in summary["sweep"]]
+
+
+def _report(pipes: PipesContext, summary: dict) -> None:
+    metrics, chosen = summary["metrics"], summary["chosen_on_this_split"]
+    paths = summary["paths"]
+    pipes.report_asset_materialization(
+        metadata={
+            **_figures(summary),
+            "auroc": float_value(metrics["auroc"]),
+            "auroc_error_bound": float_value(metrics["auroc_error_bound"], 8),
+            # Unrounded: model_evaluation[eval] applies exactly this value.
+            "threshold": {"raw_value": summary["threshold"], "type": "float"},
+            "threshold_chosen_on": {"raw_value": "this split (val)" if chosen else "val",
+                                    "type": "text"},
+            "threshold_rule": {"raw_value": summary["threshold_rule"], "type": "text"},
+            "max_fa_per_24h": {"raw_value": summary["max_fa_per_24h"], "type": "float"},
+            "threshold_target_met": {"raw_value": bool(chosen["target_met"]) if chosen else None,
+                                     "type": "bool" if chosen else "null"},
+            "recordings_scored": {"raw_value": summary["recordings_scored"], "type": "int"},
+            "recordings_without_windows": {
+                "raw_value": len(summary["recordings_without_windows"]), "type": "int"},
+            "recordings_excluded": {"raw_value": len(summary["excluded"]), "type": "int"},
+            "excluded": {"raw_value": summary["excluded"], "type": "json"},
+            "hours": float_value(metrics["hours"], 3),
+            "sweep": {"raw_value": _sweep(summary), "type": "json"},
+            "model_version": {"raw_value": summary["model_version"], "type": "text"},
+            "index_version": {"raw_value": summary["index_version"], "type": "text"},
+            "scores": {"raw_value": paths["scores"], "type": "path"},
+            "ref_list": {"raw_value": paths["ref_list"], "type": "path"},
+            "hyp_list": {"raw_value": paths["hyp_list"], "type": "path"},
+        },
+        data_version=summary["data_version"],
+    )
+    for name in CHECKS:
+        check = summary["checks"][name]
+        pipes.report_asset_check(name, passed=bool(check["passed"]),
+                                 metadata={"detail": {"raw_value": check["detail"],
+                                                      "type": "text"}})
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        request = EvaluationRequest.from_dict(pipes.get_extra("request"))
+        summary = run_evaluation(request, log=pipes.log.info)
+        _report(pipes, summary)
+
+
+if __name__ == "__main__":
+    main()
