@@ -36,7 +36,7 @@ POS_WEIGHT = 1.39
 # threads 5-10x slower than one.
 CONFIG = TrainConfig(
     epochs=4, batch_size=4, eval_batch_size=16, lr=1e-2, seed=7, device="cpu", cpu_threads=1,
-    stride_samples=STRIDE, sample_rate_hz=FS, threshold=0.5, merge_gap_s=1.0, min_event_s=1.0,
+    threshold=0.5, merge_gap_s=1.0, min_event_s=1.0,
     model=ModelConfig(base_channels=8, depth=2, bottleneck_blocks=1, attention_heads=2,
                       dropout=0.1),
 )
@@ -61,6 +61,7 @@ class WindowedRecordings(Dataset):
 
     def __init__(self, recordings: list[tuple[str, np.ndarray, np.ndarray]], window: int,
                  stride: int, bursts: dict[str, list[tuple[int, int]]] | None = None):
+        self.stride = stride
         self._items = []
         self._counts = []
         self._references = []
@@ -76,6 +77,10 @@ class WindowedRecordings(Dataset):
 
     def references(self) -> SplitReferences:
         return SplitReferences(tuple(self._references))
+
+    @property
+    def timeline(self) -> tuple[int, int]:
+        return FS, self.stride
 
     def __len__(self) -> int:
         return len(self._items)

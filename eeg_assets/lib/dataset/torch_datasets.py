@@ -158,6 +158,7 @@ class EEGWindowDataset(_CachedWindows):
                  references: SplitReferences | None = None):
         super().__init__(cache_dir, max_open_files)
         self._given_references = references
+        self.timeline = (config.target_fs, config.stride_samples)
         if index is None:
             index = ensure_index(cache_dir, config, log=log)
         wanted = set(index.files if files is None else files)
@@ -246,7 +247,8 @@ def _fallback(split: PreparedSplit, config: CacheConfig, log: Log, reason: str
               ) -> TrainingDataset:
     log(f"[DATASET] BalancedSeizureDataset unavailable in smoke test ({reason}); "
         "falling back to EEGWindowDataset")
-    dataset = EEGWindowDataset(split.cache_dir, split.index, files=split.files, log=log)
+    dataset = EEGWindowDataset(split.cache_dir, split.index, files=split.files, config=config,
+                               log=log)
     counts = count_categories(split.facts.restricted_to(split.files), config)
     total = sum(counts.values())
     ratio = (counts[PARTIAL] + counts[FULL]) / total if total else 0.0

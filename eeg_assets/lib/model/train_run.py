@@ -146,7 +146,8 @@ def run_training(request: TrainingRequest, log: Callable[[str], None] = print,
         startup = _standalone_startup(request, flags, log)
     training, data_versions = startup.training, startup.data_versions
     val_files = startup.val_files
-    val_dataset = EEGWindowDataset(request.val_cache, startup.val_index, files=val_files, log=log)
+    val_dataset = EEGWindowDataset(request.val_cache, startup.val_index, files=val_files,
+                                   config=request.cache, log=log)
     result = fit(training.dataset, training.pos_weight, val_dataset, request.out_dir,
                  request.train, log=log, on_epoch=on_epoch, data_versions=data_versions)
     hypotheses = request.out_dir / HYPOTHESES_DIR

@@ -75,9 +75,6 @@ class TrainConfig:
     cpu_threads: int | None = None
     #: Train on a fresh random subset of this many windows each epoch (None: all of them).
     max_train_windows_per_epoch: int | None = None
-    #: Sample rate and window stride of the cache, needed to stitch validation windows.
-    sample_rate_hz: int = 256
-    stride_samples: int = 2560
     #: Post-processing of validation probabilities into events (see hypotheses.py).
     threshold: float = PostProcessConfig.threshold
     merge_gap_s: float = PostProcessConfig.merge_gap_s
@@ -119,6 +116,12 @@ class ValidationDataset(Protocol):
     def references(self) -> SplitReferences:
         """The annotation references of these recordings and of the split's recordings without
         windows (scored with event-free hypotheses)."""
+        ...
+
+    @property
+    def timeline(self) -> tuple[int, int]:
+        """``(sample rate in Hz, window stride in samples)`` of the cache the windows come from:
+        what stitching the windows back into a recording's timeline needs."""
         ...
 
 
@@ -216,13 +219,15 @@ def _check_validation_dataset(dataset: ValidationDataset
 
 
 def _validate(model: nn.Module, loader: DataLoader, recordings: list[tuple[str, int]],
-              references: SplitReferences, config: TrainConfig, pos_weight: torch.Tensor,
-              device: torch.device, thresholds=()) -> tuple[dict, ValidationAccumulator]:
+              references: SplitReferences, timeline: tuple[int, int], config: TrainConfig,
+              pos_weight: torch.Tensor, device: torch.device, thresholds=()
+              ) -> tuple[dict, ValidationAccumulator]:
     """Validation loss (same weighted BCE as training) and the recordings' scores at
     ``config.threshold`` and at ``thresholds``."""
-    accumulator = ValidationAccumulator(config.sample_rate_hz, references, config.post_process,
+    fs, stride = timeline
+    accumulator = ValidationAccumulator(fs, references, config.post_process,
                                         thresholds)
-    stream = RecordingStream(recordings, config.stride_samples, accumulator.add_timeline)
+    stream = RecordingStream(recordings, stride, accumulator.add_timeline)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_samples = 0
     model.eval()
@@ -535,8 +540,8 @@ def fit(
                                                  device, log)
             train_seconds = time.perf_counter() - epoch_start
             val_start = time.perf_counter()
-            val_metrics, _ = _validate(learner.model, val_loader, recordings, references, config,
-                                       criterion.pos_weight, device)
+            val_metrics, _ = _validate(learner.model, val_loader, recordings, references,
+                                       val_dataset.timeline, config, criterion.pos_weight, device)
             metrics = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -610,8 +615,8 @@ def score_checkpoint(
                           config.seed)
     pos_weight = torch.tensor(checkpoint["pos_weight"], device=torch_device)
     with _cpu_execution(torch_device, cpu_threads):
-        return _validate(model, loader, recordings, references, config, pos_weight,
-                         torch_device, thresholds)
+        return _validate(model, loader, recordings, references, val_dataset.timeline, config,
+                         pos_weight, torch_device, thresholds)
 
 
 def evaluate_checkpoint(
