@@ -4,8 +4,11 @@
 ``Definitions``; the resources, code versions and freshness policies are all computed from that
 one object (:func:`eeg_assets.orchestration.build_defs`). The only other readers of the
 environment are the seed's ``BGB_*`` flags (:mod:`eeg_assets.lib.flags`, read where a training
-run executes) and the Modal app, whose decorators need static values: it reads
+run executes) and the Modal apps, whose decorators need static values: they read
 :class:`ModalSettings` from here too. The README's configuration table lists every variable.
+
+This module imports no torch (``TrainConfig`` is imported when it is needed): the Modal app of the
+cache chain imports it in a container whose image has no torch.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from eeg_assets.lib.config import BalanceConfig, CacheConfig
-from eeg_assets.lib.model.training import TrainConfig
+
+if TYPE_CHECKING:
+    from eeg_assets.lib.model.training import TrainConfig
 
 SPLITS = ("train", "val", "eval")
 #: Cache split -> TUSZ folder (the seed names the splits {train,val}; val is built from TUSZ dev).
@@ -24,7 +31,8 @@ DEFAULT_SPLIT_FOLDERS = {"train": "train", "val": "dev", "eval": "eval"}
 DEFAULT_RAW_ROOT = "data/sample_corpus/edf"
 DEFAULT_CACHE_ROOT = "cache/tusz"
 DEFAULT_RESULTS_ROOT = "results"
-TRAIN_BACKENDS = ("local", "modal")
+#: Where the cache chain and training run: this machine, or Modal (volumes, CPU fan-out, GPU).
+BACKENDS = ("local", "modal")
 
 
 class SettingsError(ValueError):
@@ -41,6 +49,17 @@ class ModalSettings:
     #: Data loading stalled at Modal's default 0.125 CPU.
     cpu: float = 8.0
     memory_mb: int = 32768
+    #: The volume holding the raw recordings (``edf/{train,dev,eval}``), mounted at ``/data``.
+    raw_volume: str = "eeg-assets-raw"
+    #: One cache build container: a recording is built on one core; memory for the longest
+    #: recordings (peak RSS was 524 MB for 2 EEG-hours at 512 Hz).
+    build_cpu: float = 1.0
+    build_memory_mb: int = 4096
+    build_max_containers: int = 100
+    #: Recordings per ``Function.map`` input: amortises the per-call overhead (~10 min of EEG
+    #: is about 0.2 CPU-s of work).
+    build_batch: int = 8
+    build_timeout_s: int = 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
@@ -50,7 +69,23 @@ class ModalSettings:
                    volume=env.text("EEG_ASSETS_MODAL_VOLUME", defaults.volume),
                    timeout_s=env.number("EEG_ASSETS_MODAL_TIMEOUT_S", defaults.timeout_s, int),
                    cpu=env.number("EEG_ASSETS_MODAL_CPU", defaults.cpu, float),
-                   memory_mb=env.number("EEG_ASSETS_MODAL_MEMORY_MB", defaults.memory_mb, int))
+                   memory_mb=env.number("EEG_ASSETS_MODAL_MEMORY_MB", defaults.memory_mb, int),
+                   raw_volume=env.text("EEG_ASSETS_MODAL_RAW_VOLUME", defaults.raw_volume),
+                   build_cpu=env.number("EEG_ASSETS_MODAL_BUILD_CPU", defaults.build_cpu, float),
+                   build_memory_mb=env.number("EEG_ASSETS_MODAL_BUILD_MEMORY_MB",
+                                              defaults.build_memory_mb, int),
+                   build_max_containers=env.number("EEG_ASSETS_MODAL_BUILD_MAX_CONTAINERS",
+                                                   defaults.build_max_containers, int),
+                   build_batch=env.number("EEG_ASSETS_MODAL_BUILD_BATCH", defaults.build_batch,
+                                          int),
+                   build_timeout_s=env.number("EEG_ASSETS_MODAL_BUILD_TIMEOUT_S",
+                                              defaults.build_timeout_s, int))
+
+
+def _default_train_config() -> TrainConfig:
+    from eeg_assets.lib.model.training import TrainConfig
+
+    return TrainConfig()
 
 
 @dataclass(frozen=True)
@@ -68,9 +103,14 @@ class Settings:
     balance_seed: int = 42
     #: Generate the deterministic sample corpus when ``raw_root`` is the default and missing.
     make_sample_if_missing: bool = True
-    train: TrainConfig = TrainConfig()
-    train_backend: str = "local"
+    train: TrainConfig = field(default_factory=_default_train_config)
+    #: ``local`` or ``modal``: where the cache chain is built and, unless ``train_backend``
+    #: says otherwise, where training runs.
+    backend: str = "local"
+    #: Training only (``EEG_ASSETS_TRAIN_BACKEND``); ``None`` follows ``backend``.
+    train_backend: str | None = None
     modal_executable: str = "modal"
+    modal: ModalSettings = ModalSettings()
     manifest_warn_hours: float = 24.0
     manifest_fail_hours: float = 24.0 * 7
     model_fail_hours: float = 24.0 * 30
@@ -81,10 +121,8 @@ class Settings:
         env = _Env(environ)
         defaults = cls()
         train = defaults.train
-        backend = env.text("EEG_ASSETS_TRAIN_BACKEND", defaults.train_backend)
-        if backend not in TRAIN_BACKENDS:
-            raise SettingsError(f"EEG_ASSETS_TRAIN_BACKEND={backend!r}: use one of "
-                                f"{', '.join(TRAIN_BACKENDS)}")
+        backend = env.choice("EEG_ASSETS_BACKEND", defaults.backend, BACKENDS)
+        train_backend = env.choice("EEG_ASSETS_TRAIN_BACKEND", "", BACKENDS) or None
         return cls(
             raw_root=env.path("EEG_ASSETS_RAW_ROOT", DEFAULT_RAW_ROOT),
             cache_root=env.path("EEG_ASSETS_CACHE_ROOT", DEFAULT_CACHE_ROOT),
@@ -104,8 +142,10 @@ class Settings:
                 max_train_windows_per_epoch=env.number(
                     "EEG_ASSETS_MAX_TRAIN_WINDOWS", train.max_train_windows_per_epoch, int),
             ),
-            train_backend=backend,
+            backend=backend,
+            train_backend=train_backend,
             modal_executable=env.text("EEG_ASSETS_MODAL_EXECUTABLE", defaults.modal_executable),
+            modal=ModalSettings.from_env(environ),
             manifest_warn_hours=env.number("EEG_ASSETS_MANIFEST_WARN_FRESHNESS_HOURS",
                                            defaults.manifest_warn_hours, float),
             manifest_fail_hours=env.number("EEG_ASSETS_MANIFEST_FRESHNESS_HOURS",
@@ -113,6 +153,11 @@ class Settings:
             model_fail_hours=env.number("EEG_ASSETS_MODEL_FRESHNESS_HOURS",
                                         defaults.model_fail_hours, float),
         )
+
+    @property
+    def training_backend(self) -> str:
+        """Where ``trained_model`` runs: ``train_backend`` when set, else ``backend``."""
+        return self.train_backend or self.backend
 
     def cache_config(self) -> CacheConfig:
         return CacheConfig(notch_hz=self.notch_hz or None)
@@ -140,6 +185,12 @@ class _Env:
 
     def text(self, name: str, default: str) -> str:
         return self._env.get(name, "").strip() or default
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value and value not in allowed:
+            raise SettingsError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+        return value
 
     def path(self, name: str, default: str) -> Path:
         return Path(self.text(name, default)).expanduser().absolute()

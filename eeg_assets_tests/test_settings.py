@@ -51,7 +51,7 @@ def test_definitions_built_from_settings_carry_their_code_versions_and_resources
     assert all(versions[name] != other[name] for name in versions)  # the notch shapes every byte
     defs = build_defs(european)
     assert defs.resources["settings"] is european
-    assert defs.resources["training_launcher"].backend == european.train_backend
+    assert defs.resources["training_launcher"].backend == european.training_backend
 
 
 def test_modal_settings_come_from_the_same_module():

@@ -34,7 +34,7 @@ from eeg_assets.lib.dataset.index import update_index
 from eeg_assets.lib.dataset.manifest import update_manifest
 from eeg_assets.lib.files import content_version
 from eeg_assets.lib.model.training import TrainConfig, load_checkpoint
-from eeg_assets.orchestration import training
+from eeg_assets.orchestration import modal_launch, training
 from eeg_assets.settings import Settings
 from eeg_assets.synthetic.fake_cache import write_recording
 
@@ -415,7 +415,7 @@ def test_a_failing_step_stops_modal_run_and_its_container(tmp_path, modal_on_pat
             raise RuntimeError("step interrupted while training")
         return False
 
-    monkeypatch.setattr(training._StdoutMessageReader, "consume", consume)
+    monkeypatch.setattr(modal_launch.StdoutMessageReader, "consume", consume)
     run = materialize(tmp_path, modal_launcher())
     assert not run.result.success
     assert "step interrupted while training" in run.failure_message()
