@@ -60,6 +60,9 @@ class ModalSettings:
     #: is about 0.2 CPU-s of work).
     build_batch: int = 8
     build_timeout_s: int = 3600
+    #: Seconds between two records of the fan-out's outcomes in the ledger on the volume: at
+    #: most what a killed build loses (its NPZs are rebuilt by the next run).
+    build_flush_s: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
@@ -79,7 +82,9 @@ class ModalSettings:
                    build_batch=env.number("EEG_ASSETS_MODAL_BUILD_BATCH", defaults.build_batch,
                                           int),
                    build_timeout_s=env.number("EEG_ASSETS_MODAL_BUILD_TIMEOUT_S",
-                                              defaults.build_timeout_s, int))
+                                              defaults.build_timeout_s, int),
+                   build_flush_s=env.number("EEG_ASSETS_MODAL_BUILD_FLUSH_S",
+                                            defaults.build_flush_s, float))
 
 
 def _default_train_config() -> TrainConfig:

@@ -63,7 +63,7 @@ class CacheBackend:
         return ChainRequest(step=step, split=split, raw_folder=self.settings.split_folders[split],
                             cache=self.settings.cache_config(),
                             balance=self.settings.balance_config(),
-                            batch_size=modal.build_batch)
+                            batch_size=modal.build_batch, flush_every_s=modal.build_flush_s)
 
     def run_step(self, context: dg.AssetExecutionContext, step: str,
                  split: str) -> StepOutcome:

@@ -155,6 +155,10 @@ class FanOut:
         batches = plan_batches(todo, self.raw_root, self.batch_size)
         self.log(f"building {len(todo)} recording(s) in {len(batches)} batch(es) of up to "
                  f"{self.batch_size} on build containers")
+        # Commit the removals build_split has made (outputs of vanished or changed recordings,
+        # unowned NPZs) before any build container writes: committed later, a removal would
+        # delete the NPZ a build container has just written under the same name.
+        self.sync()
         pending: list[RecordingEntry] = []
         reported: set[str] = set()
         errors: list[str] = []
