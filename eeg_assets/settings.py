@@ -66,25 +66,19 @@ class ModalSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
+        """Each field from ``EEG_ASSETS_MODAL_<FIELD>`` (``gpu``: ``EEG_ASSETS_MODAL_GPU``)."""
         env = _Env(environ)
-        defaults = cls()
-        return cls(gpu=env.text("EEG_ASSETS_MODAL_GPU", defaults.gpu),
-                   volume=env.text("EEG_ASSETS_MODAL_VOLUME", defaults.volume),
-                   timeout_s=env.number("EEG_ASSETS_MODAL_TIMEOUT_S", defaults.timeout_s, int),
-                   cpu=env.number("EEG_ASSETS_MODAL_CPU", defaults.cpu, float),
-                   memory_mb=env.number("EEG_ASSETS_MODAL_MEMORY_MB", defaults.memory_mb, int),
-                   raw_volume=env.text("EEG_ASSETS_MODAL_RAW_VOLUME", defaults.raw_volume),
-                   build_cpu=env.number("EEG_ASSETS_MODAL_BUILD_CPU", defaults.build_cpu, float),
-                   build_memory_mb=env.number("EEG_ASSETS_MODAL_BUILD_MEMORY_MB",
-                                              defaults.build_memory_mb, int),
-                   build_max_containers=env.number("EEG_ASSETS_MODAL_BUILD_MAX_CONTAINERS",
-                                                   defaults.build_max_containers, int),
-                   build_batch=env.number("EEG_ASSETS_MODAL_BUILD_BATCH", defaults.build_batch,
-                                          int),
-                   build_timeout_s=env.number("EEG_ASSETS_MODAL_BUILD_TIMEOUT_S",
-                                              defaults.build_timeout_s, int),
-                   build_flush_s=env.number("EEG_ASSETS_MODAL_BUILD_FLUSH_S",
-                                            defaults.build_flush_s, float))
+        values = {}
+        for name, default in dataclasses.asdict(cls()).items():
+            variable = f"EEG_ASSETS_MODAL_{name.upper()}"
+            values[name] = (env.text(variable, default) if isinstance(default, str)
+                            else env.number(variable, default, type(default)))
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables :meth:`from_env` reads back as these settings (for a ``modal run``)."""
+        return {f"EEG_ASSETS_MODAL_{name.upper()}": str(value)
+                for name, value in dataclasses.asdict(self).items()}
 
 
 def _default_train_config() -> TrainConfig:

@@ -107,13 +107,14 @@ class ModalCacheBackend(CacheBackend):
             self.upload(context, [settings.split_folders[split]])
         command = app_command(settings.modal_executable, CACHE_APP, "run_step")
         invocation = run_with_pipes(context, command,
-                                    {"request": self.request(step, split).to_dict()})
+                                    {"request": self.request(step, split).to_dict()},
+                                    env=settings.modal.to_env())
         return _outcome_of(invocation, command)
 
     def upload(self, context, folders: list[str]) -> None:
         try:
             upload_raw(self.settings.modal_executable, Path(self.settings.raw_root), folders,
-                       log=context.log.info)
+                       log=context.log.info, env=self.settings.modal.to_env())
         except ModalError as exc:
             raise dg.Failure(f"the raw recordings could not be uploaded: {exc}") from None
 

@@ -48,9 +48,11 @@ class StdoutMessageReader(dg.PipesMessageReader):
         return "Expected Dagster Pipes messages as JSON lines on the stdout of `modal run`."
 
 
-def run_with_pipes(context: dg.AssetExecutionContext, command: list[str],
-                   extras: dict) -> dg.PipesClientCompletedInvocation:
+def run_with_pipes(context: dg.AssetExecutionContext, command: list[str], extras: dict,
+                   env: dict[str, str] | None = None) -> dg.PipesClientCompletedInvocation:
     """Run ``command`` (a ``modal run``) as the external process of a Pipes session.
+
+    ``env`` is added to this process's environment (the app's settings).
 
     Raises ``dg.Failure`` naming the command and its exit code, and saying so when Modal could
     not be reached (no Pipes message ever arrived).
@@ -66,7 +68,8 @@ def run_with_pipes(context: dg.AssetExecutionContext, command: list[str],
 
         try:
             returncode, tail = stream(command, on_line,
-                                      env={**os.environ, **session.get_bootstrap_env_vars()})
+                                      env={**os.environ, **(env or {}),
+                                           **session.get_bootstrap_env_vars()})
         except ModalError as exc:
             raise dg.Failure(str(exc)) from None
         if returncode != 0:

@@ -6,6 +6,7 @@ No Dagster here: the ``upload-raw`` command of :mod:`eeg_assets.cli` uses it as 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -94,8 +95,10 @@ def failure_message(command: list[str], returncode: int, stderr_tail: list[str],
 
 
 def upload_raw(executable: str, raw_root: Path, folders: list[str],
-               log: Callable[[str], None] = print) -> None:
+               log: Callable[[str], None] = print, env: dict[str, str] | None = None) -> None:
     """Mirror ``raw_root/<folder>`` onto the raw volume (``modal_cache.py::upload_raw``).
+
+    ``env`` is added to this process's environment for ``modal run`` (the app's settings).
 
     Raises
     ------
@@ -111,6 +114,6 @@ def upload_raw(executable: str, raw_root: Path, folders: list[str],
         started = started or line.startswith(UPLOAD_MARK)
         log(line.rstrip("\n"))
 
-    returncode, tail = stream(command, on_line)
+    returncode, tail = stream(command, on_line, env={**os.environ, **(env or {})})
     if returncode != 0:
         raise ModalError(failure_message(command, returncode, tail, started))

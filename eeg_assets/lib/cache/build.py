@@ -324,6 +324,7 @@ def build_split(
         log(f"ignored {line}")
 
     state_dir = Path(state_dir) if state_dir is not None else cache_dir
+    cache_dir.mkdir(parents=True, exist_ok=True)
     with split_lock(state_dir, log), Ledger(state_dir) as ledger:
         entries = ledger.entries()
         _remove_leftovers(cache_dir)

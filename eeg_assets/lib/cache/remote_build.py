@@ -110,12 +110,17 @@ def fetch_ledger(cache_dir: Path, state_dir: Path) -> None:
 
 def publish_ledger(state_dir: Path, cache_dir: Path) -> None:
     """Put a complete copy of the working ledger on the volume, atomically."""
-    with atomic_path(cache_dir / LEDGER_NAME, suffix=".tmp") as tmp:
+    final = cache_dir / LEDGER_NAME
+    with atomic_path(final, suffix=".tmp") as tmp:
         with closing(sqlite3.connect(state_dir / LEDGER_NAME)) as source, \
                 closing(sqlite3.connect(tmp)) as target:
             source.backup(target)
             # A rollback-journal file: complete on its own, no -wal beside it to copy.
             target.execute("PRAGMA journal_mode=DELETE")
+        # A reader killed while it had the old copy open can leave its -wal and -shm behind;
+        # SQLite must not take them for the new file's.
+        for leftover in ("-wal", "-shm"):
+            final.with_name(final.name + leftover).unlink(missing_ok=True)
 
 
 class FanOut:
