@@ -55,7 +55,8 @@ class ModalSettings:
     #: recordings (peak RSS was 524 MB for 2 EEG-hours at 512 Hz).
     build_cpu: float = 1.0
     build_memory_mb: int = 4096
-    build_max_containers: int = 100
+    #: Above the volume's aggregate write rate more containers only wait (README estimate).
+    build_max_containers: int = 32
     #: Recordings per ``Function.map`` input: amortises the per-call overhead (~10 min of EEG
     #: is about 0.2 CPU-s of work).
     build_batch: int = 8

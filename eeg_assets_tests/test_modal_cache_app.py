@@ -52,7 +52,7 @@ def test_default_declarations(monkeypatch):
     assert set(recorder.functions) == {"build_batch", "coordinate"}
     build = recorder.functions["build_batch"]
     assert build["cpu"] == 1.0 and build["memory"] == 4096 and build["timeout"] == 3600
-    assert build["max_containers"] == 100 and build["retries"] == 2
+    assert build["max_containers"] == 32 and build["retries"] == 2
     assert "gpu" not in build and "gpu" not in recorder.functions["coordinate"]  # CPU only
     for function in (app.build_batch, app.coordinate):
         info = function.info()

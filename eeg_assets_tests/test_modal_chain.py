@@ -164,6 +164,16 @@ def test_without_modal_the_chain_fails_saying_so_and_builds_nothing(sample_raw_r
     assert not (tmp_path / "local_cache").exists() and not volumes["results"].exists()
 
 
+def test_a_step_that_cannot_run_on_the_volume_fails_with_the_libraries_reason(
+        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
+    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin)
+    with dg.instance_for_test() as instance:
+        result = run_chain(settings, instance, keys=["manifest"])  # nothing built yet
+    message = failure_message(result)
+    assert "manifest[eval] on the modal backend: cache folder" in message, message
+    assert "cache/tusz/eval does not exist. Build the cache first" in message
+
+
 def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(sample_raw_root, volumes,
                                                                    stand_in_bin, tmp_path):  # noqa: F811
     """train is built from the sample's eval folder (4 recordings) and val from dev: both

@@ -59,9 +59,10 @@ class InProcessMap:
                               commit=whole_second_mtimes(self.cache_dir))
 
 
-def fan_out_build(raw_root: Path, cache_dir: Path, state_dir: Path, fail=None, batch_size=2):
+def fan_out_build(raw_root: Path, cache_dir: Path, state_dir: Path, fail=None, batch_size=2,
+                  mapper=None):
     """build_split of ``raw_root/eval`` with a FanOut runner; the ledger published to the cache."""
-    mapper = InProcessMap(raw_root, cache_dir, fail)
+    mapper = mapper or InProcessMap(raw_root, cache_dir, fail)
     runner = FanOut(mapper, raw_root, cache_dir, sync=lambda: None,
                     publish=lambda: publish_ledger(state_dir, cache_dir), batch_size=batch_size,
                     flush_every_s=0, log=lambda line: None)
@@ -141,11 +142,7 @@ def test_an_npz_missing_from_the_volume_after_its_build_is_not_trusted(sample_ra
                     (cache_dir / entry["npz_name"]).unlink()
             yield outcome
 
-    runner = FanOut(never_committed, raw_root, cache_dir, sync=lambda: None,
-                    publish=lambda: publish_ledger(state_dir, cache_dir), flush_every_s=0,
-                    log=lambda line: None)
-    report = build_split(raw_root / "eval", cache_dir, split="eval", runner=runner,
-                         state_dir=state_dir, progress=None, log=lambda line: None)
+    report, _ = fan_out_build(raw_root, cache_dir, state_dir, mapper=never_committed)
     (failed,) = report.quarantined
     assert failed.status == FAILED and "aaaaasxe" in failed.source
     assert "is not on the volume after the build (found nothing); retried next run" \

@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
+from eeg_assets.orchestration.modal_launch import run_with_pipes
 from eeg_assets.remote.modal_cli import CACHE_APP, ModalError, app_command, upload_raw
 from eeg_assets.remote.volume_layout import CACHE_ROOT, RAW_ROOT
 from eeg_assets.settings import Settings
@@ -99,8 +100,6 @@ class ModalCacheBackend(CacheBackend):
     name = "modal"
 
     def run_step(self, context, step, split):
-        from eeg_assets.orchestration.modal_launch import run_with_pipes
-
         settings = self.settings
         if step == NPZ_WINDOWS:
             ensure_sample_corpus(settings, context.log)

@@ -49,12 +49,12 @@ class Volumes:
 
 def run_remote(request: ChainRequest, volumes: Volumes, log) -> StepOutcome:
     """Run one step on the volumes, from their latest committed state; commit what it wrote."""
-    volumes.raw_volume.reload()
     volumes.results_volume.reload()
     if request.step != NPZ_WINDOWS:
         outcome = run(request, volumes.raw_root, volumes.cache_root, log)
         volumes.results_volume.commit()
         return outcome
+    volumes.raw_volume.reload()  # the upload that ran just before
     cache_dir = volumes.cache_root / request.split
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ledger.") as state:

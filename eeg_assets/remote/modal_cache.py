@@ -12,7 +12,7 @@ Volumes: the raw recordings at ``/data/edf/{train,dev,eval}`` (``EEG_ASSETS_MODA
 default ``eeg-assets-raw``), the cache at ``/results/cache/tusz/<split>`` on the results volume
 that training also mounts (``EEG_ASSETS_MODAL_VOLUME``, default ``eeg-assets-results``). Build
 containers: ``EEG_ASSETS_MODAL_BUILD_CPU`` (1), ``EEG_ASSETS_MODAL_BUILD_MEMORY_MB`` (4096),
-``EEG_ASSETS_MODAL_BUILD_MAX_CONTAINERS`` (100), ``EEG_ASSETS_MODAL_BUILD_TIMEOUT_S`` (3600 per
+``EEG_ASSETS_MODAL_BUILD_MAX_CONTAINERS`` (32), ``EEG_ASSETS_MODAL_BUILD_TIMEOUT_S`` (3600 per
 batch); all read when the app is imported (:class:`eeg_assets.settings.ModalSettings`).
 
 The image has no torch and no Dagster (the container speaks Pipes through ``dagster-pipes``), and
