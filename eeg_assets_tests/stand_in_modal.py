@@ -191,10 +191,10 @@ def container(app_path: str) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "run":
         return modal_run(argv[1], argv[2:])
+    if len(argv) == 3 and argv[0] == "--container" and Path(argv[1]).resolve() == CACHE_APP:
+        return stand_in_cache_app.container(Path(argv[1]), argv[2])
     if len(argv) == 2 and argv[0] == "--container":
         return container(argv[1])
-    if len(argv) == 3 and argv[0] == "--container":
-        return stand_in_cache_app.container(Path(argv[1]), argv[2])
     _fail(f"only `modal run <app file>[::<entrypoint>] [--option value ...]` is supported, got: "
           f"{' '.join(argv)}")
     return 2

@@ -14,7 +14,6 @@ the volume is the next step of issue 13), which does not exist with this backend
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -174,8 +173,8 @@ def test_a_step_that_cannot_run_on_the_volume_fails_with_the_libraries_reason(
     assert "cache/tusz/eval does not exist. Build the cache first" in message
 
 
-def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(sample_raw_root, volumes,
-                                                                   stand_in_bin, tmp_path):  # noqa: F811
+def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
+        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
     """train is built from the sample's eval folder (4 recordings) and val from dev: both
     small, and their patients are disjoint, as training requires."""
     settings = replace(modal_settings(sample_raw_root, tmp_path, stand_in_bin),

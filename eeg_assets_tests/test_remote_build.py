@@ -152,7 +152,8 @@ def test_an_npz_missing_from_the_volume_after_its_build_is_not_trusted(sample_ra
     assert [e.source for e in again.built] == [failed.source]
 
 
-def test_a_published_ledger_is_a_complete_rollback_journal_file(tmp_path, sample_raw_root):  # noqa: F811
+def test_a_published_ledger_is_a_complete_rollback_journal_file(
+        tmp_path, sample_raw_root):  # noqa: F811
     raw_root = tmp_path / "raw"
     split = copy_split(sample_raw_root, raw_root)
     for edf in sorted(split.rglob("*.edf"))[1:]:

@@ -59,7 +59,7 @@ raw_edf_recordings = dg.AssetSpec(
 
 
 def _metadata_value(value) -> dg.MetadataValue:
-    """A step's JSON metadata value as Dagster metadata (see :mod:`eeg_assets.lib.dataset.chain`)."""
+    """A step's JSON metadata value as Dagster metadata (:mod:`eeg_assets.lib.dataset.chain`)."""
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == "png":
         return png_markdown(base64.b64decode(value["base64"]), value["alt"])

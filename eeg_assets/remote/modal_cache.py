@@ -3,7 +3,8 @@
 Two local entrypoints, both started by the Dagster ``modal`` backend (and usable by hand):
 
 * ``upload_raw --raw-root DIR --folders train,dev,eval`` runs on this machine and mirrors the local
-  raw recordings onto the raw volume, incrementally (:func:`eeg_assets.lib.cache.raw_upload.sync_raw`);
+  raw recordings onto the raw volume, incrementally
+  (:func:`eeg_assets.lib.cache.raw_upload.sync_raw`);
 * ``run_step`` forwards the Dagster Pipes variables to ``coordinate``, which runs one step of the
   chain on the volumes (:mod:`eeg_assets.remote.cache_entry`); for ``npz_windows`` it fans the
   recordings out over ``build_batch`` containers with ``Function.map``.

@@ -302,7 +302,8 @@ def build_split(
     human-readable lines (default: stderr). ``runner`` builds the recordings to do (default: the
     local process pool); ``state_dir`` holds the ledger and the split lock (default:
     ``cache_dir``). The Modal backend gives both: a fan-out over containers, and a ledger on the
-    coordinator's own disk that it publishes to the volume (:mod:`eeg_assets.lib.cache.remote_build`).
+    coordinator's own disk that it publishes to the volume
+    (:mod:`eeg_assets.lib.cache.remote_build`).
     """
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))

@@ -62,7 +62,8 @@ class Log(Protocol):
 class ChainRequest:
     """What one step needs besides the two roots: the split, its raw folder and the configuration.
 
-    ``batch_size`` and ``flush_every_s`` only matter to a fan-out (:mod:`eeg_assets.lib.cache.remote_build`).
+    ``batch_size`` and ``flush_every_s`` only matter to a fan-out
+    (:mod:`eeg_assets.lib.cache.remote_build`).
     """
 
     step: str
