@@ -139,6 +139,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upload_raw(args: argparse.Namespace) -> int:
+    from eeg_assets.remote.modal_cli import ModalError, upload_raw
+    from eeg_assets.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from exc
+    raw_root = Path(args.raw_root) if args.raw_root else Path(settings.raw_root)
+    folders = args.folder or sorted(set(settings.split_folders.values()))
+    try:
+        upload_raw(settings.modal_executable, raw_root, folders)
+    except ModalError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
 def _existing_path(text: str) -> Path:
     if not Path(text).exists():
         raise argparse.ArgumentTypeError(f"no such folder or file: {text}")
@@ -187,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=_cmd_balanced_info)
+
+    p = sub.add_parser("upload-raw", help="upload new or changed raw recordings to the Modal "
+                       "raw volume (incremental, resumable)")
+    p.add_argument("--raw-root", default=None,
+                   help="folder holding train/ dev/ eval/ (default: EEG_ASSETS_RAW_ROOT)")
+    p.add_argument("--folder", action="append", default=None,
+                   help="a TUSZ split folder to upload (repeatable; default: train, dev, eval)")
+    p.set_defaults(func=_cmd_upload_raw)
 
     p = sub.add_parser("score", help="score hypotheses against references: NEDC OVERLAP and TAES, "
                        "SzCORE")

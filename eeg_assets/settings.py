@@ -4,8 +4,11 @@
 ``Definitions``; the resources, code versions and freshness policies are all computed from that
 one object (:func:`eeg_assets.orchestration.build_defs`). The only other readers of the
 environment are the seed's ``BGB_*`` flags (:mod:`eeg_assets.lib.flags`, read where a training
-run executes) and the Modal app, whose decorators need static values: it reads
+run executes) and the Modal apps, whose decorators need static values: they read
 :class:`ModalSettings` from here too. The README's configuration table lists every variable.
+
+This module imports no torch (``TrainConfig`` is imported when it is needed): the Modal app of the
+cache chain imports it in a container whose image has no torch.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from eeg_assets.lib.config import BalanceConfig, CacheConfig
 from eeg_assets.lib.model.operating_point import DEFAULT_MAX_FA_PER_24H, ThresholdRule
-from eeg_assets.lib.model.training import TrainConfig
+
+if TYPE_CHECKING:
+    from eeg_assets.lib.model.training import TrainConfig
 
 SPLITS = ("train", "val", "eval")
 #: Cache split -> TUSZ folder (the seed names the splits {train,val}; val is built from TUSZ dev).
@@ -25,7 +32,8 @@ DEFAULT_SPLIT_FOLDERS = {"train": "train", "val": "dev", "eval": "eval"}
 DEFAULT_RAW_ROOT = "data/sample_corpus/edf"
 DEFAULT_CACHE_ROOT = "cache/tusz"
 DEFAULT_RESULTS_ROOT = "results"
-TRAIN_BACKENDS = ("local", "modal")
+#: Where the cache chain and training run: this machine, or Modal (volumes, CPU fan-out, GPU).
+BACKENDS = ("local", "modal")
 
 
 class SettingsError(ValueError):
@@ -42,16 +50,43 @@ class ModalSettings:
     #: Data loading stalled at Modal's default 0.125 CPU.
     cpu: float = 8.0
     memory_mb: int = 32768
+    #: The volume holding the raw recordings (``edf/{train,dev,eval}``), mounted at ``/data``.
+    raw_volume: str = "eeg-assets-raw"
+    #: One cache build container: a recording is built on one core; memory for the longest
+    #: recordings (peak RSS was 524 MB for 2 EEG-hours at 512 Hz).
+    build_cpu: float = 1.0
+    build_memory_mb: int = 4096
+    #: Above the volume's aggregate write rate more containers only wait (README estimate).
+    build_max_containers: int = 32
+    #: Recordings per ``Function.map`` input: amortises the per-call overhead (~10 min of EEG
+    #: is about 0.2 CPU-s of work).
+    build_batch: int = 8
+    build_timeout_s: int = 3600
+    #: Seconds between two records of the fan-out's outcomes in the ledger on the volume: at
+    #: most what a killed build loses (its NPZs are rebuilt by the next run).
+    build_flush_s: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
+        """Each field from ``EEG_ASSETS_MODAL_<FIELD>`` (``gpu``: ``EEG_ASSETS_MODAL_GPU``)."""
         env = _Env(environ)
-        defaults = cls()
-        return cls(gpu=env.text("EEG_ASSETS_MODAL_GPU", defaults.gpu),
-                   volume=env.text("EEG_ASSETS_MODAL_VOLUME", defaults.volume),
-                   timeout_s=env.number("EEG_ASSETS_MODAL_TIMEOUT_S", defaults.timeout_s, int),
-                   cpu=env.number("EEG_ASSETS_MODAL_CPU", defaults.cpu, float),
-                   memory_mb=env.number("EEG_ASSETS_MODAL_MEMORY_MB", defaults.memory_mb, int))
+        values = {}
+        for name, default in dataclasses.asdict(cls()).items():
+            variable = f"EEG_ASSETS_MODAL_{name.upper()}"
+            values[name] = (env.text(variable, default) if isinstance(default, str)
+                            else env.number(variable, default, type(default)))
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables :meth:`from_env` reads back as these settings (for a ``modal run``)."""
+        return {f"EEG_ASSETS_MODAL_{name.upper()}": str(value)
+                for name, value in dataclasses.asdict(self).items()}
+
+
+def _default_train_config() -> TrainConfig:
+    from eeg_assets.lib.model.training import TrainConfig
+
+    return TrainConfig()
 
 
 @dataclass(frozen=True)
@@ -69,9 +104,14 @@ class Settings:
     balance_seed: int = 42
     #: Generate the deterministic sample corpus when ``raw_root`` is the default and missing.
     make_sample_if_missing: bool = True
-    train: TrainConfig = TrainConfig()
-    train_backend: str = "local"
+    train: TrainConfig = field(default_factory=_default_train_config)
+    #: ``local`` or ``modal``: where the cache chain is built and, unless ``train_backend``
+    #: says otherwise, where training runs.
+    backend: str = "local"
+    #: Training only (``EEG_ASSETS_TRAIN_BACKEND``); ``None`` follows ``backend``.
+    train_backend: str | None = None
     modal_executable: str = "modal"
+    modal: ModalSettings = ModalSettings()
     manifest_warn_hours: float = 24.0
     manifest_fail_hours: float = 24.0 * 7
     model_fail_hours: float = 24.0 * 30
@@ -84,10 +124,8 @@ class Settings:
         env = _Env(environ)
         defaults = cls()
         train = defaults.train
-        backend = env.text("EEG_ASSETS_TRAIN_BACKEND", defaults.train_backend)
-        if backend not in TRAIN_BACKENDS:
-            raise SettingsError(f"EEG_ASSETS_TRAIN_BACKEND={backend!r}: use one of "
-                                f"{', '.join(TRAIN_BACKENDS)}")
+        backend = env.choice("EEG_ASSETS_BACKEND", defaults.backend, BACKENDS)
+        train_backend = env.choice("EEG_ASSETS_TRAIN_BACKEND", "", BACKENDS) or None
         max_fa = env.number("EEG_ASSETS_EVAL_MAX_FA_PER_24H", defaults.eval_max_fa_per_24h, float)
         if not max_fa >= 0:
             raise SettingsError(f"EEG_ASSETS_EVAL_MAX_FA_PER_24H={max_fa!r}: use a number of "
@@ -111,8 +149,10 @@ class Settings:
                 max_train_windows_per_epoch=env.number(
                     "EEG_ASSETS_MAX_TRAIN_WINDOWS", train.max_train_windows_per_epoch, int),
             ),
-            train_backend=backend,
+            backend=backend,
+            train_backend=train_backend,
             modal_executable=env.text("EEG_ASSETS_MODAL_EXECUTABLE", defaults.modal_executable),
+            modal=ModalSettings.from_env(environ),
             manifest_warn_hours=env.number("EEG_ASSETS_MANIFEST_WARN_FRESHNESS_HOURS",
                                            defaults.manifest_warn_hours, float),
             manifest_fail_hours=env.number("EEG_ASSETS_MANIFEST_FRESHNESS_HOURS",
@@ -121,6 +161,11 @@ class Settings:
                                         defaults.model_fail_hours, float),
             eval_max_fa_per_24h=max_fa,
         )
+
+    @property
+    def training_backend(self) -> str:
+        """Where ``trained_model`` runs: ``train_backend`` when set, else ``backend``."""
+        return self.train_backend or self.backend
 
     def cache_config(self) -> CacheConfig:
         return CacheConfig(notch_hz=self.notch_hz or None)
@@ -151,6 +196,12 @@ class _Env:
 
     def text(self, name: str, default: str) -> str:
         return self._env.get(name, "").strip() or default
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value and value not in allowed:
+            raise SettingsError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+        return value
 
     def path(self, name: str, default: str) -> Path:
         return Path(self.text(name, default)).expanduser().absolute()

@@ -1,29 +1,32 @@
 """A stand-in for the ``modal`` CLI, for tests that cannot reach Modal.
 
-``modal run <path>`` with the real CLI imports the app file here, calls its local entrypoint, and
-runs the ``.remote()`` call in a GPU container, streaming the container's stdout back. This
-stand-in does the same with the app's own code and no network:
+It plays the parts of Modal that the project's two apps use, with the apps' own code and no
+network; the cache app's part is in ``stand_in_cache_app.py`` (its docstring says what it plays),
+the volumes are folders (``stand_in_volumes.py``). This file is the CLI and the training app.
 
-* host side (``modal run <path> [--job NAME]``): checks that ``<path>`` is
-  ``eeg_assets/remote/modal_app.py``, imports it as ``modal run`` does, swaps its GPU Functions
-  (``train``, ``evaluate``) for ones whose ``.remote(...)`` starts the "container", and calls the
-  local entrypoint's own function (``run``, with ``job`` when ``--job`` is given, as ``modal run``
-  passes an entrypoint's parameters), so the env forwarding of ``modal_app.run`` is what gets
-  tested;
+``modal run <path>`` with the real CLI imports the app file here, calls its local entrypoint, and
+runs the ``.remote()`` call in a GPU container, streaming the container's stdout back. For the
+training app (``eeg_assets/remote/modal_app.py``) this stand-in does the same:
+
+* host side (``modal run <path> [--job NAME]``): imports the app as ``modal run`` does, swaps its
+  GPU Functions (``train``, ``evaluate``) for ones whose ``.remote(...)`` starts the "container",
+  and calls the local entrypoint's own function (``run``, with ``job`` when ``--job`` is given,
+  as ``modal run`` passes an entrypoint's parameters), so the env forwarding of
+  ``modal_app.run`` is what gets tested;
 * container side (``--container <path>``, a fresh process): an environment holding only what a
   Modal container has (PATH, HOME, locale; nothing else of the host's), the call's arguments from
   stdin, the app module imported again, its ``volume`` replaced by a folder, and the real body
   of the called function run through ``Function.local``. Its stdout is the stand-in's stdout, so
   Pipes messages reach the launcher exactly as ``modal run`` would stream them.
 
-The Volume: ``EEG_ASSETS_STAND_IN_VOLUME`` names a host folder that plays the volume mounted at
-``/results``. Paths under ``/results`` in the Pipes extras (the training request) are rewritten
-to that folder before the entry point reads them, because ``/results`` does not exist here.
-The written lists and metadata therefore name the folder, not ``/results``.
-``volume.commit()`` appends a line to ``<folder>/.commits``; the original request is appended
-to ``<folder>/.requests.jsonl`` so a test can check what the launcher asked for, and both
-processes append their ids to ``<folder>/.pids``. SIGINT (Ctrl-C) stops the CLI and kills the
-container, as it stops a real ``modal run`` and its app.
+The training app's Volume: ``EEG_ASSETS_STAND_IN_VOLUME`` names a host folder that plays the
+volume mounted at ``/results`` (the cache app's results volume is the same folder). Paths under
+``/results`` in the Pipes extras (the training request) are rewritten to that folder before the
+entry point reads them, because ``/results`` does not exist here. ``volume.commit()`` appends a
+line to ``<folder>/.commits``; the original request is appended to ``<folder>/.requests.jsonl``
+so a test can check what the launcher asked for, and both processes append their ids to
+``<folder>/.pids``. SIGINT (Ctrl-C) stops the CLI and kills the container, as it stops a real
+``modal run`` and its app. The written lists and metadata name the folder, not ``/results``.
 
 Test controls: ``EEG_ASSETS_STAND_IN_EXIT=N`` makes the CLI fail with code N before doing anything
 (as ``modal run`` does without a token), printing ordinary (non-Pipes) output first.
@@ -34,7 +37,6 @@ with the test's Python).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -44,25 +46,20 @@ from pathlib import Path
 
 from dagster_pipes import decode_param, encode_param
 
-EXPECTED_APP = Path(__file__).resolve().parents[1] / "eeg_assets" / "remote" / "modal_app.py"
+import stand_in_cache_app
+from stand_in_cache_app import CONTAINER_BASE_ENV, StandInError, import_app
+
+REMOTE = Path(__file__).resolve().parents[1] / "eeg_assets" / "remote"
+EXPECTED_APP = REMOTE / "modal_app.py"
+CACHE_APP = REMOTE / "modal_cache.py"
 VOLUME_ENV = "EEG_ASSETS_STAND_IN_VOLUME"
 EXIT_ENV = "EEG_ASSETS_STAND_IN_EXIT"
 CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
-#: Host variables a Modal container also has (its own values, but harmless to copy).
-CONTAINER_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 
 
 def _fail(message: str, code: int = 2) -> None:
     print(f"stand-in modal: {message}", file=sys.stderr)
     sys.exit(code)
-
-
-def _import_app(path: Path):
-    spec = importlib.util.spec_from_file_location("modal_app", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["modal_app"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _record_pid() -> None:
@@ -109,24 +106,39 @@ class _RemoteFunction:
                                f"{process.returncode})")
 
 
-def modal_run(app_path: str, entrypoint_args: list[str]) -> int:
+def modal_run(target: str, options: list[str]) -> int:
+    app_path, _, entrypoint = target.partition("::")
     path = Path(app_path).resolve()
-    if path != EXPECTED_APP:
-        _fail(f"expected `modal run {EXPECTED_APP}`, got `modal run {app_path}`")
+    if path not in (EXPECTED_APP, CACHE_APP):
+        _fail(f"expected `modal run {EXPECTED_APP}` or `{CACHE_APP}::<entrypoint>`, got "
+              f"`modal run {target}`")
+    if len(options) % 2 or not all(o.startswith("--") for o in options[::2]):
+        _fail(f"options must be `--name value` pairs, got: {' '.join(options)}")
     exit_code = os.environ.get(EXIT_ENV)
     if exit_code:
         print("✓ Initialized.")
         print("Error: Token missing. Could not authenticate client.", file=sys.stderr)
         return int(exit_code)
-    if entrypoint_args not in ([], ["--job", "train"], ["--job", "evaluate"]):
-        _fail(f"the app's entrypoint takes only --job train|evaluate, got {entrypoint_args}")
+    if path == CACHE_APP:
+        if not entrypoint:  # the real CLI: an app with several entrypoints needs one named
+            _fail(f"{CACHE_APP} has more than one local entrypoint: name one with ::<name>")
+        try:
+            return stand_in_cache_app.host_run(path, entrypoint,
+                                               dict(zip((o[2:] for o in options[::2]),
+                                                        options[1::2])))
+        except StandInError as exc:
+            _fail(str(exc))
+    if entrypoint not in ("", "run") or options not in ([], ["--job", "train"],
+                                                         ["--job", "evaluate"]):
+        _fail(f"{EXPECTED_APP} has one local entrypoint, `run`, taking only --job train|evaluate, "
+              f"got {target} {' '.join(options)}")
     _record_pid()
-    app = _import_app(path)
+    app = import_app(path)
     for name in GPU_FUNCTIONS:
         setattr(app, name, _RemoteFunction(path, name))
     print("✓ Initialized. View run at https://modal.com/apps/stand-in")  # non-Pipes output
     try:
-        app.run.info.raw_f(*entrypoint_args[1:])  # the local entrypoint's own body
+        app.run.info.raw_f(*options[1:])  # the local entrypoint's own body
     except RuntimeError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -176,7 +188,7 @@ def container(app_path: str, function: str) -> int:
     call = json.loads(sys.stdin.read())
     folder = _volume_dir()
     _record_pid()
-    app = _import_app(Path(app_path))
+    app = import_app(Path(app_path))
     app.volume = _FolderVolume(folder)
     args = list(call["args"])
     args[0] = _remap_pipes_env(args[0], app.RESULTS_MOUNT, folder)
@@ -189,9 +201,12 @@ def container(app_path: str, function: str) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "run":
         return modal_run(argv[1], argv[2:])
+    if len(argv) == 3 and argv[0] == "--container" and Path(argv[1]).resolve() == CACHE_APP:
+        return stand_in_cache_app.container(Path(argv[1]), argv[2])
     if len(argv) == 3 and argv[0] == "--container" and argv[2] in GPU_FUNCTIONS:
         return container(argv[1], argv[2])
-    _fail(f"only `modal run <app file> [--job NAME]` is supported, got: {' '.join(argv)}")
+    _fail(f"only `modal run <app file>[::<entrypoint>] [--option value ...]` is supported, got: "
+          f"{' '.join(argv)}")
     return 2
 
 

@@ -35,10 +35,9 @@ from eeg_assets.lib.scoring import read_events
 from eeg_assets.orchestration import evaluation, training
 from eeg_assets.settings import Settings
 from eeg_assets.synthetic.fake_cache import write_quarantined, write_recording, write_too_short
-from eeg_assets_tests.test_trained_model import (  # noqa: F401 (stand_in_bin: a fixture)
+from eeg_assets_tests.test_trained_model import (
     SHORT_TRAINING,
     TRAIN_FILES,
-    stand_in_bin,
     write_split,
 )
 

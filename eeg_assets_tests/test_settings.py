@@ -39,6 +39,8 @@ def test_the_environment_becomes_settings_with_defaults_where_unset(tmp_path):
     ("EEG_ASSETS_EVAL_MAX_FA_PER_24H", "-1", "EEG_ASSETS_EVAL_MAX_FA_PER_24H=-1.0: use a number"),
     ("EEG_ASSETS_EVAL_MAX_FA_PER_24H", "few", "EEG_ASSETS_EVAL_MAX_FA_PER_24H='few' is not a "
                                               "number"),
+    ("EEG_ASSETS_BACKEND", "k8s", "EEG_ASSETS_BACKEND='k8s': use one of local, modal"),
+    ("EEG_ASSETS_MODAL_BUILD_BATCH", "many", "EEG_ASSETS_MODAL_BUILD_BATCH='many' is not an"),
 ])
 def test_an_unusable_value_names_its_variable(name, value, said):
     with pytest.raises(SettingsError, match=said):
@@ -54,7 +56,7 @@ def test_definitions_built_from_settings_carry_their_code_versions_and_resources
     assert all(versions[name] != other[name] for name in versions)  # the notch shapes every byte
     defs = build_defs(european)
     assert defs.resources["settings"] is european
-    assert defs.resources["training_launcher"].backend == european.train_backend
+    assert defs.resources["training_launcher"].backend == european.training_backend
 
 
 def test_the_threshold_rule_comes_from_the_settings_and_versions_the_evaluation(tmp_path):
@@ -72,3 +74,26 @@ def test_modal_settings_come_from_the_same_module():
     assert ModalSettings.from_env({"EEG_ASSETS_MODAL_GPU": "H100",
                                    "EEG_ASSETS_MODAL_CPU": "4"}) == ModalSettings(gpu="H100",
                                                                                   cpu=4.0)
+
+
+@pytest.mark.parametrize("environ, chain, trains", [
+    ({}, "local", "local"),
+    ({"EEG_ASSETS_BACKEND": "modal"}, "modal", "modal"),  # training follows the chain
+    ({"EEG_ASSETS_BACKEND": "modal", "EEG_ASSETS_TRAIN_BACKEND": "local"}, "modal", "local"),
+    ({"EEG_ASSETS_TRAIN_BACKEND": "modal"}, "local", "modal"),  # the cache put on the volume
+])
+def test_one_backend_setting_with_a_training_override(tmp_path, environ, chain, trains):
+    settings = Settings.from_env(environ)
+    assert (settings.backend, settings.training_backend) == (chain, trains)
+    defs = build_defs(settings)
+    assert defs.resources["training_launcher"].backend == trains
+
+
+def test_modal_settings_travel_to_the_apps_as_the_variables_they_read():
+    settings = Settings.from_env({"EEG_ASSETS_MODAL_BUILD_CPU": "2",
+                                  "EEG_ASSETS_MODAL_RAW_VOLUME": "my-raw"})
+    assert settings.modal == ModalSettings(build_cpu=2.0, raw_volume="my-raw")
+    env = settings.modal.to_env()
+    assert env["EEG_ASSETS_MODAL_BUILD_CPU"] == "2.0"
+    assert ModalSettings.from_env(env) == settings.modal
+

@@ -20,7 +20,6 @@ import math
 import os
 import re
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +33,10 @@ from eeg_assets.lib.dataset.index import update_index
 from eeg_assets.lib.dataset.manifest import update_manifest
 from eeg_assets.lib.files import content_version
 from eeg_assets.lib.model.training import TrainConfig, load_checkpoint
-from eeg_assets.orchestration import training
+from eeg_assets.orchestration import modal_launch, training
 from eeg_assets.settings import Settings
 from eeg_assets.synthetic.fake_cache import write_recording
 
-STAND_IN = Path(__file__).resolve().parent / "stand_in_modal.py"
 W = DEFAULT_CONFIG.window_samples
 #: Seizure samples per window. Train: 4 patients, 3 partial + 2 full + 9 background windows; the
 #: first three files alone still hold partial and background windows (BGB_SMOKE_TEST=1).
@@ -148,16 +146,6 @@ def materialize(tmp: Path, launcher: training.TrainingLauncher, env: dict[str, s
         and "pipes closed with exception" in entry.user_message]
     return Run(result, [entry.user_message for entry in entries],
                volume if modal else tmp / "results", pipes_exceptions)
-
-
-@pytest.fixture(scope="session")
-def stand_in_bin(tmp_path_factory) -> Path:
-    """A folder with an executable ``modal`` that runs the stand-in with this test's Python."""
-    folder = tmp_path_factory.mktemp("bin")
-    script = folder / "modal"
-    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STAND_IN}" "$@"\n')
-    script.chmod(0o755)
-    return folder
 
 
 @pytest.fixture
@@ -415,7 +403,7 @@ def test_a_failing_step_stops_modal_run_and_its_container(tmp_path, modal_on_pat
             raise RuntimeError("step interrupted while training")
         return False
 
-    monkeypatch.setattr(training._StdoutMessageReader, "consume", consume)
+    monkeypatch.setattr(modal_launch.StdoutMessageReader, "consume", consume)
     run = materialize(tmp_path, modal_launcher())
     assert not run.result.success
     assert "step interrupted while training" in run.failure_message()

@@ -1,53 +1,33 @@
 """The asset graph: raw drops -> npz_windows -> dataset_index -> manifest -> balanced_dataset.
 
-Every asset is a thin call into :mod:`eeg_assets.lib`; this module adds partitions, versions,
-metadata and automation.
+Every asset is a thin call into :mod:`eeg_assets.lib` through the cache backend (here or on
+Modal, :mod:`eeg_assets.orchestration.backend`); this module adds partitions, versions, metadata
+and automation.
 """
 
 import base64
 import hashlib
 import json
-import shutil
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
-import numpy as np
 
-from eeg_assets.lib.cache.build import build_split, format_report
-from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, Ledger
-from eeg_assets.lib.cache.npzio import open_member
-from eeg_assets.lib.dataset.balanced import (
-    compose_split,
-    dataset_log_lines,
-    write_balanced,
+from eeg_assets.lib.dataset.chain import (
+    BALANCED_DATASET,
+    DATASET_INDEX,
+    MANIFEST,
+    NPZ_WINDOWS,
+    StepError,
+    StepOutcome,
 )
-from eeg_assets.lib.dataset.index import (
-    INDEX_NAME,
-    DatasetError,
-    collect_facts,
-    name_list,
-    update_index,
-)
-from eeg_assets.lib.dataset.manifest import (
-    FULL,
-    MANIFEST_NAME,
-    NO_SEIZURE,
-    PARTIAL,
-    ManifestTable,
-    manifest_warnings,
-    update_manifest_table,
-)
-from eeg_assets.lib.dataset.splits import patients_of
-from eeg_assets.lib.files import content_version
-from eeg_assets.lib.plots import category_counts_png, window_png
+from eeg_assets.lib.dataset.balanced import BALANCED_NAME
+from eeg_assets.lib.dataset.index import INDEX_NAME
+from eeg_assets.lib.dataset.manifest import MANIFEST_NAME
+from eeg_assets.orchestration.backend import CacheBackend, cache_backend
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.settings import Settings
 
 GROUP = "tusz_cache"
-#: Files named in a run-log line before "and N more".
-MAX_NAMED = 20
 
 
 def _version(*parts: object) -> str:
@@ -68,27 +48,6 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
-def ensure_sample_corpus(settings: Settings, log) -> None:
-    """Write the embedded sample corpus on first use when the default raw root is missing."""
-    raw_root = Path(settings.raw_root)
-    if raw_root.exists() or not settings.make_sample_if_missing:
-        return
-    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
-
-    corpus_root = raw_root.parent
-    corpus_root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sample_corpus.", dir=corpus_root.parent))
-    try:
-        write_sample_corpus(staging)
-        try:
-            staging.rename(corpus_root)  # atomic: concurrent partitions never see half a corpus
-            log.info(f"wrote the sample corpus to {corpus_root}")
-        except OSError:
-            pass  # another partition's run won the race; its corpus is identical
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 raw_edf_recordings = dg.AssetSpec(
     "raw_edf_recordings",
     description="TUSZ EDF recordings with their .csv_bi/.csv annotations, as dropped into "
@@ -99,27 +58,35 @@ raw_edf_recordings = dg.AssetSpec(
 )
 
 
-def _dir_bytes(folder: Path, pattern: str = "*") -> int:
-    return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
+def _metadata_value(value) -> dg.MetadataValue:
+    """A step's JSON metadata value as Dagster metadata (:mod:`eeg_assets.lib.dataset.chain`)."""
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if kind == "png":
+        return png_markdown(base64.b64decode(value["base64"]), value["alt"])
+    if kind == "table":
+        return dg.MetadataValue.table(
+            [dg.TableRecord(row) for row in value["rows"]],
+            schema=dg.TableSchema(columns=[dg.TableColumn(name, type_)
+                                           for name, type_ in value["columns"]]))
+    return value
 
 
-def _ledger_data_version(cache_dir: Path) -> str:
-    rows = sorted((e.source, e.status, e.input_fingerprint, e.npz_fingerprint)
-                  for e in Ledger(cache_dir).entries().values())
-    return _version(rows)
+def _materialization(outcome: StepOutcome, **paths: str) -> dg.MaterializeResult:
+    metadata = {name: _metadata_value(value) for name, value in outcome.metadata.items()}
+    metadata.update({name: dg.MetadataValue.path(path) for name, path in paths.items()})
+    return dg.MaterializeResult(data_version=dg.DataVersion(outcome.data_version),
+                                metadata=metadata)
 
 
-def _example_window_png(cache_dir: Path, table: ManifestTable, config) -> bytes | None:
-    """The first window with a seizure edge (most telling), else the first window."""
-    for category in (PARTIAL, FULL, NO_SEIZURE):
-        first = table.first(category)
-        if first is not None:
-            name, i = first
-            windows = open_member(cache_dir / name, "windows")
-            labels = open_member(cache_dir / name, "labels")
-            return window_png(np.asarray(windows[i]), np.asarray(labels[i]), config.channels,
-                              config.target_fs, f"{name} window {i} ({category})")
-    return None
+def _run_step(context: dg.AssetExecutionContext, settings: Settings, step: str,
+              hint: str = "") -> tuple[StepOutcome, CacheBackend]:
+    """Run ``step`` for the partition's split on the configured backend."""
+    backend = cache_backend(settings)
+    split = context.partition_key
+    try:
+        return backend.run_step(context, step, split), backend
+    except StepError as exc:
+        raise dg.Failure(f"{step}[{split}] on the {backend.name} backend: {exc}{hint}") from exc
 
 
 def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
@@ -139,69 +106,15 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         kinds={"numpy"},
         description="`<cache>/<split>/<edf_stem>_windows.npz`: windows (n,19,15360) and labels "
                     "(n,15360), float32, uncompressed. Incremental: only new or changed recordings "
-                    "are built, in a process pool; bad recordings are quarantined with a reason.",
+                    "are built, in a process pool (or over Modal containers, EEG_ASSETS_BACKEND="
+                    "modal); bad recordings are quarantined with a reason.",
     )
     def npz_windows(context: dg.AssetExecutionContext,
-            settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+                    settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+        outcome, backend = _run_step(context, settings, NPZ_WINDOWS)
         split = context.partition_key
-        ensure_sample_corpus(settings, context.log)
-        report = build_split(
-            settings.raw_dir(split), settings.cache_dir(split), split=split,
-            config=settings.cache_config(), workers=settings.workers or None, progress=None,
-            log=context.log.info,
-        )
-        # The same summary build-cache prints, at INFO in the run log, with the files named.
-        context.log.info(format_report(report))
-        if report.built:
-            context.log.info("built " + name_list([e.source for e in report.built],
-                                                  shown=MAX_NAMED))
-        for entry in report.quarantined:
-            context.log.warning(f"quarantined {entry.source}: {entry.reason}")
-        warning_rows = [dg.TableRecord({"recording": e.source, "warning": warning})
-                        for e in report.warned for warning in e.warnings]
-        for row in warning_rows:
-            context.log.warning(f"built with a warning {row.data['recording']}: "
-                                f"{row.data['warning']}")
-        entries = Ledger(report.cache_dir).entries().values()
-        built = [e for e in entries if e.status == BUILT]
-        quarantine_rows = [
-            dg.TableRecord({"recording": e.source, "status": e.status, "reason": e.reason})
-            for e in report.quarantined + report.too_short
-        ]
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(_ledger_data_version(report.cache_dir)),
-            metadata={
-                "recordings": report.recordings,
-                "files_built": len(report.built),
-                "files_skipped": report.skipped,
-                "files_quarantined": sum(e.status == QUARANTINED for e in report.quarantined),
-                "files_failed_to_write": sum(e.status == FAILED for e in report.quarantined),
-                "files_too_short": len(report.too_short),
-                "files_removed": len(report.removed),
-                "npz_files": len(built),
-                "windows": sum(e.n_windows for e in built),
-                "windows_built_now": report.windows_built,
-                "eeg_hours_built_now": round(report.eeg_seconds_built / 3600, 3),
-                "build_seconds": round(report.seconds, 2),
-                "npz_gb_on_disk": round(_dir_bytes(report.cache_dir, "*.npz") / 1e9, 3),
-                "cache_dir": dg.MetadataValue.path(str(report.cache_dir)),
-                "raw_dir": dg.MetadataValue.path(str(settings.raw_dir(split))),
-                "config_version": report.config_version,
-                "quarantined": dg.MetadataValue.table(
-                    quarantine_rows,
-                    schema=dg.TableSchema(columns=[
-                        dg.TableColumn("recording", "string"), dg.TableColumn("status", "string"),
-                        dg.TableColumn("reason", "string")]),
-                ),
-                "files_with_warnings": len(report.warned),
-                "warnings": dg.MetadataValue.table(
-                    warning_rows,
-                    schema=dg.TableSchema(columns=[
-                        dg.TableColumn("recording", "string"),
-                        dg.TableColumn("warning", "string")]),
-                ),
-            },
-        )
+        return _materialization(outcome, cache_dir=backend.cache_dir(split),
+                                raw_dir=backend.raw_dir(split))
 
     @dg.asset(
         partitions_def=split_partitions,
@@ -215,19 +128,10 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "build ledger.",
     )
     def dataset_index(context: dg.AssetExecutionContext,
-            settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        cache_dir = settings.cache_dir(context.partition_key)
-        index = update_index(cache_dir, settings.cache_config())
-        path = cache_dir / INDEX_NAME
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(content_version(path)),
-            metadata={
-                "files": len(index.files),
-                "windows": index.total_windows,
-                "patients": len(patients_of(index)),
-                "path": dg.MetadataValue.path(str(path)),
-            },
-        )
+                      settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+        outcome, backend = _run_step(context, settings, DATASET_INDEX)
+        return _materialization(outcome,
+                                path=f"{backend.cache_dir(context.partition_key)}/{INDEX_NAME}")
 
     @dg.asset(
         partitions_def=split_partitions,
@@ -244,36 +148,13 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "(identical to what scan-cache gives by reading the labels).",
     )
     def manifest(context: dg.AssetExecutionContext,
-            settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        cache_dir = settings.cache_dir(context.partition_key)
-        config = settings.cache_config()
-        try:
-            facts = collect_facts(cache_dir, config)
-            for warning in manifest_warnings(facts):
-                context.log.warning(warning)
-            table = update_manifest_table(cache_dir, config, facts)
-        except DatasetError as exc:
-            raise dg.Failure(
-                f"no manifest for {cache_dir}: {exc}. Build the cache first: select "
-                "'npz_windows,dataset_index,manifest' (or the split_cache_job)") from exc
-        counts = table.counts()
-        total = sum(counts.values())
-        seizure = counts[PARTIAL] + counts[FULL]
-        path = cache_dir / MANIFEST_NAME
-        metadata = {
-            **{f"windows_{name}": n for name, n in counts.items()},
-            "windows": total,
-            "seizure_fraction_of_windows": round(seizure / total, 4) if total else 0.0,
-            "path": dg.MetadataValue.path(str(path)),
-            "categories": png_markdown(
-                category_counts_png(counts, f"{context.partition_key} windows"),
-                "windows per category"),
-        }
-        example = _example_window_png(cache_dir, table, config)
-        if example is not None:
-            metadata["example_window"] = png_markdown(example, "example window with seizure mask")
-        return dg.MaterializeResult(data_version=dg.DataVersion(content_version(path)),
-                                    metadata=metadata)
+                 settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+        outcome, backend = _run_step(
+            context, settings, MANIFEST,
+            hint=". Build the cache first: select 'npz_windows,dataset_index,manifest' (or the "
+                 "split_cache_job)")
+        return _materialization(
+            outcome, path=f"{backend.cache_dir(context.partition_key)}/{MANIFEST_NAME}")
 
     @dg.asset(
         partitions_def=split_partitions,
@@ -287,30 +168,9 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "seizure_ratio and pos_weight.",
     )
     def balanced_dataset(context: dg.AssetExecutionContext,
-            settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        cache_dir = settings.cache_dir(context.partition_key)
-        composition = compose_split(cache_dir, settings.balance_config(),
-                                    settings.cache_config())
-        for line in dataset_log_lines(composition):
-            context.log.info(line)
-        path = write_balanced(cache_dir, composition, settings.balance_config())
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(content_version(path)),
-            metadata={
-                "windows": composition.total,
-                "partial_seizure": len(composition.partial),
-                "full_seizure": len(composition.full),
-                "no_seizure": len(composition.background),
-                "seizure_ratio": composition.seizure_ratio,
-                "pos_weight": composition.pos_weight,
-                "seed": settings.balance_seed,
-                "path": dg.MetadataValue.path(str(path)),
-                "composition": png_markdown(category_counts_png(
-                    {PARTIAL: len(composition.partial), FULL: len(composition.full),
-                     NO_SEIZURE: len(composition.background)},
-                    f"balanced {context.partition_key}: ratio {composition.seizure_ratio:.1%}"),
-                    "balanced composition"),
-            },
-        )
+                         settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
+        outcome, backend = _run_step(context, settings, BALANCED_DATASET)
+        return _materialization(
+            outcome, path=f"{backend.cache_dir(context.partition_key)}/{BALANCED_NAME}")
 
     return [npz_windows, dataset_index, manifest, balanced_dataset]

@@ -87,7 +87,8 @@ def _val_threshold(context: dg.AssetExecutionContext, model_version: str,
 def _request(context: dg.AssetExecutionContext, settings: Settings, backend: str,
              split: str) -> EvaluationRequest:
     model_version = _model_version(context)
-    local_index = settings.cache_dir(split) / INDEX_NAME
+    # On Modal the index is on the volume: the recorded data version is pinned instead.
+    local_index = None if settings.backend == "modal" else settings.cache_dir(split) / INDEX_NAME
     index_version = _consumed_version(context, "dataset_index", split, local_index)
     threshold = None if split == "val" else _val_threshold(context, model_version, settings)
     if backend == "modal":

@@ -5,11 +5,7 @@ another job.
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,6 +20,7 @@ from eeg_assets.lib.files import content_version
 from eeg_assets.lib.model.train_run import PinnedInputs, TrainingRequest
 from eeg_assets.lib.plots import curves_png
 from eeg_assets.orchestration.assets import balance_code_version, png_markdown
+from eeg_assets.orchestration.modal_launch import run_with_pipes
 from eeg_assets.settings import Settings
 
 MODAL_APP = Path(__file__).resolve().parents[1] / "remote" / "modal_app.py"
@@ -31,35 +28,6 @@ MODAL_CACHE_ROOT = "/results/cache/tusz"
 MODAL_RESULTS = "/results/trained_model"
 #: What the launcher runs: job -> the Pipes entry module (``modal run ... --job <job>`` on Modal).
 JOBS = {"train": "eeg_assets.remote.train_entry", "evaluate": "eeg_assets.remote.evaluate_entry"}
-
-
-class _StdoutMessageReader(dg.PipesMessageReader):
-    """Pipes messages arrive as JSON lines on the launched command's stdout.
-
-    ``modal run`` streams the remote container's stdout to the local process, so this is the one
-    channel that reaches back from a Modal GPU without cloud storage.
-    """
-
-    handler = None
-
-    @contextmanager
-    def read_messages(self, handler):
-        self.handler = handler
-        yield {"stdio": "stdout"}
-
-    def consume(self, line: str) -> bool:
-        """Hand a Pipes message to Dagster; False when the line is ordinary output."""
-        try:
-            message = json.loads(line)
-        except ValueError:
-            return False
-        if not isinstance(message, dict) or "__dagster_pipes_version" not in message:
-            return False
-        self.handler.handle_message(message)
-        return True
-
-    def no_messages_debug_text(self) -> str:
-        return "Expected Dagster Pipes messages as JSON lines on the stdout of `modal run`."
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -71,7 +39,7 @@ class TrainingLauncher(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "TrainingLauncher":
-        return cls(backend=settings.train_backend, modal_executable=settings.modal_executable)
+        return cls(backend=settings.training_backend, modal_executable=settings.modal_executable)
 
     def launch(self, context: dg.AssetExecutionContext, request,
                job: str = "train") -> dg.PipesClientCompletedInvocation:
@@ -88,64 +56,31 @@ class TrainingLauncher(dg.ConfigurableResource):
         raise dg.Failure(f"unknown training backend {self.backend!r} (use 'local' or 'modal')")
 
     def _launch_modal(self, context, extras, job: str) -> dg.PipesClientCompletedInvocation:
-        reader = _StdoutMessageReader()
         command = [self.modal_executable, "run", str(MODAL_APP)]
         if job != "train":  # the entrypoint's default job; the training command stays as it was
             command += ["--job", job]
-        context.log.info(f"launching {' '.join(command)}")
-        with dg.open_pipes_session(context=context, extras=extras, message_reader=reader,
-                                   context_injector=dg.PipesEnvContextInjector()) as session:
-            try:
-                process = subprocess.Popen(
-                    command, env={**os.environ, **session.get_bootstrap_env_vars()},
-                    stdout=subprocess.PIPE, text=True, bufsize=1)
-            except FileNotFoundError:
-                raise dg.Failure(f"{self.modal_executable!r} not found: pip install "
-                                 "'eeg_assets[modal]' and run `modal token new`") from None
-            try:
-                for line in process.stdout:
-                    if not reader.consume(line.strip()):
-                        sys.stdout.write(line)
-                process.wait()
-            finally:
-                _stop(process)
-                process.stdout.close()
-            if process.returncode != 0:
-                raise dg.Failure(f"`{' '.join(command)}` exited with code {process.returncode}")
-        return dg.PipesClientCompletedInvocation(session)
-
-
-def _stop(process: subprocess.Popen, timeout_s: float = 60) -> None:
-    """Interrupt a still-running ``modal run`` (the step failed or the run was terminated).
-
-    SIGINT is Ctrl-C: ``modal run`` then stops the app, so no GPU keeps training for nobody.
-    """
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        return run_with_pipes(context, command, extras)
 
 
 def _consumed_version(context: dg.AssetExecutionContext, asset: str, partition: str,
-                      path: Path) -> str:
+                      path: Path | None) -> str:
     """The content version of what ``asset[partition]`` wrote at ``path``.
 
     It must agree with the data version Dagster recorded for that materialization: a file changed
-    behind Dagster's back is refused here, before any GPU is started.
+    behind Dagster's back is refused here, before any GPU is started. ``path`` is ``None`` when
+    the file is on a Modal volume: the recorded version (the content version the remote step
+    computed) is then pinned, and the container checks the volume's file against it.
     """
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
         limit=1).records
     tags = (records[0].asset_materialization.tags or {}) if records else {}
     recorded = tags.get(DATA_VERSION_TAG)
-    on_disk = content_version(path) if path.is_file() else None
+    on_disk = content_version(path) if path is not None and path.is_file() else None
     if on_disk is None and recorded is None:
-        raise dg.Failure(f"{asset}[{partition}] has not been materialized: {path} does not "
-                         f"exist. Materialize the cache chain of '{partition}' first.")
+        where = f"{path} does not exist" if path is not None else "nothing was recorded"
+        raise dg.Failure(f"{asset}[{partition}] has not been materialized: {where}. "
+                         f"Materialize the cache chain of '{partition}' first.")
     if on_disk is not None and recorded is not None and on_disk != recorded:
         raise dg.Failure(f"{path} changed after {asset}[{partition}] was materialized (recorded "
                          f"data version {recorded}, the file is now {on_disk}): materialize "
@@ -163,11 +98,13 @@ def _request(context: dg.AssetExecutionContext, settings: Settings,
     else:
         train_cache, val_cache = local_train, local_val
         out_dir = Path(settings.results_root) / "trained_model"
+    # A cache chain on Modal wrote these files on the volume: only their recorded versions count.
+    here = settings.backend != "modal"
     inputs = PinnedInputs(
         balanced_set=PinnedFile(train_cache / BALANCED_NAME, _consumed_version(
-            context, "balanced_dataset", "train", local_train / BALANCED_NAME)),
+            context, "balanced_dataset", "train", local_train / BALANCED_NAME if here else None)),
         val_index=PinnedFile(val_cache / INDEX_NAME, _consumed_version(
-            context, "dataset_index", "val", local_val / INDEX_NAME)))
+            context, "dataset_index", "val", local_val / INDEX_NAME if here else None)))
     return TrainingRequest(train_cache=train_cache, val_cache=val_cache, out_dir=out_dir,
                            train=settings.train, balance=settings.balance_config(),
                            cache=settings.cache_config(), inputs=inputs)

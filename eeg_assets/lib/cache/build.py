@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -105,6 +105,10 @@ class BuildReport:
     @property
     def windows_built(self) -> int:
         return sum(e.n_windows for e in self.built)
+
+
+#: Builds ``(edf path, source)`` pairs and yields one entry per recording as each is done.
+Runner = Callable[[list[tuple[Path, str]]], Iterable[RecordingEntry]]
 
 
 def npz_name_for(stem: str) -> str:
@@ -308,11 +312,17 @@ def build_split(
     limit_files: int | None = None,
     progress: str | None = "auto",
     log: Callable[[str], None] | None = None,
+    runner: Runner | None = None,
+    state_dir: Path | None = None,
 ) -> BuildReport:
     """Bring ``cache_dir`` up to date with the recordings under ``data_dir``.
 
     ``progress="auto"`` draws a progress line on stderr when it is a terminal. ``log`` receives
-    human-readable lines (default: stderr).
+    human-readable lines (default: stderr). ``runner`` builds the recordings to do (default: the
+    local process pool); ``state_dir`` holds the ledger and the split lock (default:
+    ``cache_dir``). The Modal backend gives both: a fan-out over containers, and a ledger on the
+    coordinator's own disk that it publishes to the volume
+    (:mod:`eeg_assets.lib.cache.remote_build`).
     """
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -333,7 +343,9 @@ def build_split(
     for line in ignored:
         log(f"ignored {line}")
 
-    with split_lock(cache_dir, log), Ledger(cache_dir) as ledger:
+    state_dir = Path(state_dir) if state_dir is not None else cache_dir
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with split_lock(state_dir, log), Ledger(state_dir) as ledger:
         entries = ledger.entries()
         _remove_leftovers(cache_dir)
         report.removed = _remove_vanished(data_dir, cache_dir, ledger, entries)
@@ -367,7 +379,9 @@ def build_split(
             else:
                 todo.append((path, source))
 
-        for entry in _run(todo, cache_dir, config, workers, progress, split):
+        outcomes = (runner(todo) if runner is not None
+                    else _run(todo, cache_dir, config, workers, progress, split))
+        for entry in outcomes:
             previous = entries.get(entry.source)
             if entry.status != BUILT and previous is not None and previous.npz_name:
                 (cache_dir / previous.npz_name).unlink(missing_ok=True)

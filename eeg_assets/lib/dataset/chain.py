@@ -1,0 +1,254 @@
+"""One split's cache chain as four steps that return plain facts, wherever they run.
+
+``npz_windows`` (build), ``dataset_index``, ``manifest`` and ``balanced_dataset``: each is a thin
+call into the library that returns a :class:`StepOutcome`, the data version and metadata of what
+it wrote, as JSON values. The Dagster assets turn an outcome into a materialization; the local
+backend runs :func:`run` in the Dagster process, the Modal backend in a container on the volumes
+(:mod:`eeg_assets.remote.cache_entry`), so both report exactly the same facts.
+
+Metadata values are ints, floats and strings, plus two kinds a UI renders: a table
+(:func:`table_value`) and a PNG image (:func:`png_value`). Paths are not facts of the step: the
+caller knows where the step ran and adds them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from eeg_assets.lib.cache.build import BuildError, Runner, build_split, format_report
+from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, Ledger, RecordingEntry
+from eeg_assets.lib.cache.npzio import NpzFormatError, open_member
+from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
+from eeg_assets.lib.dataset.balanced import compose_split, dataset_log_lines, write_balanced
+from eeg_assets.lib.dataset.index import (
+    INDEX_NAME,
+    DatasetError,
+    collect_facts,
+    name_list,
+    update_index,
+)
+from eeg_assets.lib.dataset.manifest import (
+    FULL,
+    MANIFEST_NAME,
+    NO_SEIZURE,
+    PARTIAL,
+    ManifestTable,
+    manifest_warnings,
+    update_manifest_table,
+)
+from eeg_assets.lib.dataset.splits import patients_of
+from eeg_assets.lib.files import content_version
+from eeg_assets.lib.plots import category_counts_png, window_png
+
+NPZ_WINDOWS, DATASET_INDEX, MANIFEST, BALANCED_DATASET = (
+    "npz_windows", "dataset_index", "manifest", "balanced_dataset")
+STEPS = (NPZ_WINDOWS, DATASET_INDEX, MANIFEST, BALANCED_DATASET)
+#: Files named in a run-log line before "and N more".
+MAX_NAMED = 20
+
+
+class StepError(Exception):
+    """The step cannot produce its output (no recordings, no cache, no seizure windows...)."""
+
+
+class Log(Protocol):
+    def info(self, message: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChainRequest:
+    """What one step needs besides the two roots: the split, its raw folder and the configuration.
+
+    ``batch_size`` and ``flush_every_s`` only matter to a fan-out
+    (:mod:`eeg_assets.lib.cache.remote_build`).
+    """
+
+    step: str
+    split: str
+    raw_folder: str
+    cache: CacheConfig = DEFAULT_CONFIG
+    balance: BalanceConfig = DEFAULT_BALANCE
+    batch_size: int = 8
+    flush_every_s: float = 60.0
+
+    def __post_init__(self):
+        if self.step not in STEPS:
+            raise ValueError(f"unknown step {self.step!r} (one of {', '.join(STEPS)})")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cache": self.cache.to_dict(), "balance": asdict(self.balance)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ChainRequest:
+        return cls(**{**data, "cache": CacheConfig.from_dict(data["cache"]),
+                      "balance": BalanceConfig(**data["balance"])})
+
+
+@dataclass
+class StepOutcome:
+    data_version: str
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"data_version": self.data_version, "metadata": self.metadata}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StepOutcome:
+        return cls(data["data_version"], data["metadata"])
+
+
+def table_value(columns: Iterable[tuple[str, str]], rows: list[dict]) -> dict:
+    """A table: ``columns`` as ``(name, type)``, ``rows`` as dicts keyed by column name."""
+    return {"kind": "table", "columns": [list(c) for c in columns], "rows": rows}
+
+
+def png_value(png: bytes, alt: str) -> dict:
+    return {"kind": "png", "alt": alt, "base64": base64.b64encode(png).decode()}
+
+
+def run(request: ChainRequest, raw_root: Path, cache_root: Path, log: Log, *,
+        workers: int | None = None, runner: Runner | None = None,
+        state_dir: Path | None = None) -> StepOutcome:
+    """Run ``request.step`` for ``raw_root/<raw_folder>`` into ``cache_root/<split>``.
+
+    ``workers`` sizes the local process pool; ``runner`` and ``state_dir`` replace it and the
+    ledger's folder for a fan-out (see :func:`~eeg_assets.lib.cache.build.build_split`).
+
+    Raises
+    ------
+    StepError
+        The step cannot run on this cache; the message says why.
+    """
+    raw_dir, cache_dir = Path(raw_root) / request.raw_folder, Path(cache_root) / request.split
+    try:
+        if request.step == NPZ_WINDOWS:
+            return _npz_windows(request, raw_dir, cache_dir, log, workers, runner, state_dir)
+        if request.step == DATASET_INDEX:
+            return _dataset_index(request, cache_dir)
+        if request.step == MANIFEST:
+            return _manifest(request, cache_dir, log)
+        return _balanced_dataset(request, cache_dir, log)
+    except (BuildError, DatasetError, NpzFormatError) as exc:
+        raise StepError(str(exc)) from exc
+
+
+def ledger_data_version(entries: Iterable[RecordingEntry]) -> str:
+    """The data version of ``npz_windows``: what each recording was built from and into."""
+    rows = sorted((e.source, e.status, e.input_fingerprint, e.npz_fingerprint) for e in entries)
+    return hashlib.sha256(json.dumps([rows], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log,
+                 workers: int | None, runner: Runner | None,
+                 state_dir: Path | None) -> StepOutcome:
+    report = build_split(raw_dir, cache_dir, split=request.split, config=request.cache,
+                         workers=workers, progress=None, log=log.info, runner=runner,
+                         state_dir=state_dir)
+    # The same summary build-cache prints, at INFO in the run log, with the files named.
+    log.info(format_report(report))
+    if report.built:
+        log.info("built " + name_list([e.source for e in report.built], shown=MAX_NAMED))
+    for entry in report.quarantined:
+        log.warning(f"quarantined {entry.source}: {entry.reason}")
+    warning_rows = [{"recording": e.source, "warning": warning}
+                    for e in report.warned for warning in e.warnings]
+    for row in warning_rows:
+        log.warning(f"built with a warning {row['recording']}: {row['warning']}")
+    entries = list(Ledger(state_dir or cache_dir).entries().values())
+    built = [e for e in entries if e.status == BUILT]
+    rows = [{"recording": e.source, "status": e.status, "reason": e.reason}
+            for e in report.quarantined + report.too_short]
+    npz_bytes = sum(p.stat().st_size for p in cache_dir.glob("*.npz") if p.is_file())
+    return StepOutcome(ledger_data_version(entries), {
+        "recordings": report.recordings,
+        "files_built": len(report.built),
+        "files_skipped": report.skipped,
+        "files_quarantined": sum(e.status == QUARANTINED for e in report.quarantined),
+        "files_failed_to_write": sum(e.status == FAILED for e in report.quarantined),
+        "files_too_short": len(report.too_short),
+        "files_removed": len(report.removed),
+        "npz_files": len(built),
+        "windows": sum(e.n_windows for e in built),
+        "windows_built_now": report.windows_built,
+        "eeg_hours_built_now": round(report.eeg_seconds_built / 3600, 3),
+        "build_seconds": round(report.seconds, 2),
+        "npz_gb_on_disk": round(npz_bytes / 1e9, 3),
+        "config_version": report.config_version,
+        "quarantined": table_value(
+            [("recording", "string"), ("status", "string"), ("reason", "string")], rows),
+        "files_with_warnings": len(report.warned),
+        "warnings": table_value([("recording", "string"), ("warning", "string")], warning_rows),
+    })
+
+
+def _dataset_index(request: ChainRequest, cache_dir: Path) -> StepOutcome:
+    index = update_index(cache_dir, request.cache)
+    return StepOutcome(content_version(cache_dir / INDEX_NAME), {
+        "files": len(index.files),
+        "windows": index.total_windows,
+        "patients": len(patients_of(index)),
+    })
+
+
+def _manifest(request: ChainRequest, cache_dir: Path, log: Log) -> StepOutcome:
+    facts = collect_facts(cache_dir, request.cache)
+    for warning in manifest_warnings(facts):
+        log.warning(warning)
+    table = update_manifest_table(cache_dir, request.cache, facts)
+    counts = table.counts()
+    total = sum(counts.values())
+    seizure = counts[PARTIAL] + counts[FULL]
+    metadata = {
+        **{f"windows_{name}": n for name, n in counts.items()},
+        "windows": total,
+        "seizure_fraction_of_windows": round(seizure / total, 4) if total else 0.0,
+        "categories": png_value(category_counts_png(counts, f"{request.split} windows"),
+                                "windows per category"),
+    }
+    example = _example_window_png(cache_dir, table, request.cache)
+    if example is not None:
+        metadata["example_window"] = png_value(example, "example window with seizure mask")
+    return StepOutcome(content_version(cache_dir / MANIFEST_NAME), metadata)
+
+
+def _example_window_png(cache_dir: Path, table: ManifestTable, config: CacheConfig
+                        ) -> bytes | None:
+    """The first window with a seizure edge (most telling), else the first window."""
+    for category in (PARTIAL, FULL, NO_SEIZURE):
+        first = table.first(category)
+        if first is not None:
+            name, i = first
+            windows = open_member(cache_dir / name, "windows")
+            labels = open_member(cache_dir / name, "labels")
+            return window_png(np.asarray(windows[i]), np.asarray(labels[i]), config.channels,
+                              config.target_fs, f"{name} window {i} ({category})")
+    return None
+
+
+def _balanced_dataset(request: ChainRequest, cache_dir: Path, log: Log) -> StepOutcome:
+    composition = compose_split(cache_dir, request.balance, request.cache)
+    for line in dataset_log_lines(composition):
+        log.info(line)
+    path = write_balanced(cache_dir, composition, request.balance)
+    drawn = {PARTIAL: len(composition.partial), FULL: len(composition.full),
+             NO_SEIZURE: len(composition.background)}
+    return StepOutcome(content_version(path), {
+        "windows": composition.total,
+        **drawn,
+        "seizure_ratio": composition.seizure_ratio,
+        "pos_weight": composition.pos_weight,
+        "seed": request.balance.seed,
+        "composition": png_value(category_counts_png(
+            drawn, f"balanced {request.split}: ratio {composition.seizure_ratio:.1%}"),
+            "balanced composition"),
+    })

@@ -1,0 +1,146 @@
+"""Where the cache chain runs: this machine (``local``) or Modal (``modal``), from ``Settings``.
+
+Both backends run the same library steps (:func:`eeg_assets.lib.dataset.chain.run`) and return
+the same :class:`~eeg_assets.lib.dataset.chain.StepOutcome`, which the assets turn into
+materializations, so the metadata and data versions in the UI do not depend on the backend:
+
+* :class:`LocalCacheBackend` runs a step in the Dagster process (the build with its process pool).
+* :class:`ModalCacheBackend` runs it in a Modal container on the volumes, through ``modal run
+  eeg_assets/remote/modal_cache.py::run_step`` and Dagster Pipes; before ``npz_windows`` it
+  uploads what changed in the split's raw folder. Without the ``modal`` CLI, a token or a network
+  the step fails saying so, and nothing is built here instead.
+
+The backend follows ``EEG_ASSETS_BACKEND`` (:attr:`Settings.backend`); it is built from the
+``settings`` resource rather than being a resource of its own, so that every definition built
+from one ``Settings`` agrees with it. Checks are to call it too (``run_check``, not yet).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
+from eeg_assets.orchestration.modal_launch import run_with_pipes
+from eeg_assets.remote.modal_cli import CACHE_APP, ModalError, app_command, upload_raw
+from eeg_assets.remote.volume_layout import CACHE_ROOT, RAW_ROOT
+from eeg_assets.settings import Settings
+
+
+def ensure_sample_corpus(settings: Settings, log) -> None:
+    """Write the embedded sample corpus on first use when the default raw root is missing."""
+    raw_root = Path(settings.raw_root)
+    if raw_root.exists() or not settings.make_sample_if_missing:
+        return
+    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
+
+    corpus_root = raw_root.parent
+    corpus_root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".sample_corpus.", dir=corpus_root.parent))
+    try:
+        write_sample_corpus(staging)
+        try:
+            staging.rename(corpus_root)  # atomic: concurrent partitions never see half a corpus
+            log.info(f"wrote the sample corpus to {corpus_root}")
+        except OSError:
+            pass  # another partition's run won the race; its corpus is identical
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class CacheBackend:
+    """Runs the steps of one split's cache chain and says where their files are."""
+
+    name = ""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def request(self, step: str, split: str) -> ChainRequest:
+        modal = self.settings.modal
+        return ChainRequest(step=step, split=split, raw_folder=self.settings.split_folders[split],
+                            cache=self.settings.cache_config(),
+                            balance=self.settings.balance_config(),
+                            batch_size=modal.build_batch, flush_every_s=modal.build_flush_s)
+
+    def run_step(self, context: dg.AssetExecutionContext, step: str,
+                 split: str) -> StepOutcome:
+        """The outcome of ``step`` on ``split``; :class:`StepError` when it cannot run."""
+        raise NotImplementedError
+
+    def cache_dir(self, split: str) -> str:
+        """The split's cache folder where the step wrote it (for metadata)."""
+        raise NotImplementedError
+
+    def raw_dir(self, split: str) -> str:
+        raise NotImplementedError
+
+
+class LocalCacheBackend(CacheBackend):
+    name = "local"
+
+    def run_step(self, context, step, split):
+        settings = self.settings
+        if step == NPZ_WINDOWS:
+            ensure_sample_corpus(settings, context.log)
+        return run(self.request(step, split), Path(settings.raw_root), Path(settings.cache_root),
+                   context.log, workers=settings.workers or None)
+
+    def cache_dir(self, split):
+        return str(self.settings.cache_dir(split))
+
+    def raw_dir(self, split):
+        return str(self.settings.raw_dir(split))
+
+
+class ModalCacheBackend(CacheBackend):
+    name = "modal"
+
+    def run_step(self, context, step, split):
+        settings = self.settings
+        if step == NPZ_WINDOWS:
+            ensure_sample_corpus(settings, context.log)
+            self.upload(context, [settings.split_folders[split]])
+        command = app_command(settings.modal_executable, CACHE_APP, "run_step")
+        invocation = run_with_pipes(context, command,
+                                    {"request": self.request(step, split).to_dict()},
+                                    env=settings.modal.to_env())
+        return _outcome_of(invocation, command)
+
+    def upload(self, context, folders: list[str]) -> None:
+        try:
+            upload_raw(self.settings.modal_executable, Path(self.settings.raw_root), folders,
+                       log=context.log.info, env=self.settings.modal.to_env())
+        except ModalError as exc:
+            raise dg.Failure(f"the raw recordings could not be uploaded: {exc}") from None
+
+    def cache_dir(self, split):
+        return f"{CACHE_ROOT}/{split}"
+
+    def raw_dir(self, split):
+        return f"{RAW_ROOT}/{self.settings.split_folders[split]}"
+
+
+def _outcome_of(invocation: dg.PipesClientCompletedInvocation, command: list[str]
+                ) -> StepOutcome:
+    for message in invocation.get_custom_messages():
+        if isinstance(message, dict) and message.get("kind") == "step_outcome":
+            return StepOutcome.from_dict(message["outcome"])
+        if isinstance(message, dict) and message.get("kind") == "step_error":
+            raise StepError(message["message"])
+    raise dg.Failure(f"`{' '.join(command)}` reported no outcome")
+
+
+BACKENDS = {backend.name: backend for backend in (LocalCacheBackend, ModalCacheBackend)}
+
+
+def cache_backend(settings: Settings) -> CacheBackend:
+    """The backend ``settings.backend`` names."""
+    try:
+        return BACKENDS[settings.backend](settings)
+    except KeyError:
+        raise dg.Failure(f"unknown backend {settings.backend!r} (use "
+                         f"{' or '.join(map(repr, BACKENDS))})") from None

@@ -1,0 +1,15 @@
+"""Where the Modal backend keeps things: two volumes and the seed's paths on them.
+
+The raw volume (``EEG_ASSETS_MODAL_RAW_VOLUME``) is mounted at ``/data`` and mirrors the local raw
+root under ``edf/`` (``/data/edf/{train,dev,eval}``); the results volume
+(``EEG_ASSETS_MODAL_VOLUME``) is mounted at ``/results`` and holds the cache at
+``/results/cache/tusz/<split>`` and every result under ``/results/``.
+"""
+
+from eeg_assets.lib.cache.raw_upload import VOLUME_PREFIX as RAW_SUBDIR
+
+RAW_MOUNT = "/data"
+RESULTS_MOUNT = "/results"
+CACHE_SUBDIR = "cache/tusz"
+RAW_ROOT = f"{RAW_MOUNT}/{RAW_SUBDIR}"
+CACHE_ROOT = f"{RESULTS_MOUNT}/{CACHE_SUBDIR}"

@@ -1,0 +1,213 @@
+"""The cache chain with ``EEG_ASSETS_BACKEND=modal``, end to end, against the stand-in ``modal``.
+
+Modal cannot be reached from here, so ``modal`` is the stand-in CLI (``stand_in_modal.py``): it
+runs the apps' own entrypoints and functions, each "container" a separate process with only a
+container's environment and its own view of the volumes (folders here), which it sees change
+only through ``commit``/``reload``; ``Function.map`` starts one such process per input. What it
+cannot show: that the images build, that Modal schedules the containers, and Modal's real
+volume semantics (the stand-in's are documented in ``stand_in_volumes.py``).
+
+The assets run without their checks: the checks still verify the local cache (running them on
+the volume is the next step of issue 13), which does not exist with this backend.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_fixtures import (  # noqa: F401
+    CHAIN,
+    built_eval,
+    make_settings,
+    materializations,
+    sample_raw_root,
+)
+
+from eeg_assets.lib.cache.ledger import BUILT, Ledger
+from eeg_assets.lib.model.training import TrainConfig
+from eeg_assets.orchestration import assets, training
+from eeg_assets.settings import ModalSettings
+
+pytestmark = pytest.mark.slow
+
+SHORT_TRAINING = TrainConfig(epochs=1, max_train_windows_per_epoch=16, cpu_threads=1,
+                             device="cpu")
+
+
+@pytest.fixture
+def volumes(tmp_path, monkeypatch) -> dict[str, Path]:
+    """The folders that play the raw and results volumes, handed to the stand-in."""
+    folders = {"raw": tmp_path / "volumes" / "raw", "results": tmp_path / "volumes" / "results"}
+    monkeypatch.setenv("EEG_ASSETS_STAND_IN_RAW_VOLUME", str(folders["raw"]))
+    monkeypatch.setenv("EEG_ASSETS_STAND_IN_VOLUME", str(folders["results"]))
+    for name in ("EEG_ASSETS_STAND_IN_EXIT", "EEG_ASSETS_STAND_IN_KILL_MAP_AFTER"):
+        monkeypatch.delenv(name, raising=False)
+    return folders
+
+
+def modal_settings(raw_root: Path, tmp_path: Path, stand_in_bin: Path, **modal):
+    return make_settings(raw_root, tmp_path / "local_cache", backend="modal",
+                         modal_executable=str(stand_in_bin / "modal"),
+                         modal=ModalSettings(**modal), train=SHORT_TRAINING)
+
+
+def run_chain(settings, instance, partition="eval", keys=CHAIN) -> dg.ExecuteInProcessResult:
+    """The chain's assets (without checks, see the module) for one partition."""
+    return dg.materialize([assets.raw_edf_recordings, *assets.build_cache_assets(settings)],
+                          resources={"settings": settings}, partition_key=partition,
+                          instance=instance, selection=dg.AssetSelection.assets(*keys),
+                          raise_on_error=False)
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    data = failure.step_failure_data
+    return "\n".join(p for p in (data.error.to_string() if data.error else "",
+                                 data.user_failure_data.description
+                                 if data.user_failure_data else "") if p)
+
+
+def values(materialization: dg.AssetMaterialization) -> dict:
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def npz_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.npz"))}
+
+
+def index_without_mtimes(folder: Path) -> dict:
+    """The index with each NPZ fingerprint's size only: the mtime is when the NPZ was written."""
+    index = json.loads((folder / "_dataset_index.json").read_text())
+    index["fingerprints"] = [f.split(":")[0] for f in index["fingerprints"]]
+    return index
+
+
+def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
+        built_eval, sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
+    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin, build_batch=3)
+    with dg.instance_for_test() as instance:
+        result = run_chain(settings, instance)
+        assert result.success, failure_message(result)
+        remote, local = materializations(result), materializations(built_eval.result)
+        again = materializations(run_chain(settings, instance))
+
+    cache = volumes["results"] / "cache" / "tusz" / "eval"
+    assert npz_bytes(cache) == npz_bytes(built_eval.cache_dir) != {}
+    for name in ("manifest.json", "balanced_dataset.json"):
+        assert (cache / name).read_bytes() == (built_eval.cache_dir / name).read_bytes(), name
+    assert index_without_mtimes(cache) == index_without_mtimes(built_eval.cache_dir)
+    assert not (tmp_path / "local_cache").exists()  # nothing was built here
+
+    for key in CHAIN:  # the same metadata; the paths are the volume's
+        assert remote[key].metadata.keys() == local[key].metadata.keys(), key
+    timing = {"build_seconds", "cache_dir", "raw_dir", "path", "categories", "example_window",
+              "composition"}
+    for key in CHAIN:
+        mine, theirs = values(remote[key]), values(local[key])
+        assert {k: v for k, v in mine.items() if k not in timing} == \
+            {k: v for k, v in theirs.items() if k not in timing}, key
+    meta = values(remote["npz_windows"])
+    assert (meta["cache_dir"], meta["raw_dir"]) == ("/results/cache/tusz/eval", "/data/edf/eval")
+    assert values(remote["manifest"])["path"] == "/results/cache/tusz/eval/manifest.json"
+    # Data versions are content versions of the volume's files: equal files, equal versions.
+    for key in ("manifest", "balanced_dataset"):
+        assert remote[key].tags["dagster/data_version"] == local[key].tags["dagster/data_version"]
+    assert values(again["npz_windows"])["files_skipped"] == 4  # a second run builds nothing
+    assert all(again[k].tags["dagster/data_version"] == remote[k].tags["dagster/data_version"]
+               for k in CHAIN)
+    assert {p.name for p in (volumes["raw"] / "edf").iterdir()} == {"eval"}  # only the split
+
+
+def test_a_fan_out_killed_midway_is_resumed_by_the_next_run(built_eval, sample_raw_root, volumes,
+                                                            stand_in_bin, tmp_path,
+                                                            monkeypatch):  # noqa: F811
+    """One recording per batch, outcomes recorded after each; killed after two of four."""
+    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin, build_batch=1,
+                              build_flush_s=0)
+    cache = volumes["results"] / "cache" / "tusz" / "eval"
+    with dg.instance_for_test() as instance:
+        monkeypatch.setenv("EEG_ASSETS_STAND_IN_KILL_MAP_AFTER", "2")
+        killed = run_chain(settings, instance, keys=["npz_windows"])
+        assert not killed.success
+        assert "exited with code 1" in failure_message(killed)
+        recorded = [e for e in Ledger(cache).entries().values() if e.status == BUILT]
+        assert len(recorded) == 2  # on the volume: two recorded, the others not trusted
+
+        monkeypatch.delenv("EEG_ASSETS_STAND_IN_KILL_MAP_AFTER")
+        resumed = run_chain(settings, instance)
+        assert resumed.success, failure_message(resumed)
+    meta = values(materializations(resumed)["npz_windows"])
+    assert (meta["files_skipped"], meta["files_built"], meta["npz_files"]) == (2, 2, 4)
+    assert npz_bytes(cache) == npz_bytes(built_eval.cache_dir)
+    assert (cache / "manifest.json").read_bytes() == \
+        (built_eval.cache_dir / "manifest.json").read_bytes()
+    assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_without_modal_the_chain_fails_saying_so_and_builds_nothing(sample_raw_root, volumes,
+                                                                     stand_in_bin, tmp_path,
+                                                                     monkeypatch):  # noqa: F811
+    monkeypatch.setenv("EEG_ASSETS_STAND_IN_EXIT", "1")  # what `modal run` does without a token
+    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin)
+    with dg.instance_for_test() as instance:
+        result = run_chain(settings, instance, keys=["npz_windows"])
+    assert not result.success
+    message = failure_message(result)
+    assert "the raw recordings could not be uploaded" in message
+    assert "before the remote step started: Modal could not be reached" in message, message
+    assert "Token missing" in message
+    assert not (tmp_path / "local_cache").exists() and not volumes["results"].exists()
+
+
+def test_a_step_that_cannot_run_on_the_volume_fails_with_the_libraries_reason(
+        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
+    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin)
+    with dg.instance_for_test() as instance:
+        result = run_chain(settings, instance, keys=["manifest"])  # nothing built yet
+    message = failure_message(result)
+    assert "manifest[eval] on the modal backend: cache folder" in message, message
+    assert "cache/tusz/eval does not exist. Build the cache first" in message
+
+
+def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
+        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
+    """train is built from the sample's eval folder (4 recordings) and val from dev: both
+    small, and their patients are disjoint, as training requires."""
+    settings = replace(modal_settings(sample_raw_root, tmp_path, stand_in_bin),
+                       split_folders={"train": "eval", "val": "dev", "eval": "eval"})
+    launcher = training.TrainingLauncher.from_settings(settings)
+    assert launcher.backend == "modal"  # training follows EEG_ASSETS_BACKEND
+    trained_model = training.build_trained_model(settings)
+    cache = volumes["results"] / "cache" / "tusz"
+    with dg.instance_for_test() as instance:
+        recorded = {}
+        for split, keys in (("train", CHAIN), ("val", CHAIN[:2])):
+            chain = run_chain(settings, instance, partition=split, keys=keys)
+            assert chain.success, failure_message(chain)
+            recorded.update({(key, split): m.tags["dagster/data_version"]
+                             for key, m in materializations(chain).items()})
+
+        def train():
+            return dg.materialize([trained_model], instance=instance, raise_on_error=False,
+                                  resources={"settings": settings, "training_launcher": launcher})
+
+        trained = train()
+        assert trained.success, failure_message(trained)
+        meta = values(trained.get_asset_materialization_events()[0].materialization)
+        assert meta["consumed_val_index_version"] == recorded["dataset_index", "val"]
+        assert meta["consumed_balanced_set_version"] == recorded["balanced_dataset", "train"]
+        assert (cache.parent.parent / "trained_model" / "best.pt").is_file()
+
+        balanced = cache / "train" / "balanced_dataset.json"
+        data = json.loads(balanced.read_text())
+        data["no_seizure"] = data["no_seizure"][:-1]  # tampered on the volume, behind Dagster
+        balanced.write_text(json.dumps(data))
+        refused = train()
+    assert not refused.success
+    # The container's refusal, in the step's failure (the last lines of `modal run`'s output).
+    assert f"balanced set {balanced} is stale: it changed after it was pinned" \
+        in failure_message(refused)
