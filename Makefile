@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-CACHE_CHAIN := npz_windows,dataset_index,manifest,balanced_dataset
+CACHE_CHAIN := raw_edf_recordings,npz_windows,dataset_index,manifest,balanced_dataset
 
 .PHONY: setup sample test ui clean-cache
 

@@ -80,7 +80,8 @@ def test_definitions_wire_the_chain_partitions_versions_and_blocking_checks():
                        "trained_model": {"balanced_dataset", "dataset_index"}}
     for name in (*CHAIN, "trained_model"):
         assert _code_version(name), f"{name} has no code_version"
-    assert not graph.get(dg.AssetKey("raw_edf_recordings")).is_materializable
+    raw = graph.get(dg.AssetKey("raw_edf_recordings"))
+    assert not raw.is_materializable and raw.is_observable  # the UI shows "observed", not "0% filled"
     # the checks the design lists, blocking where they guard training
     assert {key.name for key in graph.asset_check_keys} == ALL_CHECKS | {
         "checkpoint_reproduces_metrics", "metrics_finite"}
@@ -93,7 +94,9 @@ def test_definitions_wire_the_chain_partitions_versions_and_blocking_checks():
             "npz_schema", "index_matches_npz", "balanced_matches_recipe"} <= blocking
     assert "npz_count_matches_recordings" not in blocking
     job = defs.resolve_job_def("split_cache_job")
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == set(CHAIN)
+    # a split's run observes the split first, then builds it
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "raw_edf_recordings", *CHAIN}
     assert job.partitions_def.get_partition_keys() == split_keys
 
 

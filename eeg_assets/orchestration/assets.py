@@ -7,8 +7,6 @@ metadata and automation.
 import base64
 import hashlib
 import json
-import shutil
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +14,8 @@ import dagster as dg
 import numpy as np
 
 from eeg_assets.lib.cache.build import build_split
-from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, Ledger
+from eeg_assets.lib.cache.discovery import listing_for
+from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, FileFingerprint, Ledger
 from eeg_assets.lib.cache.npzio import open_member
 from eeg_assets.lib.dataset.balanced import (
     compose_split,
@@ -43,9 +42,10 @@ from eeg_assets.lib.dataset.splits import patients_of
 from eeg_assets.lib.files import content_version
 from eeg_assets.lib.plots import category_counts_png, window_png
 from eeg_assets.orchestration.partitions import split_partitions
+from eeg_assets.orchestration.raw import GROUP, ensure_sample_corpus, raw_edf_recordings
 from eeg_assets.settings import Settings
 
-GROUP = "tusz_cache"
+__all__ = ["GROUP", "build_cache_assets", "ensure_sample_corpus", "raw_edf_recordings"]
 
 
 def _version(*parts: object) -> str:
@@ -64,41 +64,6 @@ def balance_code_version(settings: Settings) -> str:
 def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     """Inline a PNG in metadata (the UI renders markdown images)."""
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
-def ensure_sample_corpus(settings: Settings, log) -> None:
-    """Write the embedded sample corpus on first use when the default raw root is missing."""
-    raw_root = Path(settings.raw_root)
-    if raw_root.exists() or not settings.make_sample_if_missing:
-        return
-    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
-
-    corpus_root = raw_root.parent
-    corpus_root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sample_corpus.", dir=corpus_root.parent))
-    try:
-        write_sample_corpus(staging)
-        try:
-            staging.rename(corpus_root)  # atomic: concurrent partitions never see half a corpus
-            log.info(f"wrote the sample corpus to {corpus_root}")
-        except OSError:
-            pass  # another partition's run won the race; its corpus is identical
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-raw_edf_recordings = dg.AssetSpec(
-    "raw_edf_recordings",
-    description="TUSZ EDF recordings with their .csv_bi/.csv annotations, as dropped into "
-                "EEG_ASSETS_RAW_ROOT/<train|dev|eval>. Watched by the raw_edf_drop_sensor.",
-    partitions_def=split_partitions,
-    group_name=GROUP,
-    kinds={"edf"},
-)
-
-
-def _dir_bytes(folder: Path, pattern: str = "*") -> int:
-    return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
 
 
 def _ledger_data_version(cache_dir: Path) -> str:
@@ -143,10 +108,13 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
         split = context.partition_key
         ensure_sample_corpus(settings, context.log)
+        raw_dir, cache_dir = settings.raw_dir(split), settings.cache_dir(split)
+        # the listing raw_edf_recordings recorded when this run observed the split
+        listing, _ = listing_for(raw_dir, cache_dir, run_tag=context.run.run_id)
         report = build_split(
-            settings.raw_dir(split), settings.cache_dir(split), split=split,
-            config=settings.cache_config(), workers=settings.workers or None, progress=None,
-            log=context.log.info,
+            raw_dir, cache_dir, split=split, config=settings.cache_config(),
+            workers=settings.workers or None, progress=None, log=context.log.info,
+            run_tag=context.run.run_id, listing=listing,
         )
         for entry in report.quarantined:
             context.log.warning(f"quarantined {entry.source}: {entry.reason}")
@@ -171,9 +139,11 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "windows_built_now": report.windows_built,
                 "eeg_hours_built_now": round(report.eeg_seconds_built / 3600, 3),
                 "build_seconds": round(report.seconds, 2),
-                "bytes_on_disk": dg.MetadataValue.int(_dir_bytes(report.cache_dir, "*.npz")),
+                # the NPZs as the build found or wrote them (sizes of their fingerprints)
+                "bytes_on_disk": dg.MetadataValue.int(sum(
+                    FileFingerprint.parse(e.npz_fingerprint).size for e in built)),
                 "cache_dir": dg.MetadataValue.path(str(report.cache_dir)),
-                "raw_dir": dg.MetadataValue.path(str(settings.raw_dir(split))),
+                "raw_dir": dg.MetadataValue.path(str(raw_dir)),
                 "config_version": report.config_version,
                 "quarantined": dg.MetadataValue.table(
                     quarantine_rows,

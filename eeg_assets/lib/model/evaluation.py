@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eeg_assets.lib.cache.npzio import NPZ_SUFFIX
 from eeg_assets.lib.files import write_bytes_atomic
 
-NPZ_SUFFIX = "_windows.npz"
 SECONDS_PER_DAY = 24 * 3600.0
 
 
