@@ -167,6 +167,12 @@ def test_chain_writes_the_files_metadata_and_passing_checks(built_eval):
     failed = {name: e.metadata for name, e in evaluations.items() if not e.passed}
     assert not failed
     assert {e.partition for e in evaluations.values()} == {"eval"}
+    # the checks read the listing npz_windows built from in this run instead of walking again
+    counted = evaluations["npz_count_matches_recordings"].metadata
+    assert counted["recordings_from"].value.startswith("listing recorded by the build")
+    disjoint = evaluations["patient_disjointness"].metadata
+    assert disjoint["raw_recordings_eval"].value.startswith("listing recorded by the build")
+    assert disjoint["raw_recordings_train"].value.startswith("walked now")  # never built
     for asset, names in CHECKS.items():
         for name in names:
             record = instance.get_latest_asset_check_evaluation_record(
@@ -190,6 +196,8 @@ def test_patient_leakage_fails_the_blocking_check_and_stops_downstream(sample_ra
         assert "aaaaaqhs" in reason and "val" in reason, reason
         assert "aaaaarjw" not in reason and "aaaaasxe" not in reason
         assert leak.metadata["patients_val"].value == 1
+        # dev was never built: its raw folder was walked
+        assert leak.metadata["raw_recordings_val"].value.startswith("walked now")
         # downstream of the failed blocking check did not run in this run
         assert not result.success
         assert set(materializations(result)) == {"npz_windows", "dataset_index"}
