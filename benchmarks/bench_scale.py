@@ -290,11 +290,15 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def timed(cmd: list[str], env: dict | None = None) -> dict:
-    """Wall time and peak RSS (kB; the process itself and its largest descendant) of a command."""
+def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Wall time and peak RSS (kB; the process itself and its largest descendant) of a command.
+
+    ``cwd`` must not be a checkout: ``python -m`` and ``dagster -m`` import from their working
+    directory first, which would bypass ``PYTHONPATH``.
+    """
     started = time.perf_counter()
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     main = worker = 0
     output = []
     import threading
@@ -352,8 +356,8 @@ def dagster_noop(raw_root: Path, cache_root: Path, work: Path, workers: int) -> 
                EEG_ASSETS_WORKERS=str(workers))
     cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
            "eeg_assets", "--select", ",".join(chain), "--partition", "train"]
-    timed(cmd, env)  # the first run records everything the CLI build left (not a no-op yet)
-    result = timed(cmd, env)
+    timed(cmd, work, env)  # the first run records what the CLI build left (not a no-op yet)
+    result = timed(cmd, work, env)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = instance.get_runs(limit=1)[0]
         steps = instance.get_run_step_stats(run.run_id)
@@ -377,12 +381,12 @@ def measure(n: int, raw_root: Path, template: Path, workers: int, work: Path) ->
              str(cache_dir), "--split", "train", "--no-progress", "--workers", str(workers)]
     row: dict = {"n": n}
     print(f"[{n}] first build ...", flush=True)
-    first = timed(build)
+    first = timed(build, work)
     row.update(first_s=first["wall_s"], build_main_kb=first["main_kb"],
                build_worker_kb=first["worker_kb"])
     print(f"[{n}] no-op build, scan-cache ...", flush=True)
-    row["noop_s"] = timed(build)["wall_s"]
-    row["scan_s"] = timed([*cli, "scan-cache", "--cache-dir", str(cache_dir)])["wall_s"]
+    row["noop_s"] = timed(build, work)["wall_s"]
+    row["scan_s"] = timed([*cli, "scan-cache", "--cache-dir", str(cache_dir)], work)["wall_s"]
     print(f"[{n}] sensor ticks ...", flush=True)
     row["sensor"] = run_child("sensor", str(raw_root), str(cache_root), str(template))
     print(f"[{n}] metadata calls (strace) ...", flush=True)
@@ -475,7 +479,12 @@ def main() -> None:
         return
     sizes = sorted(int(s) for s in args.sizes.split(","))
     import eeg_assets
-    print(f"eeg_assets from {Path(eeg_assets.__file__).parent}", flush=True)
+    here = Path(eeg_assets.__file__).parent
+    seen = subprocess.run([sys.executable, "-c", "import eeg_assets; print(eeg_assets.__file__)"],
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True).stdout
+    if Path(seen.strip()).parent != here:  # every subprocess must measure the same code
+        raise SystemExit(f"subprocesses import eeg_assets from {seen.strip()}, not {here}")
+    print(f"eeg_assets from {here}", flush=True)
     views = ensure_corpus(Path(args.dir), sizes)
     rows = []
     for n in sizes:

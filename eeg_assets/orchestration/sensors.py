@@ -86,8 +86,8 @@ class StateStore:
             return None
         return stored["files"]
 
-    def put(self, kind: str, slot: int, files: FileSet) -> list:
-        digest = fileset_digest(files)
+    def put(self, kind: str, slot: int, files: FileSet, digest: str | None = None) -> list:
+        digest = digest or fileset_digest(files)
         self._storage.set_cursor_values({f"{self._prefix}/{kind}/{slot}": json.dumps(
             {"digest": digest, "files": files}, sort_keys=True, separators=(",", ":"))})
         return [kind, slot, digest]
@@ -132,19 +132,19 @@ def tick_split(split: str, raw_dir: Path, cache_dir: Path, state: dict,
                if name in ready or name in applied}
 
     tick = SplitTick(cursor={}, waiting=len(waiting))
+    digest = fileset_digest(fileset)
     if fileset != applied:
         # Dagster never launches a run key twice, and the same transition can recur (a recording
         # moved out and back in, twice), so the key counts the split's requests; a tick replayed
         # from an older cursor still gets the same key.
         requests += 1
-        change = hashlib.sha256(f"{fileset_digest(applied)}>{fileset_digest(fileset)}".encode())
+        change = hashlib.sha256(f"{fileset_digest(applied)}>{digest}".encode())
         tick.request = dg.RunRequest(
             run_key=f"{split}:{requests}:{change.hexdigest()[:20]}", partition_key=split,
             tags={"eeg_assets/trigger": "raw_edf_drop", "eeg_assets/files": str(len(fileset))})
-    digest = fileset_digest(fileset)
     writes = state.get("writes", 0)
     if applied_ref is None or applied_ref[2] != digest:
-        applied_ref = store.put("applied", writes % STATE_SLOTS, fileset)
+        applied_ref = store.put("applied", writes % STATE_SLOTS, fileset, digest)
         writes += 1
     still = {name: inputs for name, inputs in current.items() if fileset.get(name) != inputs}
     if len(json.dumps(still)) > INLINE_ARRIVING_BYTES:

@@ -32,8 +32,8 @@ def header_duration_s(path: Path) -> float | None:
     Number of data records (bytes 236-243) times the duration of a record (bytes 244-251).
     ``None`` when the file is shorter than a header or the fields are not positive numbers (``-1``
     records: a file still being written). Only these 256 bytes are read: opening the file with
-    pyedflib parses every signal header and checks the file size (0.5 ms per 33-signal file
-    here, against 0.03 ms), and refuses a file that is still being copied.
+    pyedflib parses every signal header and checks the file size (3.1 ms per 33-signal, 60 s
+    file here, against 0.01 ms; measured on 500 files), and refuses a file still being copied.
     """
     with open(path, "rb") as fh:
         head = fh.read(EDF_HEADER_BYTES)
