@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEFAULT_DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
-CACHE_CHAIN := npz_windows,dataset_index,manifest,balanced_dataset
+CACHE_CHAIN := raw_edf_recordings,npz_windows,dataset_index,manifest,balanced_dataset
 # The dagster commands that read neither pyproject.toml nor workspace.yaml (only -m/-f): the
 # activated shell names the module for them (click's DAGSTER_CLI_<COMMAND>_<OPTION> variables).
 TYPED_COMMANDS := ASSET_MATERIALIZE ASSET_LIST JOB_EXECUTE

@@ -562,7 +562,8 @@ def test_failed_write_leaves_nothing_and_is_retried(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     assert "built 0 quarantined 1" in done.stdout
-    assert sorted(p.name for p in cache.iterdir()) == [".build.lock", "_ledger.sqlite"]
+    assert sorted(p.name for p in cache.iterdir()) == [".build.lock", "_ledger.sqlite",
+                                                       "_raw_listing.json"]
     entry = Ledger(cache).entries()["r.edf"]
     assert entry.status == FAILED
     assert "could not write" in entry.reason and "r_windows.npz" in entry.reason

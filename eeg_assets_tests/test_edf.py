@@ -10,7 +10,7 @@ import pyedflib
 import pytest
 
 from eeg_assets.lib.cache.build import build_split
-from eeg_assets.lib.signals.edf import EdfError, EdfRecording
+from eeg_assets.lib.signals.edf import EdfError, EdfRecording, header_duration_s
 from eeg_assets.synthetic.edf_writer import (
     TUSZ_EXTRA_LABELS, TUSZ_PHYSICAL_MAX_UV, TUSZ_SIDE_LABELS, eeg_labels, noise_generator,
     patch_start_date, write_edf, write_recording,
@@ -128,3 +128,19 @@ def test_truncated_file_raises_edf_error(tmp_path):
 def test_missing_file_raises_edf_error(tmp_path):
     with pytest.raises(EdfError, match="cannot read"):
         EdfRecording(tmp_path / "nope.edf")
+
+
+def test_header_duration_agrees_with_pyedflib_and_refuses_unfinished_headers(tmp_path,
+                                                                              shared_data):
+    real = sorted((shared_data / "tusz_headers" / "edf").rglob("*.edf"))[:10]
+    written = write_edf(tmp_path / "r.edf", eeg_labels(), fs=250, duration_s=37,
+                        record_duration_s=0.5)
+    for path in [*real, written]:
+        with pyedflib.EdfReader(str(path)) as reader:
+            assert header_duration_s(path) == pytest.approx(reader.getFileDuration()), path
+    recording = bytearray(written.read_bytes())
+    recording[236:244] = b"-1      "  # the record count of a file still being written
+    (tmp_path / "unfinished.edf").write_bytes(recording)
+    assert header_duration_s(tmp_path / "unfinished.edf") is None
+    (tmp_path / "short.edf").write_bytes(bytes(recording[:200]))
+    assert header_duration_s(tmp_path / "short.edf") is None

@@ -83,7 +83,8 @@ def test_definitions_wire_the_chain_partitions_versions_and_blocking_checks():
                        "model_evaluation": {"trained_model", "dataset_index"}}
     for name in (*CHAIN, "trained_model", "model_evaluation"):
         assert _code_version(name), f"{name} has no code_version"
-    assert not graph.get(dg.AssetKey("raw_edf_recordings")).is_materializable
+    raw = graph.get(dg.AssetKey("raw_edf_recordings"))
+    assert not raw.is_materializable and raw.is_observable  # the UI shows "observed", not "0% filled"
     # the checks the design lists, blocking where they guard training
     assert {key.name for key in graph.asset_check_keys} == ALL_CHECKS | {
         "checkpoint_reproduces_metrics", "metrics_finite", "one_hypothesis_per_reference",
@@ -97,7 +98,9 @@ def test_definitions_wire_the_chain_partitions_versions_and_blocking_checks():
             "npz_schema", "index_matches_npz", "balanced_matches_recipe"} <= blocking
     assert "npz_count_matches_recordings" not in blocking
     job = defs.resolve_job_def("split_cache_job")
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == set(CHAIN)
+    # a split's run observes the split first, then builds it
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "raw_edf_recordings", *CHAIN}
     assert job.partitions_def.get_partition_keys() == split_keys
 
 
@@ -168,6 +171,12 @@ def test_chain_writes_the_files_metadata_and_passing_checks(built_eval):
     failed = {name: e.metadata for name, e in evaluations.items() if not e.passed}
     assert not failed
     assert {e.partition for e in evaluations.values()} == {"eval"}
+    # the checks read the listing npz_windows built from in this run instead of walking again
+    counted = evaluations["npz_count_matches_recordings"].metadata
+    assert counted["recordings_from"].value.startswith("listing recorded by the build")
+    disjoint = evaluations["patient_disjointness"].metadata
+    assert disjoint["raw_recordings_eval"].value.startswith("listing recorded by the build")
+    assert disjoint["raw_recordings_train"].value.startswith("walked now")  # never built
     for asset, names in CHECKS.items():
         for name in names:
             record = instance.get_latest_asset_check_evaluation_record(
@@ -191,6 +200,8 @@ def test_patient_leakage_fails_the_blocking_check_and_stops_downstream(sample_ra
         assert "aaaaaqhs" in reason and "val" in reason, reason
         assert "aaaaarjw" not in reason and "aaaaasxe" not in reason
         assert leak.metadata["patients_val"].value == 1
+        # dev was never built: its raw folder was walked
+        assert leak.metadata["raw_recordings_val"].value.startswith("walked now")
         # downstream of the failed blocking check did not run in this run
         assert not result.success
         assert set(materializations(result)) == {"npz_windows", "dataset_index"}

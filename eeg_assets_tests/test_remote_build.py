@@ -23,6 +23,7 @@ from dagster_fixtures import built_eval, copy_split, sample_raw_root  # noqa: F4
 
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, LEDGER_NAME, FileFingerprint, Ledger
+from eeg_assets.lib.cache.discovery import recording_at
 from eeg_assets.lib.cache.remote_build import (
     FanOut,
     build_batch,
@@ -78,7 +79,7 @@ def test_batches_go_largest_first_and_carry_paths_relative_to_the_raw_mount(tmp_
         path = tmp_path / "eval" / "p" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x" * size)
-        todo.append((path, f"p/{name}"))
+        todo.append(recording_at(path, f"p/{name}"))
     assert plan_batches(todo, tmp_path, batch_size=2) == [
         [["eval/p/d.edf", "p/d.edf"], ["eval/p/b.edf", "p/b.edf"]],
         [["eval/p/c.edf", "p/c.edf"], ["eval/p/a.edf", "p/a.edf"]],

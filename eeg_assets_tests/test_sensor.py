@@ -1,8 +1,9 @@
 """The raw EDF drop sensor, tick by tick, and the sensors' default status.
 
-The sensor only looks at file names, sizes and modification times, so the "recordings" here are a
-few bytes each; the sensor found in the loaded Definitions is evaluated with a real instance, a
-cursor carried from tick to tick, and an explicit configuration resource.
+The sensor decides from file names, sizes and modification times, so most "recordings" here are a
+few bytes each (real EDF files where hours are reported); the sensor found in the loaded
+Definitions is evaluated with a real instance, a cursor carried from tick to tick, an explicit
+settings resource, and its observations stored as the daemon stores them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster_fixtures import CHAIN, make_settings
+from dagster_fixtures import (  # noqa: F401 - fixtures
+    CHAIN,
+    built_eval,
+    make_settings,
+    sample_raw_root,
+)
+from eeg_assets.synthetic.edf_writer import tusz_dir, write_recording
 from eeg_assets import defs
+from eeg_assets.lib.cache.ledger import TOO_SHORT, FileFingerprint, Ledger, RecordingEntry
+from eeg_assets.orchestration.raw import raw_edf_recordings
 
 SENSOR = "raw_edf_drop_sensor"
 T0 = 1_700_000_000_000_000_000  # a fixed mtime (ns), so a restored copy is identical
@@ -24,11 +33,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:Starting in dagster 1.11, get_se
 
 
 class Ticker:
-    """Evaluates the drop sensor like the daemon does: one tick after another, cursor carried."""
+    """Evaluates the drop sensor like the daemon does: one tick after another, cursor carried,
+    observations stored in the instance (``dagster/_daemon/sensor.py`` reports each of a tick's
+    ``asset_events`` with ``instance.report_runless_asset_event``)."""
 
-    def __init__(self, raw_root: Path, instance: dg.DagsterInstance):
+    def __init__(self, raw_root: Path, instance: dg.DagsterInstance, settings=None):
         self.sensor = defs.get_sensor_def(SENSOR)
-        self.settings = make_settings(raw_root, raw_root.parent / "cache")
+        self.settings = settings or make_settings(raw_root, raw_root.parent / "cache")
         self.instance = instance
         self.cursor: str | None = None
 
@@ -37,6 +48,8 @@ class Ticker:
             instance=self.instance, cursor=self.cursor if cursor is None else cursor,
             resources={"settings": self.settings}, definitions=defs)
         data = self.sensor.evaluate_tick(context)
+        for event in data.asset_events:
+            self.instance.report_runless_asset_event(event)
         if cursor is None:
             self.cursor = data.cursor
         return data
@@ -93,7 +106,9 @@ def test_sensors_are_running_by_default_and_target_the_chain():
     assert drop_sensor.job_name == "split_cache_job"
     assert drop_sensor.minimum_interval_seconds and drop_sensor.minimum_interval_seconds <= 60
     job = defs.resolve_job_def("split_cache_job")
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == set(CHAIN)
+    # the run observes the split it builds first
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "raw_edf_recordings", *CHAIN}
 
     automation = defs.get_sensor_def("cache_automation_sensor")
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
@@ -211,3 +226,121 @@ def test_files_outside_the_raw_root_are_ignored(ticker, raw_root, tmp_path):
     link.symlink_to(outside)
     for _ in range(3):
         assert ticker.requests() == []
+
+
+# ------------------------------------------------------------------------------------------------
+# At the corpus's size, what the ledger knows, observations
+# ------------------------------------------------------------------------------------------------
+
+#: TUSZ's recordings per split folder (DOMAIN.md).
+TUSZ_FILES = {"train": 4667, "dev": 1832, "eval": 865}
+
+
+def drop_many(raw_root: Path, folder: str, count: int) -> None:
+    """``count`` tiny recordings in the TUSZ layout: 8 per patient, 4 per session."""
+    for i in range(count):
+        patient = f"p{i // 8:07d}"
+        session = f"s{(i % 8) // 4 + 1:03d}_2020"
+        path = raw_root / folder / patient / session / "01_tcp_ar" / f"{patient}_{session[:4]}_t{i % 4:03d}.edf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"0" * 256)
+        path.with_suffix(".csv_bi").write_bytes(b"# duration = 1.0 secs\n")
+
+
+def test_cursor_stays_under_16_kb_at_the_corpus_size(raw_root, instance):
+    for folder, count in TUSZ_FILES.items():
+        drop_many(raw_root, folder, count)
+    ticker = Ticker(raw_root, instance)
+    seen = ticker.tick()
+    assert not seen.run_requests and "7364 file(s) still arriving" in seen.skip_message
+    assert len(ticker.cursor) < 16_384, len(ticker.cursor)
+    settled = ticker.tick()
+    files = {r.partition_key: r.tags["eeg_assets/files"] for r in settled.run_requests}
+    assert files == {"train": "4667", "val": "1832", "eval": "865"}
+    assert len(ticker.cursor) < 16_384, len(ticker.cursor)
+    assert ticker.requests() == []
+    assert len(ticker.cursor) < 16_384, len(ticker.cursor)
+    # the per-file state is in the instance, not in the cursor: one more file is one request
+    drop_many(raw_root / "more", "eval", 1)
+    shutil.copytree(raw_root / "more" / "eval", raw_root / "eval", dirs_exist_ok=True)
+    assert ticker.requests() == []  # just appeared
+    assert ticker.settle().partition_key == "eval"
+
+
+def record_in_ledger(cache_dir: Path, edf: Path, source: str) -> None:
+    """The ledger entry a build writes for a recording (here: too short to give windows)."""
+    Ledger(cache_dir).put(RecordingEntry(
+        source=source, stem=edf.stem, status=TOO_SHORT, config_version="any",
+        edf_fingerprint=str(FileFingerprint.of(edf)),
+        annotation_fingerprint=str(FileFingerprint.of(edf.with_suffix(".csv_bi"))),
+        reason="too short", details={"duration_s": 30.0}))
+
+
+def test_recordings_the_ledger_records_request_no_run(ticker, raw_root):
+    cache_dir = ticker.settings.cache_dir("eval")
+    for stem in ("aaaaaqhs_s001_t000", "aaaaarjw_s002_t000"):
+        edf = drop(raw_root, "eval", stem)
+        record_in_ledger(cache_dir, edf, edf.relative_to(raw_root / "eval").as_posix())
+    first = ticker.tick()  # built already: neither "still arriving" nor a run
+    assert not first.run_requests and "no new, changed or removed" in first.skip_message
+    assert ticker.requests() == []
+    drop(raw_root, "eval", "aaaaasxe_s001_t000")  # a new one still is
+    assert ticker.requests() == []
+    request = ticker.settle()
+    assert request.partition_key == "eval" and request.tags["eeg_assets/files"] == "3"
+    # a recording rebuilt outside the sensor (build-cache) is known as soon as the ledger says so
+    changed = drop(raw_root, "eval", "aaaaaqhs_s001_t000", mtime_ns=T0 + 10**9)
+    record_in_ledger(cache_dir, changed, changed.relative_to(raw_root / "eval").as_posix())
+    assert ticker.requests() == [] and ticker.requests() == []
+
+
+def test_after_a_build_the_first_tick_runs_only_what_was_not_built(built_eval, instance):
+    """As after ``make sample`` for eval: the built split is settled and gets no run."""
+    ticker = Ticker(built_eval.settings.raw_root, instance, settings=built_eval.settings)
+    first = ticker.tick()
+    assert not first.run_requests
+    assert "18 file(s) still arriving" in first.skip_message  # train and dev were never built
+    assert {r.partition_key for r in ticker.requests()} == {"train", "val"}
+    observed = {e.partition: e for e in first.asset_events}
+    assert observed["eval"].metadata["recordings"].value == 4
+    # eval's hours are the durations its ledger recorded (sample corpus eval: 12 minutes)
+    assert observed["eval"].metadata["hours"].value == 0.2
+    assert observed["eval"].metadata["recordings_without_duration"].value == 0
+
+
+def observations(instance: dg.DagsterInstance, partition: str) -> list[dg.AssetObservation]:
+    records = instance.fetch_observations(dg.AssetKey("raw_edf_recordings"), limit=100).records
+    return [r.asset_observation for r in records if r.partition_key == partition]
+
+
+def test_observations_give_recordings_hours_and_a_data_version(raw_root, tmp_path):
+    folder = tusz_dir(raw_root / "eval", "aaaaaqhs", "s001_2020")
+    first = write_recording(folder, "aaaaaqhs_s001_t000", fs=250, duration_s=120)
+    write_recording(folder, "aaaaaqhs_s001_t001", fs=250, duration_s=60)
+    with dg.DagsterInstance.ephemeral() as instance:
+        ticker = Ticker(raw_root, instance)
+        ticker.tick()  # seen: nothing settled yet
+        (empty,) = observations(instance, "eval")
+        assert empty.metadata["recordings"].value == 0
+        assert empty.metadata["recordings_waiting"].value == 2
+        ticker.settle()
+        latest = observations(instance, "eval")[0]  # newest first
+        assert latest.metadata["recordings"].value == 2
+        assert latest.metadata["hours"].value == 0.05  # 180 s, from the EDF headers
+        version = latest.tags["dagster/data_version"]
+        assert version != empty.tags["dagster/data_version"]
+        ticker.requests()
+        assert len(observations(instance, "eval")) == 2  # a quiet tick reports nothing
+
+        # "Observe" in the UI (the observable asset's own function) gives the same version
+        job = dg.define_asset_job("observe_raw", selection=[raw_edf_recordings.key])
+        observe_defs = dg.Definitions(assets=[raw_edf_recordings], jobs=[job],
+                                      resources={"settings": ticker.settings})
+        assert observe_defs.resolve_job_def("observe_raw").execute_in_process(
+            instance=instance, partition_key="eval").success
+        assert observations(instance, "eval")[0].tags["dagster/data_version"] == version
+
+        # a changed annotation is a new data version
+        os.utime(first.annotation, ns=(T0, T0))
+        ticker.settle()
+        assert observations(instance, "eval")[0].tags["dagster/data_version"] != version

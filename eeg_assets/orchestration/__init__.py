@@ -2,8 +2,9 @@
 
 Modules: ``assets`` (the cache chain), ``checks_cache`` / ``checks_dataset`` (its asset checks),
 ``training`` (``trained_model`` and its launcher), ``evaluation`` (``model_evaluation`` on val
-and eval, through the same launcher), ``sensors`` (the raw-drop sensor),
-``partitions``. Every asset is a thin call into :mod:`eeg_assets.lib`.
+and eval, through the same launcher), ``raw`` (``raw_edf_recordings``, observed), ``sensors``
+(the raw-drop sensor), ``partitions``, ``backend`` (where the cache chain runs). Every asset is a
+thin call into :mod:`eeg_assets.lib`.
 """
 
 import dagster as dg
@@ -21,8 +22,11 @@ def build_defs(settings: Settings) -> dg.Definitions:
     """
     split_cache_job = dg.define_asset_job(
         "split_cache_job",
-        selection=dg.AssetSelection.groups(assets.GROUP).materializable(),
-        description="Build, index, manifest and balance one split (what the drop sensor launches).",
+        # raw_edf_recordings first: the run observes the split it builds, and walks it once
+        selection=(dg.AssetSelection.assets(assets.raw_edf_recordings.key)
+                   | dg.AssetSelection.groups(assets.GROUP)),
+        description="Observe, build, index, manifest and balance one split (what the drop sensor "
+                    "launches).",
     )
     return dg.Definitions(
         assets=[assets.raw_edf_recordings, *assets.build_cache_assets(settings),

@@ -25,9 +25,10 @@ from eeg_assets.lib.dataset.index import INDEX_NAME
 from eeg_assets.lib.dataset.manifest import MANIFEST_NAME
 from eeg_assets.orchestration.backend import CacheBackend, cache_backend
 from eeg_assets.orchestration.partitions import split_partitions
+from eeg_assets.orchestration.raw import GROUP, ensure_sample_corpus, raw_edf_recordings
 from eeg_assets.settings import Settings
 
-GROUP = "tusz_cache"
+__all__ = ["GROUP", "build_cache_assets", "ensure_sample_corpus", "raw_edf_recordings"]
 
 
 def _version(*parts: object) -> str:
@@ -46,16 +47,6 @@ def balance_code_version(settings: Settings) -> str:
 def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     """Inline a PNG in metadata (the UI renders markdown images)."""
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
-
-
-raw_edf_recordings = dg.AssetSpec(
-    "raw_edf_recordings",
-    description="TUSZ EDF recordings with their .csv_bi/.csv annotations, as dropped into "
-                "EEG_ASSETS_RAW_ROOT/<train|dev|eval>. Watched by the raw_edf_drop_sensor.",
-    partitions_def=split_partitions,
-    group_name=GROUP,
-    kinds={"edf"},
-)
 
 
 def _metadata_value(value) -> dg.MetadataValue:

@@ -17,38 +17,16 @@ from one ``Settings`` agrees with it. Checks are to call it too (``run_check``, 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
 from eeg_assets.orchestration.modal_launch import run_with_pipes
+from eeg_assets.orchestration.raw import ensure_sample_corpus
 from eeg_assets.remote.modal_cli import CACHE_APP, ModalError, app_command, upload_raw
 from eeg_assets.remote.volume_layout import CACHE_ROOT, RAW_ROOT
 from eeg_assets.settings import Settings
-
-
-def ensure_sample_corpus(settings: Settings, log) -> None:
-    """Write the embedded sample corpus on first use when the default raw root is missing."""
-    raw_root = Path(settings.raw_root)
-    if raw_root.exists() or not settings.make_sample_if_missing:
-        return
-    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
-
-    corpus_root = raw_root.parent
-    corpus_root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sample_corpus.", dir=corpus_root.parent))
-    try:
-        write_sample_corpus(staging)
-        try:
-            staging.rename(corpus_root)  # atomic: concurrent partitions never see half a corpus
-            log.info(f"wrote the sample corpus to {corpus_root}")
-        except OSError:
-            pass  # another partition's run won the race; its corpus is identical
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 class CacheBackend:
@@ -86,8 +64,9 @@ class LocalCacheBackend(CacheBackend):
         settings = self.settings
         if step == NPZ_WINDOWS:
             ensure_sample_corpus(settings, context.log)
+        # run_tag: the listing raw_edf_recordings recorded when this run observed the split
         return run(self.request(step, split), Path(settings.raw_root), Path(settings.cache_root),
-                   context.log, workers=settings.workers or None)
+                   context.log, workers=settings.workers or None, run_tag=context.run.run_id)
 
     def cache_dir(self, split):
         return str(self.settings.cache_dir(split))

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from eeg_assets.lib.cache.build import discover_recordings
+from eeg_assets.lib.cache.discovery import listing_for
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
 from eeg_assets.lib.cache.verify import verify_split
 from eeg_assets.orchestration.partitions import split_partitions
@@ -61,9 +61,10 @@ def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourcePara
 def npz_count_matches_recordings(context: dg.AssetCheckExecutionContext,
                                  settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     split = context.partition_key
-    raw_dir = settings.raw_dir(split)
-    edf_paths, ignored = discover_recordings(raw_dir) if raw_dir.is_dir() else ([], [])
-    sources = {p.relative_to(raw_dir).as_posix() for p in edf_paths}
+    # The listing npz_windows built from in this run; walked again only for a check run alone.
+    listing, origin = listing_for(settings.raw_dir(split), settings.cache_dir(split),
+                                  run_tag=context.run.run_id)
+    sources, ignored = listing.sources, listing.ignored
     entries = Ledger(settings.cache_dir(split)).entries()
     by_status = {s: [e for e in entries.values() if e.status == s and e.source in sources]
                  for s in (BUILT, TOO_SHORT, QUARANTINED, FAILED)}
@@ -79,6 +80,7 @@ def npz_count_matches_recordings(context: dg.AssetCheckExecutionContext,
             "failed_writes": len(by_status[FAILED]),
             "not_built_yet": len(unexplained),
             "ignored_paths": len(ignored),
+            "recordings_from": origin,
             "explanations": dg.MetadataValue.md("\n".join(
                 [f"- not built yet: {s}" for s in unexplained[:MAX_LISTED]]
                 + [f"- {e.status}: {e.source}: {e.reason}"

@@ -9,7 +9,7 @@ import math
 
 import dagster as dg
 
-from eeg_assets.lib.cache.build import discover_recordings
+from eeg_assets.lib.cache.discovery import listing_for
 from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.lib.dataset.balanced import compose_split, pos_weight, read_balanced
 from eeg_assets.lib.dataset.index import DatasetError, collect_facts, index_staleness, read_index
@@ -50,13 +50,17 @@ def index_matches_npz(context: dg.AssetCheckExecutionContext,
                                                       "windows": index.total_windows})
 
 
-def _raw_patients(settings: dg.ResourceParam[Settings]) -> dict[str, frozenset[str]]:
-    patients = {}
+def _raw_patients(settings: Settings) -> tuple[dict[str, frozenset[str]], dict[str, str]]:
+    """Patients of each split's raw folder, and where each split's recordings came from.
+
+    A split's recordings are those its last build listed (recorded in its cache folder); only a
+    split that was never built has its raw folder walked.
+    """
+    patients, origins = {}, {}
     for split in settings.split_folders:
-        raw_dir = settings.raw_dir(split)
-        edfs = discover_recordings(raw_dir)[0] if raw_dir.is_dir() else []
-        patients[split] = frozenset(patient_id(p.name) for p in edfs)
-    return patients
+        listing, origins[split] = listing_for(settings.raw_dir(split), settings.cache_dir(split))
+        patients[split] = frozenset(patient_id(r.path.name) for r in listing.recordings)
+    return patients, origins
 
 
 @dg.asset_check(asset="dataset_index", blocking=True, partitions_def=split_partitions,
@@ -65,7 +69,7 @@ def _raw_patients(settings: dg.ResourceParam[Settings]) -> dict[str, frozenset[s
 def patient_disjointness(context: dg.AssetCheckExecutionContext,
                          settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
     split = context.partition_key
-    raw = _raw_patients(settings)
+    raw, origins = _raw_patients(settings)
     cached = {}
     for other in settings.split_folders:
         try:
@@ -75,7 +79,8 @@ def patient_disjointness(context: dg.AssetCheckExecutionContext,
     patients = {s: raw[s] | cached[s] for s in settings.split_folders}
     all_leaks = find_leaks(patients)
     leaks = {patient: splits for patient, splits in all_leaks.items() if split in splits}
-    metadata = {f"patients_{s}": len(patients[s]) for s in patients}
+    metadata = {**{f"patients_{s}": len(patients[s]) for s in patients},
+                **{f"raw_recordings_{s}": origin for s, origin in origins.items()}}
     if leaks:
         described = ", ".join(f"{patient} ({', '.join(splits)})"
                               for patient, splits in list(leaks.items())[:MAX_LISTED])

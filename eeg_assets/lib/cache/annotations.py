@@ -37,15 +37,32 @@ class Annotation:
     seizures: tuple[SeizureEvent, ...]  # rows of every channel; the label mask is their union
 
 
+def annotation_names(edf_name: str) -> tuple[str, ...]:
+    """The file names that may hold the annotation of ``edf_name``, in order of preference.
+
+    The one annotation rule: ``<stem>.csv_bi``, else ``<stem>.csv``, in the EDF's folder.
+    :func:`find_annotation` applies it to the file system, the split listing
+    (:mod:`eeg_assets.lib.cache.discovery`) to a folder's directory listing.
+    """
+    stem = edf_name.rsplit(".", 1)[0]
+    return tuple(stem + suffix for suffix in ANNOTATION_SUFFIXES)
+
+
+def missing_annotation(edf_name: str) -> AnnotationError:
+    """The error of a recording whose folder holds none of :func:`annotation_names`."""
+    return AnnotationError(
+        f"{edf_name}: no annotation file ({' or '.join(annotation_names(edf_name))}); "
+        "a recording without annotations is never assumed seizure-free")
+
+
 def find_annotation(edf_path: Path) -> Path:
     """The annotation file of a recording: ``<stem>.csv_bi``, else ``<stem>.csv``."""
-    for suffix in ANNOTATION_SUFFIXES:
-        candidate = edf_path.with_suffix(suffix)
+    edf_path = Path(edf_path)
+    for name in annotation_names(edf_path.name):
+        candidate = edf_path.with_name(name)
         if candidate.is_file():
             return candidate
-    raise AnnotationError(
-        f"{edf_path.name}: no annotation file ({' or '.join(edf_path.stem + s for s in ANNOTATION_SUFFIXES)}); "
-        "a recording without annotations is never assumed seizure-free")
+    raise missing_annotation(edf_path.name)
 
 
 def parse_annotation(path: Path, config: CacheConfig, *,

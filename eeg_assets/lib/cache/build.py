@@ -31,8 +31,14 @@ from threadpoolctl import threadpool_limits
 
 from eeg_assets.lib.cache.annotations import (
     AnnotationError,
-    find_annotation,
+    missing_annotation,
     parse_annotation,
+)
+from eeg_assets.lib.cache.discovery import (
+    Recording,
+    SplitListing,
+    list_recordings,
+    write_listing,
 )
 from eeg_assets.lib.cache.ledger import (
     BUILT,
@@ -43,7 +49,7 @@ from eeg_assets.lib.cache.ledger import (
     Ledger,
     RecordingEntry,
 )
-from eeg_assets.lib.cache.npzio import WindowedArray, write_npz
+from eeg_assets.lib.cache.npzio import NPZ_SUFFIX, WindowedArray, npz_name_for, write_npz
 from eeg_assets.lib.cache.references import (
     REFERENCE_KEY,
     add_missing_reference,
@@ -64,7 +70,6 @@ from eeg_assets.lib.signals.preprocess import (
     resampled_length,
 )
 
-NPZ_SUFFIX = "_windows.npz"
 LOCK_NAME = ".build.lock"
 
 
@@ -107,28 +112,29 @@ class BuildReport:
         return sum(e.n_windows for e in self.built)
 
 
-#: Builds ``(edf path, source)`` pairs and yields one entry per recording as each is done.
-Runner = Callable[[list[tuple[Path, str]]], Iterable[RecordingEntry]]
-
-
-def npz_name_for(stem: str) -> str:
-    return f"{stem}{NPZ_SUFFIX}"
+#: Builds the listed recordings to do and yields one entry per recording as each is done.
+Runner = Callable[[list[Recording]], Iterable[RecordingEntry]]
 
 
 # --------------------------------------------------------------------------------------------
 # One recording (runs in a worker process)
 # --------------------------------------------------------------------------------------------
 
-def build_recording(edf_path: Path, source: str, cache_dir: Path,
+def build_recording(recording: Recording, cache_dir: Path,
                     config: CacheConfig = DEFAULT_CONFIG) -> RecordingEntry:
-    """Build one recording's NPZ; never raises for bad input (returns a quarantined entry)."""
-    edf_path = Path(edf_path)
-    entry = RecordingEntry(source=source, stem=edf_path.stem, status=QUARANTINED,
-                           config_version=config.version(), edf_fingerprint="")
+    """Build one listed recording's NPZ; never raises for bad input (returns a quarantined entry).
+
+    The entry records the fingerprints of the listing (taken when the split was walked): a file
+    changed after that is seen as changed by the next build.
+    """
+    edf_path = recording.path
+    entry = RecordingEntry(source=recording.source, stem=recording.stem, status=QUARANTINED,
+                           config_version=config.version(), edf_fingerprint=str(recording.edf),
+                           annotation_fingerprint=recording.annotation_fingerprint)
     try:
-        entry.edf_fingerprint = str(FileFingerprint.of(edf_path))
-        annotation_path = find_annotation(edf_path)
-        entry.annotation_fingerprint = str(FileFingerprint.of(annotation_path))
+        annotation_path = recording.annotation_path
+        if annotation_path is None:
+            raise missing_annotation(edf_path.name)
         entry.details["annotation_file"] = annotation_path.name
         _build_into(entry, edf_path, annotation_path, Path(cache_dir), config)
     except (EdfError, ChannelError, AnnotationError, RecordingError) as exc:
@@ -248,25 +254,6 @@ def _conditioned_signals(recording: EdfRecording, plan, fs: float, n_raw: int, n
 # A split
 # --------------------------------------------------------------------------------------------
 
-def discover_recordings(data_dir: Path) -> tuple[list[Path], list[str]]:
-    """EDF files under ``data_dir`` (recursive, sorted) and the paths ignored with a reason."""
-    data_dir = Path(data_dir)
-    root = data_dir.resolve()
-    found, ignored = [], []
-    for path in sorted(data_dir.rglob("*")):
-        if path.suffix.lower() != ".edf" or not (path.is_file() or path.is_symlink()):
-            continue
-        resolved = path.resolve()
-        if not resolved.is_relative_to(root):
-            ignored.append(f"{path.relative_to(data_dir)}: symlink to {resolved} outside {root}")
-            continue
-        if not resolved.is_file():
-            ignored.append(f"{path.relative_to(data_dir)}: broken symlink")
-            continue
-        found.append(path)
-    return found, ignored
-
-
 @contextmanager
 def split_lock(cache_dir: Path, log: Callable[[str], None]) -> Iterator[None]:
     """One writer per cache split: a second build waits for the first instead of interleaving."""
@@ -283,24 +270,25 @@ def split_lock(cache_dir: Path, log: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _is_current(entry: RecordingEntry | None, edf_fp: str, annotation_fp: str, version: str,
-                cache_dir: Path) -> bool:
+def _is_current(entry: RecordingEntry | None, recording: Recording, version: str,
+                npz_on_disk: dict[str, str]) -> bool:
     if entry is None or entry.status == FAILED:
         return False
     if (entry.edf_fingerprint, entry.annotation_fingerprint, entry.config_version) != (
-            edf_fp, annotation_fp, version):
+            str(recording.edf), recording.annotation_fingerprint, version):
         return False
-    if entry.status != BUILT:
-        return True
-    npz = cache_dir / entry.npz_name
-    return npz.exists() and str(FileFingerprint.of(npz)) == entry.npz_fingerprint
+    return entry.status != BUILT or npz_on_disk.get(entry.npz_name) == entry.npz_fingerprint
 
 
-def _annotation_fingerprint(edf_path: Path) -> str:
-    try:
-        return str(FileFingerprint.of(find_annotation(edf_path)))
-    except AnnotationError:
-        return ""
+def _npz_on_disk(cache_dir: Path) -> dict[str, str]:
+    """``{name: fingerprint}`` of the split's cache files: one listing, one stat per file."""
+    found = {}
+    with os.scandir(cache_dir) as entries:
+        for entry in entries:
+            if entry.name.endswith(NPZ_SUFFIX) and not entry.name.startswith("."):
+                st = entry.stat()
+                found[entry.name] = str(FileFingerprint(st.st_size, st.st_mtime_ns))
+    return found
 
 
 def build_split(
@@ -314,61 +302,71 @@ def build_split(
     log: Callable[[str], None] | None = None,
     runner: Runner | None = None,
     state_dir: Path | None = None,
+    run_tag: str = "",
+    listing: SplitListing | None = None,
 ) -> BuildReport:
     """Bring ``cache_dir`` up to date with the recordings under ``data_dir``.
 
-    ``progress="auto"`` draws a progress line on stderr when it is a terminal. ``log`` receives
-    human-readable lines (default: stderr). ``runner`` builds the recordings to do (default: the
-    local process pool); ``state_dir`` holds the ledger and the split lock (default:
-    ``cache_dir``). The Modal backend gives both: a fan-out over containers, and a ledger on the
-    coordinator's own disk that it publishes to the volume
+    The build works from one listing of ``data_dir``: ``listing`` when the caller has one (made
+    moments ago in the same run), else a walk
+    (:func:`~eeg_assets.lib.cache.discovery.list_recordings`). It is recorded in ``cache_dir``
+    under ``run_tag`` (e.g. the Dagster run id), so the checks of the same run read it instead of
+    walking again. ``progress="auto"`` draws a progress line on stderr when it is a terminal.
+    ``log`` receives human-readable lines (default: stderr). ``runner`` builds the recordings to
+    do (default: the local process pool); ``state_dir`` holds the ledger and the split lock
+    (default: ``cache_dir``). The Modal backend gives both: a fan-out over containers, and a
+    ledger on the coordinator's own disk that it publishes to the volume
     (:mod:`eeg_assets.lib.cache.remote_build`).
     """
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if not data_dir.is_dir():
         raise BuildError(f"--data-dir {data_dir} is not a folder")
-    edf_paths, ignored = discover_recordings(data_dir)
-    if not edf_paths:
+    listing = listing if listing is not None else list_recordings(data_dir)
+    recordings = list(listing.recordings)
+    if not recordings:
         raise BuildError(f"no .edf recordings under {data_dir} (expected the TUSZ layout "
                          "<patient>/<session>/<montage>/<stem>.edf)")
     if limit_files is not None:
         if limit_files < 1:  # a negative slice would silently drop the last files
             raise BuildError(f"the file limit must be a positive integer, got {limit_files}")
-        edf_paths = edf_paths[:limit_files]
+        recordings = recordings[:limit_files]
     started = time.monotonic()
     version = config.version()
     report = BuildReport(split=split, data_dir=data_dir, cache_dir=cache_dir,
-                         config_version=version, recordings=len(edf_paths), ignored=ignored)
-    for line in ignored:
+                         config_version=version, recordings=len(recordings),
+                         ignored=list(listing.ignored))
+    for line in listing.ignored:
         log(f"ignored {line}")
 
     state_dir = Path(state_dir) if state_dir is not None else cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
     with split_lock(state_dir, log), Ledger(state_dir) as ledger:
+        write_listing(cache_dir, listing, run_tag)
         entries = ledger.entries()
         _remove_leftovers(cache_dir)
-        report.removed = _remove_vanished(data_dir, cache_dir, ledger, entries)
+        npz_on_disk = _npz_on_disk(cache_dir)
+        report.removed = _remove_vanished(listing.sources, cache_dir, ledger, entries, npz_on_disk)
 
-        todo: list[tuple[Path, str]] = []
+        todo: list[Recording] = []
         stems: dict[str, str] = {}
-        for path in edf_paths:
-            source = path.relative_to(data_dir).as_posix()
-            if path.stem in stems:
+        for recording in recordings:
+            source, stem = recording.source, recording.stem
+            if stem in stems:
                 duplicate = RecordingEntry(
-                    source=source, stem=path.stem, status=QUARANTINED, config_version=version,
-                    edf_fingerprint=str(FileFingerprint.of(path)),
-                    reason=f"{source}: duplicate recording name; {stems[path.stem]} "
+                    source=source, stem=stem, status=QUARANTINED, config_version=version,
+                    edf_fingerprint=str(recording.edf),
+                    annotation_fingerprint=recording.annotation_fingerprint,
+                    reason=f"{source}: duplicate recording name; {stems[stem]} "
                            "has the same stem and owns its NPZ")
                 ledger.put(duplicate)
                 report.quarantined.append(duplicate)
                 continue
-            stems[path.stem] = source
+            stems[stem] = source
             entry = entries.get(source)
-            if _is_current(entry, str(FileFingerprint.of(path)), _annotation_fingerprint(path),
-                           version, cache_dir):
+            if _is_current(entry, recording, version, npz_on_disk):
                 report.skipped += 1
-                if add_missing_reference(entry, path, config):
+                if add_missing_reference(entry, recording.path, config):
                     ledger.put(entry)
                 if entry.status == QUARANTINED:
                     report.quarantined.append(entry)
@@ -377,7 +375,7 @@ def build_split(
                 elif entry.warnings:
                     report.warned.append(entry)
             else:
-                todo.append((path, source))
+                todo.append(recording)
 
         outcomes = (runner(todo) if runner is not None
                     else _run(todo, cache_dir, config, workers, progress, split))
@@ -406,54 +404,57 @@ def _remove_leftovers(cache_dir: Path) -> None:
     remove_stale_temporaries(cache_dir)
 
 
-def _remove_vanished(data_dir: Path, cache_dir: Path, ledger: Ledger,
-                     entries: dict[str, RecordingEntry]) -> list[str]:
-    """Drop outputs of recordings whose EDF is gone, and NPZs that no ledger entry owns."""
-    vanished = [s for s in entries if not (data_dir / s).is_file()]
+def _remove_vanished(listed: frozenset[str], cache_dir: Path, ledger: Ledger,
+                     entries: dict[str, RecordingEntry], npz_on_disk: dict[str, str]) -> list[str]:
+    """Drop outputs of recordings no longer listed, and NPZs that no ledger entry owns."""
+    vanished = [s for s in entries if s not in listed]
     for source in vanished:
         if entries[source].npz_name:
             (cache_dir / entries[source].npz_name).unlink(missing_ok=True)
+            npz_on_disk.pop(entries[source].npz_name, None)
     ledger.remove(vanished)
     for source in vanished:
         del entries[source]
     owned = {e.npz_name for e in entries.values() if e.npz_name}
-    for npz in cache_dir.glob(f"*{NPZ_SUFFIX}"):
-        if npz.name not in owned:  # renamed into place by a build killed before its ledger write
-            npz.unlink()
+    for name in [n for n in npz_on_disk if n not in owned]:
+        # renamed into place by a build killed before its ledger write
+        (cache_dir / name).unlink(missing_ok=True)
+        del npz_on_disk[name]
     return vanished
 
 
-def _run(todo: list[tuple[Path, str]], cache_dir: Path, config: CacheConfig,
+def _run(todo: list[Recording], cache_dir: Path, config: CacheConfig,
          workers: int | None, progress: str | None, split: str) -> Iterator[RecordingEntry]:
     if not todo:
         return
     # Largest first, so a long recording does not start last and leave the other cores idle.
-    todo = sorted(todo, key=lambda item: item[0].stat().st_size, reverse=True)
+    todo = sorted(todo, key=lambda recording: recording.edf.size, reverse=True)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     bar = _Progress(len(todo), split, enabled=progress == "always" or (
         progress == "auto" and sys.stderr.isatty()))
     if workers == 1:
         with threadpool_limits(limits=1, user_api="blas"):
-            for path, source in todo:
-                entry = build_recording(path, source, cache_dir, config)
+            for recording in todo:
+                entry = build_recording(recording, cache_dir, config)
                 bar.advance(entry)
                 yield entry
         bar.close()
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
                              initializer=_init_worker) as pool:
-        pending = {pool.submit(build_recording, p, s, cache_dir, config): (p, s) for p, s in todo}
+        pending = {pool.submit(build_recording, r, cache_dir, config): r for r in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                path, source = pending.pop(future)
+                recording = pending.pop(future)
                 try:
                     entry = future.result()
                 except BrokenProcessPool:
                     entry = RecordingEntry(
-                        source=source, stem=path.stem, status=FAILED,
+                        source=recording.source, stem=recording.stem, status=FAILED,
                         config_version=config.version(), edf_fingerprint="",
-                        reason=f"{path.name}: worker process died (out of memory?); retried next run")
+                        reason=f"{recording.path.name}: worker process died (out of memory?); "
+                               "retried next run")
                 bar.advance(entry)
                 yield entry
     bar.close()

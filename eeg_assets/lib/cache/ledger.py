@@ -42,6 +42,12 @@ class FileFingerprint:
         st = os.stat(path)
         return cls(st.st_size, st.st_mtime_ns)
 
+    @classmethod
+    def parse(cls, text: str) -> FileFingerprint:
+        """The inverse of ``str()``: ``"size:mtime_ns"``."""
+        size, mtime_ns = text.split(":")
+        return cls(int(size), int(mtime_ns))
+
     def __str__(self) -> str:
         return f"{self.size}:{self.mtime_ns}"
 
@@ -139,6 +145,20 @@ class Ledger:
         with self._connect() as conn:
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM recordings").fetchall()
         return {row[0]: _from_row(row) for row in rows}
+
+    def input_facts(self) -> dict[str, tuple[str, float | None]]:
+        """``{source: ("<edf fingerprint>|<annotation fingerprint>", duration_s or None)}``.
+
+        What a watcher of the raw folder compares with it, without decoding the per-window facts
+        (a tenth of the cost of :meth:`entries`).
+        """
+        if not self.exists():
+            return {}
+        with self._connect() as conn:
+            rows = conn.execute("SELECT source, edf_fingerprint, annotation_fingerprint, details "
+                                "FROM recordings").fetchall()
+        return {source: (f"{edf}|{annotation}", json.loads(details).get("duration_s"))
+                for source, edf, annotation, details in rows}
 
     def put(self, entry: RecordingEntry) -> None:
         with self._connect() as conn:

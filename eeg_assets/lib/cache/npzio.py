@@ -22,8 +22,16 @@ import numpy as np
 from eeg_assets.lib.cache.crc32 import crc32_combine, windows_crc32
 from eeg_assets.lib.files import atomic_path
 
+#: Suffix of a cache file, ``<edf_stem>_windows.npz`` (the seed's cache layout).
+NPZ_SUFFIX = "_windows.npz"
+
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
 _LOCAL_HEADER_MAGIC = b"PK\x03\x04"
+
+
+def npz_name_for(stem: str) -> str:
+    """The cache file name of the recording ``<stem>.edf``."""
+    return f"{stem}{NPZ_SUFFIX}"
 
 
 class NpzFormatError(ValueError):

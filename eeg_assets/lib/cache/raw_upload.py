@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eeg_assets.lib.cache.annotations import ANNOTATION_SUFFIXES
-from eeg_assets.lib.cache.build import discover_recordings
+from eeg_assets.lib.cache.discovery import list_recordings
 
 #: The folder of the volume that mirrors the local raw root (mounted at ``/data``: ``/data/edf``).
 VOLUME_PREFIX = "edf"
@@ -57,12 +57,13 @@ def local_files(raw_root: Path, folders: Iterable[str]) -> tuple[dict[str, Path]
         if not split_dir.is_dir():
             raise FileNotFoundError(f"{split_dir} is not a folder (expected the TUSZ layout "
                                     f"{raw_root}/<train|dev|eval>/...)")
-        edfs, skipped = discover_recordings(split_dir)
-        ignored += [f"{folder}/{line}" for line in skipped]
-        for edf in edfs:
-            for path in [edf, *(edf.with_suffix(s) for s in ANNOTATION_SUFFIXES)]:
-                if path.is_file():
-                    files[f"{VOLUME_PREFIX}/{path.relative_to(raw_root).as_posix()}"] = path
+        listing = list_recordings(split_dir)
+        ignored += [f"{folder}/{line}" for line in listing.ignored]
+        for recording in listing.recordings:
+            # every annotation file beside the EDF, not only the one the build would pick
+            annotations = (recording.path.with_suffix(s) for s in ANNOTATION_SUFFIXES)
+            for path in [recording.path, *(a for a in annotations if a.is_file())]:
+                files[f"{VOLUME_PREFIX}/{path.relative_to(raw_root).as_posix()}"] = path
     return files, ignored
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from eeg_assets.lib.cache.build import _annotation_fingerprint, build_recording
+from eeg_assets.lib.cache.build import build_recording
+from eeg_assets.lib.cache.discovery import Recording, recording_at
 from eeg_assets.lib.cache.ledger import (
     BUILT,
     FAILED,
@@ -57,7 +58,7 @@ def entry_from_dict(data: dict) -> RecordingEntry:
     return RecordingEntry(**data)
 
 
-def plan_batches(todo: list[tuple[Path, str]], raw_root: Path, batch_size: int) -> list[Batch]:
+def plan_batches(todo: list[Recording], raw_root: Path, batch_size: int) -> list[Batch]:
     """``todo`` cut into batches of at most ``batch_size`` recordings, largest EDFs first.
 
     Largest first, as the local pool does, so a long recording does not start last and keep one
@@ -65,8 +66,8 @@ def plan_batches(todo: list[tuple[Path, str]], raw_root: Path, batch_size: int) 
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    ordered = sorted(todo, key=lambda item: item[0].stat().st_size, reverse=True)
-    items = [[path.relative_to(raw_root).as_posix(), source] for path, source in ordered]
+    ordered = sorted(todo, key=lambda recording: recording.edf.size, reverse=True)
+    items = [[r.path.relative_to(raw_root).as_posix(), r.source] for r in ordered]
     return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
 
 
@@ -90,7 +91,7 @@ def build_batch(batch: Batch, raw_root: Path, cache_dir: Path, config: CacheConf
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     with threadpool_limits(limits=1, user_api="blas"):  # as the local pool's workers
-        entries = [build_recording(raw_root / relative, source, cache_dir, config)
+        entries = [build_recording(recording_at(raw_root / relative, source), cache_dir, config)
                    for relative, source in batch]
     commit()
     return [entry_to_dict(entry) for entry in entries]
@@ -153,10 +154,10 @@ class FanOut:
         self.sync, self.publish, self.log = sync, publish, log
         self.batch_size, self.flush_every_s = batch_size, flush_every_s
 
-    def __call__(self, todo: list[tuple[Path, str]]) -> Iterator[RecordingEntry]:
+    def __call__(self, todo: list[Recording]) -> Iterator[RecordingEntry]:
         if not todo:
             return
-        paths = {source: path for path, source in todo}
+        paths = {recording.source: recording.path for recording in todo}
         batches = plan_batches(todo, self.raw_root, self.batch_size)
         self.log(f"building {len(todo)} recording(s) in {len(batches)} batch(es) of up to "
                  f"{self.batch_size} on build containers")
@@ -200,10 +201,11 @@ class FanOut:
 
     def _rebase(self, entry: RecordingEntry, edf_path: Path) -> None:
         """Record the fingerprints this container sees: the next run compares with those."""
+        seen_inputs = recording_at(edf_path, entry.source)
         if entry.edf_fingerprint:
-            entry.edf_fingerprint = str(FileFingerprint.of(edf_path))
+            entry.edf_fingerprint = str(seen_inputs.edf)
         if entry.annotation_fingerprint:
-            entry.annotation_fingerprint = _annotation_fingerprint(edf_path)
+            entry.annotation_fingerprint = seen_inputs.annotation_fingerprint
         if entry.status != BUILT:
             return
         npz = self.cache_dir / entry.npz_name

@@ -24,10 +24,27 @@ from typing import Protocol
 import numpy as np
 
 from eeg_assets.lib.cache.build import BuildError, Runner, build_split, format_report
-from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, Ledger, RecordingEntry
+from eeg_assets.lib.cache.discovery import listing_for
+from eeg_assets.lib.cache.ledger import (
+    BUILT,
+    FAILED,
+    QUARANTINED,
+    FileFingerprint,
+    Ledger,
+    RecordingEntry,
+)
 from eeg_assets.lib.cache.npzio import NpzFormatError, open_member
-from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
-from eeg_assets.lib.dataset.balanced import compose_split, dataset_log_lines, write_balanced
+from eeg_assets.lib.config import (
+    DEFAULT_BALANCE,
+    DEFAULT_CONFIG,
+    BalanceConfig,
+    CacheConfig,
+)
+from eeg_assets.lib.dataset.balanced import (
+    compose_split,
+    dataset_log_lines,
+    write_balanced,
+)
 from eeg_assets.lib.dataset.index import (
     INDEX_NAME,
     DatasetError,
@@ -118,11 +135,13 @@ def png_value(png: bytes, alt: str) -> dict:
 
 def run(request: ChainRequest, raw_root: Path, cache_root: Path, log: Log, *,
         workers: int | None = None, runner: Runner | None = None,
-        state_dir: Path | None = None) -> StepOutcome:
+        state_dir: Path | None = None, run_tag: str = "") -> StepOutcome:
     """Run ``request.step`` for ``raw_root/<raw_folder>`` into ``cache_root/<split>``.
 
     ``workers`` sizes the local process pool; ``runner`` and ``state_dir`` replace it and the
     ledger's folder for a fan-out (see :func:`~eeg_assets.lib.cache.build.build_split`).
+    ``run_tag`` (a Dagster run id) lets the build reuse the listing this run's observation of
+    the split recorded, and tags the listing it records for the run's checks.
 
     Raises
     ------
@@ -132,7 +151,8 @@ def run(request: ChainRequest, raw_root: Path, cache_root: Path, log: Log, *,
     raw_dir, cache_dir = Path(raw_root) / request.raw_folder, Path(cache_root) / request.split
     try:
         if request.step == NPZ_WINDOWS:
-            return _npz_windows(request, raw_dir, cache_dir, log, workers, runner, state_dir)
+            return _npz_windows(request, raw_dir, cache_dir, log, workers, runner, state_dir,
+                                run_tag)
         if request.step == DATASET_INDEX:
             return _dataset_index(request, cache_dir)
         if request.step == MANIFEST:
@@ -150,10 +170,11 @@ def ledger_data_version(entries: Iterable[RecordingEntry]) -> str:
 
 def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log,
                  workers: int | None, runner: Runner | None,
-                 state_dir: Path | None) -> StepOutcome:
+                 state_dir: Path | None, run_tag: str) -> StepOutcome:
+    listing = listing_for(raw_dir, cache_dir, run_tag=run_tag)[0] if run_tag else None
     report = build_split(raw_dir, cache_dir, split=request.split, config=request.cache,
                          workers=workers, progress=None, log=log.info, runner=runner,
-                         state_dir=state_dir)
+                         state_dir=state_dir, run_tag=run_tag, listing=listing)
     # The same summary build-cache prints, at INFO in the run log, with the files named.
     log.info(format_report(report))
     if report.built:
@@ -168,7 +189,8 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
     built = [e for e in entries if e.status == BUILT]
     rows = [{"recording": e.source, "status": e.status, "reason": e.reason}
             for e in report.quarantined + report.too_short]
-    npz_bytes = sum(p.stat().st_size for p in cache_dir.glob("*.npz") if p.is_file())
+    # the NPZs as the build found or wrote them: the sizes of their fingerprints, no stat each
+    npz_bytes = sum(FileFingerprint.parse(e.npz_fingerprint).size for e in built)
     return StepOutcome(ledger_data_version(entries), {
         "recordings": report.recordings,
         "files_built": len(report.built),

@@ -41,7 +41,8 @@ from eeg_assets.lib.files import write_bytes_atomic
 
 INDEX_NAME = "_dataset_index.json"
 INDEX_FORMAT = 1
-NPZ_SUFFIX = ".npz"
+#: Any NPZ in a cache folder counts, ours (``npzio.NPZ_SUFFIX``) or foreign.
+NPZ_EXTENSION = ".npz"
 
 #: Elements of ``labels`` counted per step of a scan: bounds the temporary boolean array.
 _SCAN_CHUNK_ELEMENTS = 1 << 24
@@ -153,7 +154,7 @@ def _npz_on_disk(cache_dir: Path) -> list[tuple[str, str]]:
     found = []
     with os.scandir(cache_dir) as entries:
         for entry in entries:
-            if entry.name.endswith(NPZ_SUFFIX) and not entry.name.startswith(".") \
+            if entry.name.endswith(NPZ_EXTENSION) and not entry.name.startswith(".") \
                     and entry.is_file():
                 st = entry.stat()  # as FileFingerprint.of, without building a Path per file
                 found.append((entry.name, str(FileFingerprint(st.st_size, st.st_mtime_ns))))

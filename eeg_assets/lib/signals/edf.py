@@ -26,6 +26,26 @@ class EdfError(ValueError):
     """The EDF file cannot be read as a recording."""
 
 
+def header_duration_s(path: Path) -> float | None:
+    """Recording duration in seconds from the fixed 256-byte EDF header.
+
+    Number of data records (bytes 236-243) times the duration of a record (bytes 244-251).
+    ``None`` when the file is shorter than a header or the fields are not positive numbers (``-1``
+    records: a file still being written). Only these 256 bytes are read: opening the file with
+    pyedflib parses every signal header and checks the file size (3.1 ms per 33-signal, 60 s
+    file here, against 0.01 ms; measured on 500 files), and refuses a file still being copied.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(EDF_HEADER_BYTES)
+    try:
+        records, record_s = int(head[236:244]), float(head[244:252])
+    except ValueError:
+        return None
+    if len(head) < EDF_HEADER_BYTES or records < 0 or not record_s > 0:
+        return None
+    return records * record_s
+
+
 class EdfRecording:
     """An open EDF file. Use as a context manager; read signals with :meth:`read`."""
 

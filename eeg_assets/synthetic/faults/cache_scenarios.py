@@ -183,10 +183,11 @@ def stale_manifest_scenario(work_dir: Path, built_cache: Path) -> ScenarioResult
 
 
 def settling_scenario(work_dir: Path, template: Template) -> ScenarioResult:
-    """The drop sensor's view of a file still being copied: ``observe_split`` + ``settled``
+    """The drop sensor's view of a file still being copied: ``list_recordings`` + ``settled``
     leave it for a later tick until its size and mtime hold still and its annotation exists; an
     EDF without annotation keeps waiting; a symlink out of the raw root is never observed."""
-    from eeg_assets.orchestration.sensors import observe_split, settled  # loads Dagster
+    from eeg_assets.lib.cache.discovery import list_recordings
+    from eeg_assets.orchestration.sensors import settled  # loads Dagster
 
     result = ScenarioResult("a file still being copied (drop sensor ticks)", "drop", inputs=3)
     raw = Path(work_dir) / "settling_raw"
@@ -212,7 +213,7 @@ def settling_scenario(work_dir: Path, template: Template) -> ScenarioResult:
                 fh.write(full[2 * len(full) // 3:])
         elif step == 3:
             shutil.copyfile(template.annotation, edf.with_suffix(".csv_bi"))
-        current = observe_split(raw)
+        current = list_recordings(raw).inputs()
         ready, waiting = settled(current, previous)
         ticks.append((sorted(ready), sorted(waiting)))
         previous = current
@@ -222,7 +223,7 @@ def settling_scenario(work_dir: Path, template: Template) -> ScenarioResult:
     if any(arriving in tick[0] for tick in ticks[:4]):
         result.problems.append(f"the arriving file was ready before it settled: {ticks}")
     # tick 4 adds the annotation (a change), so the file is ready only at tick 5
-    current = observe_split(raw)
+    current = list_recordings(raw).inputs()
     ready, waiting = settled(current, previous)
     if arriving not in ready:
         result.problems.append(f"the settled file was never ready: {sorted(ready)}")
