@@ -5,7 +5,7 @@ What the real CLI and Modal do, done here with the app's own code and no network
 * ``modal run modal_cache.py::upload_raw --raw-root DIR --folders a,b`` imports the app, gives it
   a :class:`~stand_in_volumes.HostVolume` for its raw volume and calls the local entrypoint's own
   function with the options (``--raw-root`` -> ``raw_root``), on this machine, as Modal does.
-* ``modal run modal_cache.py::run_step`` calls the ``run_step`` entrypoint, whose
+* ``modal run modal_cache.py::run_step`` (or ``::run_check``) calls that entrypoint, whose
   ``coordinate.remote(...)`` starts a "container": a new process with only a container's
   environment, the app imported afresh, its mount paths and volumes replaced by that process's
   own :class:`~stand_in_volumes.Mount` of each volume folder, and the real function body run with
@@ -130,7 +130,7 @@ def host_run(app_path: Path, entrypoint: str, options: dict[str, str]) -> int:
     app = import_app(app_path)
     if entrypoint == "upload_raw":
         app.raw_volume = HostVolume(_folder(RAW_VOLUME_ENV))
-    elif entrypoint == "run_step":
+    elif entrypoint in ("run_step", "run_check"):
         app.coordinate = RemoteFunction(app_path, "coordinate")
     else:
         raise StandInError(f"no local entrypoint {entrypoint!r} in {app_path}")

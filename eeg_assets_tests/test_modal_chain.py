@@ -7,8 +7,9 @@ only through ``commit``/``reload``; ``Function.map`` starts one such process per
 cannot show: that the images build, that Modal schedules the containers, and Modal's real
 volume semantics (the stand-in's are documented in ``stand_in_volumes.py``).
 
-The assets run without their checks: the checks still verify the local cache (running them on
-the volume is the next step of issue 13), which does not exist with this backend.
+The chain runs with its checks, which run in a container on the volume too
+(``modal_cache.py::run_check``): they verify the volume's files, since with this backend there
+is no local cache to verify.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import pytest
 from dagster_fixtures import (  # noqa: F401
     CHAIN,
     built_eval,
+    chain_defs,
+    check_results,
     make_settings,
     materializations,
     sample_raw_root,
@@ -30,6 +33,8 @@ from dagster_fixtures import (  # noqa: F401
 from eeg_assets.lib.cache.ledger import BUILT, Ledger
 from eeg_assets.lib.model.training import TrainConfig
 from eeg_assets.orchestration import assets, training
+from eeg_assets.orchestration.checks_cache import VERIFY_ALL, VERIFY_TAG
+from eeg_assets.synthetic.fake_cache import damage_window_in_place
 from eeg_assets.settings import ModalSettings
 
 pytestmark = pytest.mark.slow
@@ -55,12 +60,14 @@ def modal_settings(raw_root: Path, tmp_path: Path, stand_in_bin: Path, **modal):
                          modal=ModalSettings(**modal), train=SHORT_TRAINING)
 
 
-def run_chain(settings, instance, partition="eval", keys=CHAIN) -> dg.ExecuteInProcessResult:
-    """The chain's assets (without checks, see the module) for one partition."""
-    return dg.materialize([assets.raw_edf_recordings, *assets.build_cache_assets(settings)],
-                          resources={"settings": settings}, partition_key=partition,
+def run_chain(settings, instance, partition="eval", keys=CHAIN, checks=True,
+              tags=None) -> dg.ExecuteInProcessResult:
+    """The chain's assets for one partition, with their checks unless ``checks`` is False."""
+    definitions = (chain_defs(settings) if checks
+                   else [assets.raw_edf_recordings, *assets.build_cache_assets(settings)])
+    return dg.materialize(definitions, resources={"settings": settings}, partition_key=partition,
                           instance=instance, selection=dg.AssetSelection.assets(*keys),
-                          raise_on_error=False)
+                          raise_on_error=False, tags=tags)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -93,6 +100,7 @@ def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
         result = run_chain(settings, instance)
         assert result.success, failure_message(result)
         remote, local = materializations(result), materializations(built_eval.result)
+        remote_checks, local_checks = check_results(result), check_results(built_eval.result)
         again = materializations(run_chain(settings, instance))
 
     cache = volumes["results"] / "cache" / "tusz" / "eval"
@@ -119,7 +127,54 @@ def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
     assert values(again["npz_windows"])["files_skipped"] == 4  # a second run builds nothing
     assert all(again[k].tags["dagster/data_version"] == remote[k].tags["dagster/data_version"]
                for k in CHAIN)
-    assert {p.name for p in (volumes["raw"] / "edf").iterdir()} == {"eval"}  # only the split
+    # patient_disjointness reads every split's raw folder: all were uploaded for it
+    assert {p.name for p in (volumes["raw"] / "edf").iterdir()} == {"train", "dev", "eval"}
+
+    # Every check ran on the volume and found what it finds locally. Not compared: where the
+    # files are, the names npz_schema sampled, and where a listing came from (the build's
+    # recorded listing names the container's raw mount, which the stand-in gives each container
+    # its own path for, so a check container walks the folder again).
+    assert set(remote_checks) == set(local_checks) == {
+        "npz_schema", "npz_count_matches_recordings", "index_matches_npz",
+        "patient_disjointness", "manifest_current", "seizure_windows_present",
+        "balanced_matches_recipe"}
+    where = {"path", "sampled", "recordings_from", "raw_recordings_train", "raw_recordings_val",
+             "raw_recordings_eval"}
+    for name, check in remote_checks.items():
+        theirs = local_checks[name]
+        assert (check.passed, check.severity) == (theirs.passed, theirs.severity), name
+        assert check.metadata.keys() == theirs.metadata.keys(), name
+        assert {k: v.value for k, v in check.metadata.items() if k not in where} == \
+            {k: v.value for k, v in theirs.metadata.items() if k not in where}, name
+    assert all(check.passed for check in remote_checks.values())
+    assert remote_checks["npz_schema"].metadata["files_verified"].value == 4
+    assert remote_checks["manifest_current"].metadata["path"].value == \
+        "/results/cache/tusz/eval/manifest.json"
+
+
+def test_npz_schema_on_the_modal_backend_opens_the_volumes_files(
+        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
+    """Damage that keeps size and mtime, done on the volume behind Dagster: only opening the
+    volume's file finds it, and the blocking check stops the chain."""
+    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin)
+    cache = volumes["results"] / "cache" / "tusz" / "eval"
+    with dg.instance_for_test() as instance:
+        built = run_chain(settings, instance)
+        assert built.success, failure_message(built)
+        (damaged, *_) = sorted(cache.glob("*.npz"))
+        damage_window_in_place(damaged)
+        sampled = run_chain(settings, instance, keys=["npz_windows"])
+        full = run_chain(settings, instance, tags={VERIFY_TAG: VERIFY_ALL})
+    # without the tag, unchanged files that passed are only sampled: ceil(0.2% of 4) = 1 file
+    sample = check_results(sampled)["npz_schema"]
+    assert sample.metadata["files_verified"].value == 1
+    assert sample.passed == (sample.metadata["sampled"].value != f"- {damaged.name}")
+    schema = check_results(full)["npz_schema"]
+    assert not schema.passed
+    assert (schema.metadata["verify_all"].value, schema.metadata["files_verified"].value) == \
+        (True, 4)
+    assert schema.metadata["first_problems"].value == f"- {damaged.name}: window 0 has NaN/Inf"
+    assert not full.success and set(materializations(full)) == {"npz_windows"}  # blocking
 
 
 def test_a_fan_out_killed_midway_is_resumed_by_the_next_run(built_eval, sample_raw_root, volumes,
@@ -136,6 +191,7 @@ def test_a_fan_out_killed_midway_is_resumed_by_the_next_run(built_eval, sample_r
         assert "exited with code 1" in failure_message(killed)
         recorded = [e for e in Ledger(cache).entries().values() if e.status == BUILT]
         assert len(recorded) == 2  # on the volume: two recorded, the others not trusted
+        assert {p.name for p in (volumes["raw"] / "edf").iterdir()} == {"eval"}  # only the split
 
         monkeypatch.delenv("EEG_ASSETS_STAND_IN_KILL_MAP_AFTER")
         resumed = run_chain(settings, instance)
@@ -186,7 +242,9 @@ def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
     with dg.instance_for_test() as instance:
         recorded = {}
         for split, keys in (("train", CHAIN), ("val", CHAIN[:2])):
-            chain = run_chain(settings, instance, partition=split, keys=keys)
+            # without checks: train and eval share a raw folder here, which
+            # patient_disjointness rightly refuses
+            chain = run_chain(settings, instance, partition=split, keys=keys, checks=False)
             assert chain.success, failure_message(chain)
             recorded.update({(key, split): m.tags["dagster/data_version"]
                              for key, m in materializations(chain).items()})

@@ -50,10 +50,13 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
 
 
 def _metadata_value(value) -> dg.MetadataValue:
-    """A step's JSON metadata value as Dagster metadata (:mod:`eeg_assets.lib.dataset.chain`)."""
+    """A step's or check's JSON metadata value as Dagster metadata
+    (:mod:`eeg_assets.lib.dataset.chain`, :mod:`eeg_assets.lib.dataset.chain_checks`)."""
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == "png":
         return png_markdown(base64.b64decode(value["base64"]), value["alt"])
+    if kind == "md":
+        return dg.MetadataValue.md(value["text"])
     if kind == "table":
         return dg.MetadataValue.table(
             [dg.TableRecord(row) for row in value["rows"]],

@@ -12,7 +12,9 @@ materializations, so the metadata and data versions in the UI do not depend on t
 
 The backend follows ``EEG_ASSETS_BACKEND`` (:attr:`Settings.backend`); it is built from the
 ``settings`` resource rather than being a resource of its own, so that every definition built
-from one ``Settings`` agrees with it. Checks are to call it too (``run_check``, not yet).
+from one ``Settings`` agrees with it. The chain's checks run where its steps ran, the same way:
+``run_check`` returns a :class:`~eeg_assets.lib.dataset.chain_checks.CheckOutcome` of the
+library check, computed in this process or, on Modal, on the volume (``modal_cache.py::run_check``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
+from eeg_assets.lib.dataset.chain_checks import CheckOutcome, CheckRequest, run_check
 from eeg_assets.orchestration.modal_launch import run_with_pipes
 from eeg_assets.orchestration.raw import ensure_sample_corpus
 from eeg_assets.remote.modal_cli import CACHE_APP, ModalError, app_command, upload_raw
@@ -49,6 +52,11 @@ class CacheBackend:
         """The outcome of ``step`` on ``split``; :class:`StepError` when it cannot run."""
         raise NotImplementedError
 
+    def run_check(self, context: dg.AssetCheckExecutionContext, request: CheckRequest
+                  ) -> CheckOutcome:
+        """The outcome of the library check ``request`` names, run where the cache is."""
+        raise NotImplementedError
+
     def cache_dir(self, split: str) -> str:
         """The split's cache folder where the step wrote it (for metadata)."""
         raise NotImplementedError
@@ -67,6 +75,10 @@ class LocalCacheBackend(CacheBackend):
         # run_tag: the listing raw_edf_recordings recorded when this run observed the split
         return run(self.request(step, split), Path(settings.raw_root), Path(settings.cache_root),
                    context.log, workers=settings.workers or None, run_tag=context.run.run_id)
+
+    def run_check(self, context, request):
+        return run_check(request, Path(self.settings.raw_root), Path(self.settings.cache_root),
+                         context.log)
 
     def cache_dir(self, split):
         return str(self.settings.cache_dir(split))
@@ -89,6 +101,19 @@ class ModalCacheBackend(CacheBackend):
                                     env=settings.modal.to_env())
         return _outcome_of(invocation, command)
 
+    def run_check(self, context, request):
+        if request.check == "patient_disjointness":
+            # it reads every split's raw folder: the volume's must mirror them all, not only the
+            # splits built so far (incremental: only what changed is sent)
+            self.upload(context, sorted(set(request.split_folders.values())))
+        command = app_command(self.settings.modal_executable, CACHE_APP, "run_check")
+        # Pipes opens its session on an op's context; a check's is one level down.
+        invocation = run_with_pipes(context.op_execution_context, command,
+                                    {"check": request.to_dict()},
+                                    env=self.settings.modal.to_env())
+        (outcome,) = _messages(invocation, "check_outcome", command)
+        return CheckOutcome.from_dict(outcome)
+
     def upload(self, context, folders: list[str]) -> None:
         try:
             upload_raw(self.settings.modal_executable, Path(self.settings.raw_root), folders,
@@ -103,14 +128,22 @@ class ModalCacheBackend(CacheBackend):
         return f"{RAW_ROOT}/{self.settings.split_folders[split]}"
 
 
+def _messages(invocation: dg.PipesClientCompletedInvocation, kind: str, command: list[str]
+              ) -> list:
+    """The payloads of the custom Pipes messages of ``kind``; at least one, or a failure."""
+    found = [message["outcome"] for message in invocation.get_custom_messages()
+             if isinstance(message, dict) and message.get("kind") == kind]
+    if not found:
+        raise dg.Failure(f"`{' '.join(command)}` reported no outcome")
+    return found
+
+
 def _outcome_of(invocation: dg.PipesClientCompletedInvocation, command: list[str]
                 ) -> StepOutcome:
     for message in invocation.get_custom_messages():
-        if isinstance(message, dict) and message.get("kind") == "step_outcome":
-            return StepOutcome.from_dict(message["outcome"])
         if isinstance(message, dict) and message.get("kind") == "step_error":
             raise StepError(message["message"])
-    raise dg.Failure(f"`{' '.join(command)}` reported no outcome")
+    return StepOutcome.from_dict(_messages(invocation, "step_outcome", command)[0])
 
 
 BACKENDS = {backend.name: backend for backend in (LocalCacheBackend, ModalCacheBackend)}

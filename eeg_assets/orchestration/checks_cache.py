@@ -1,25 +1,34 @@
-"""Asset checks on npz_windows: the seed's verification checklist for the NPZ files."""
+"""Asset checks on npz_windows: the seed's verification checklist for the NPZ files.
+
+Every check of the chain is a thin shell over :mod:`eeg_assets.lib.dataset.chain_checks`: it
+builds a :class:`~eeg_assets.lib.dataset.chain_checks.CheckRequest` and lets the configured
+backend run it where the cache is (this machine, or a Modal container on the volumes).
+"""
 
 import dagster as dg
 
-from eeg_assets.lib.cache.discovery import listing_for
-from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
-from eeg_assets.lib.cache.verify import verify_split
+from eeg_assets.lib.dataset.chain_checks import ERROR, CheckRequest
+from eeg_assets.orchestration.assets import _metadata_value
+from eeg_assets.orchestration.backend import cache_backend
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.settings import Settings
-
-MAX_LISTED = 20
-
 
 #: Run tag that asks ``npz_schema`` to open every NPZ (e.g. after restoring a cache from backup).
 VERIFY_TAG = "eeg_assets/verify"
 VERIFY_ALL = "all"
+SEVERITIES = {ERROR: dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
 
 
-def _names(names: list[str]) -> dg.MetadataValue:
-    shown = "\n".join(f"- {n}" for n in names[:MAX_LISTED])
-    more = f"\n- ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
-    return dg.MetadataValue.md(shown + more if names else "none")
+def run_chain_check(context: dg.AssetCheckExecutionContext, settings: Settings, check: str,
+                    **request) -> dg.AssetCheckResult:
+    """Run library check ``check`` on the partition's split where the backend keeps the cache."""
+    backend = cache_backend(settings)
+    outcome = backend.run_check(context, CheckRequest(
+        check=check, split=context.partition_key, split_folders=dict(settings.split_folders),
+        cache=settings.cache_config(), balance=settings.balance_config(), **request))
+    return dg.AssetCheckResult(
+        passed=outcome.passed, severity=SEVERITIES[outcome.severity],
+        metadata={name: _metadata_value(value) for name, value in outcome.metadata.items()})
 
 
 @dg.asset_check(asset="npz_windows", blocking=True, partitions_def=split_partitions,
@@ -29,30 +38,14 @@ def _names(names: list[str]) -> dg.MetadataValue:
                             "(new or rebuilt ones, plus a 0.2% random sample of the others); run "
                             f"with the tag {VERIFY_TAG}={VERIFY_ALL} to open every file.")
 def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
-    split = context.partition_key
     requested = context.run.tags.get(VERIFY_TAG)
     if requested not in (None, VERIFY_ALL):
         raise dg.Failure(f"run tag {VERIFY_TAG}={requested!r}: the only value is {VERIFY_ALL!r} "
                          "(open every NPZ); without the tag new and rebuilt files and a sample "
                          "are verified")
-    verify_all = requested == VERIFY_ALL
     # Seeded by the run: a retried check samples the same files, another run other files.
-    report = verify_split(settings.cache_dir(split), settings.cache_config(),
-                          verify_all=verify_all, seed=f"{context.run.run_id}/{split}")
-    return dg.AssetCheckResult(
-        passed=report.passed,
-        metadata={
-            "files": report.files,
-            "files_verified": len(report.verified),
-            "files_sampled": len(report.sampled),
-            "verify_all": verify_all,
-            "sampled": _names(report.sampled),
-            "windows_checked": report.windows_checked,
-            "problems": len(report.problems),
-            "first_problems": dg.MetadataValue.md(
-                "\n".join(f"- {p}" for p in report.problems[:MAX_LISTED]) or "none"),
-        },
-    )
+    return run_chain_check(context, settings, "npz_schema", verify_all=requested == VERIFY_ALL,
+                           seed=f"{context.run.run_id}/{context.partition_key}")
 
 
 @dg.asset_check(asset="npz_windows", partitions_def=split_partitions,
@@ -60,31 +53,6 @@ def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourcePara
                             "quarantined with a reason; none unexplained.")
 def npz_count_matches_recordings(context: dg.AssetCheckExecutionContext,
                                  settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
-    split = context.partition_key
-    # The listing npz_windows built from in this run; walked again only for a check run alone.
-    listing, origin = listing_for(settings.raw_dir(split), settings.cache_dir(split),
-                                  run_tag=context.run.run_id)
-    sources, ignored = listing.sources, listing.ignored
-    entries = Ledger(settings.cache_dir(split)).entries()
-    by_status = {s: [e for e in entries.values() if e.status == s and e.source in sources]
-                 for s in (BUILT, TOO_SHORT, QUARANTINED, FAILED)}
-    unexplained = sorted(sources - set(entries))
-    return dg.AssetCheckResult(
-        passed=not unexplained and not by_status[FAILED],
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "recordings": len(sources),
-            "npz_files": len(by_status[BUILT]),
-            "too_short": len(by_status[TOO_SHORT]),
-            "quarantined": len(by_status[QUARANTINED]),
-            "failed_writes": len(by_status[FAILED]),
-            "not_built_yet": len(unexplained),
-            "ignored_paths": len(ignored),
-            "recordings_from": origin,
-            "explanations": dg.MetadataValue.md("\n".join(
-                [f"- not built yet: {s}" for s in unexplained[:MAX_LISTED]]
-                + [f"- {e.status}: {e.source}: {e.reason}"
-                   for e in (by_status[QUARANTINED] + by_status[FAILED] + by_status[TOO_SHORT])[:MAX_LISTED]]
-                + [f"- ignored: {line}" for line in ignored[:MAX_LISTED]]) or "all built"),
-        },
-    )
+    # run_tag: the listing npz_windows built from in this run
+    return run_chain_check(context, settings, "npz_count_matches_recordings",
+                           run_tag=context.run.run_id)

@@ -5,7 +5,10 @@ The Dagster assets with the ``modal`` backend launch ``modal run eeg_assets/remo
 ``request``. :func:`main` runs that step on the volumes with the same library function as the
 local backend (:func:`eeg_assets.lib.dataset.chain.run`) and sends its outcome back as one custom
 Pipes message, ``{"kind": "step_outcome", "outcome": ...}``, or ``{"kind": "step_error",
-"message": ...}`` when the step cannot run; logs travel as Pipes logs.
+"message": ...}`` when the step cannot run; logs travel as Pipes logs. With the extra ``check``
+instead (a :class:`~eeg_assets.lib.dataset.chain_checks.CheckRequest`, from ``::run_check``) it
+runs that check of the chain on the volume's files and sends ``{"kind": "check_outcome",
+"outcome": ...}``.
 
 ``npz_windows`` fans out: the recordings to build go in batches to the ``build_batch`` function
 (``Function.map``), and this container records their outcomes in the split's ledger, kept on its
@@ -24,6 +27,7 @@ from dagster_pipes import open_dagster_pipes
 
 from eeg_assets.lib.cache.remote_build import Batch, FanOut, fetch_ledger, publish_ledger
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
+from eeg_assets.lib.dataset.chain_checks import CheckOutcome, CheckRequest, run_check
 from eeg_assets.remote.volume_layout import CACHE_SUBDIR, RAW_SUBDIR
 
 
@@ -72,8 +76,23 @@ def run_remote(request: ChainRequest, volumes: Volumes, log) -> StepOutcome:
     return outcome
 
 
+def check_remote(request: CheckRequest, volumes: Volumes, log) -> CheckOutcome:
+    """Run one check on the volumes' latest committed state; commit what it recorded (the
+    contents ``npz_schema`` verified)."""
+    volumes.raw_volume.reload()
+    volumes.results_volume.reload()
+    outcome = run_check(request, volumes.raw_root, volumes.cache_root, log)
+    volumes.results_volume.commit()
+    return outcome
+
+
 def main(volumes: Volumes) -> None:
     with open_dagster_pipes() as pipes:
+        if "check" in pipes.extras:
+            outcome = check_remote(CheckRequest.from_dict(pipes.get_extra("check")), volumes,
+                                   pipes.log)
+            pipes.report_custom_message({"kind": "check_outcome", "outcome": outcome.to_dict()})
+            return
         request = ChainRequest.from_dict(pipes.get_extra("request"))
         try:
             outcome = run_remote(request, volumes, pipes.log)

@@ -5,9 +5,10 @@ Two local entrypoints, both started by the Dagster ``modal`` backend (and usable
 * ``upload_raw --raw-root DIR --folders train,dev,eval`` runs on this machine and mirrors the local
   raw recordings onto the raw volume, incrementally
   (:func:`eeg_assets.lib.cache.raw_upload.sync_raw`);
-* ``run_step`` forwards the Dagster Pipes variables to ``coordinate``, which runs one step of the
+* ``run_step`` and ``run_check`` forward the Dagster Pipes variables to ``coordinate``, which runs one step of the
   chain on the volumes (:mod:`eeg_assets.remote.cache_entry`); for ``npz_windows`` it fans the
-  recordings out over ``build_batch`` containers with ``Function.map``.
+  recordings out over ``build_batch`` containers with ``Function.map``; a check of the chain
+  verifies the files on the volume.
 
 Volumes: the raw recordings at ``/data/edf/{train,dev,eval}`` (``EEG_ASSETS_MODAL_RAW_VOLUME``,
 default ``eeg-assets-raw``), the cache at ``/results/cache/tusz/<split>`` on the results volume
@@ -85,9 +86,19 @@ def coordinate(forwarded_env: dict[str, str]) -> None:
     main(Volumes(Path(RAW_MOUNT), Path(RESULTS_MOUNT), raw_volume, results_volume, _map_batches))
 
 
+def _forward_pipes() -> None:
+    coordinate.remote({k: v for k, v in os.environ.items() if k.startswith(PIPES_ENV_PREFIX)})
+
+
 @app.local_entrypoint()
 def run_step() -> None:
-    coordinate.remote({k: v for k, v in os.environ.items() if k.startswith(PIPES_ENV_PREFIX)})
+    _forward_pipes()
+
+
+@app.local_entrypoint()
+def run_check() -> None:
+    # The same container as a step: the extra ``check`` tells it what to run.
+    _forward_pipes()
 
 
 @app.local_entrypoint()
