@@ -44,6 +44,7 @@ import numpy as np
 from eeg_assets.synthetic.edf_writer import (
     TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, Event, noise_generator, tusz_dir, write_recording,
 )
+from proc_stats import children, vm_hwm_kb  # a sibling module of this script
 
 WINDOW, STRIDE, TARGET_FS = 15360, 2560, 256
 TUSZ_HOURS = 1470
@@ -144,26 +145,6 @@ def naive_build(data_dir: Path, cache_dir: Path, workers: int) -> int:
 # Measuring (one subprocess per measurement)
 # --------------------------------------------------------------------------------------------
 
-def _vm_hwm_kb(pid: int | str = "self") -> int:
-    """Peak RSS of a process since its exec (``VmHWM``); 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _children(parent: int) -> list[int]:
-    try:
-        with open(f"/proc/{parent}/task/{parent}/children") as fh:
-            return [int(pid) for pid in fh.read().split()]
-    except OSError:
-        return []
-
-
 def _poll_worker_peaks(process: subprocess.Popen) -> int:
     """Largest ``VmHWM`` (kB) among the measured process's children (its pool workers) until it
     exits; 0 when it had none.
@@ -175,8 +156,8 @@ def _poll_worker_peaks(process: subprocess.Popen) -> int:
     """
     peaks: dict[int, int] = {}
     while process.poll() is None:
-        for pid in _children(process.pid):
-            peaks[pid] = max(peaks.get(pid, 0), _vm_hwm_kb(pid))
+        for pid in children(process.pid):
+            peaks[pid] = max(peaks.get(pid, 0), vm_hwm_kb(pid))
         time.sleep(0.05)
     return max(peaks.values(), default=0)
 
@@ -199,7 +180,7 @@ def child(builder: str, data_dir: Path, cache_dir: Path, workers: int) -> None:
     seconds = time.perf_counter() - started
     size = sum(p.stat().st_size for p in cache_dir.glob("*.npz"))
     print("RESULT " + json.dumps({
-        "seconds": seconds, "windows": windows, "bytes": size, "own_rss_kb": _vm_hwm_kb(),
+        "seconds": seconds, "windows": windows, "bytes": size, "own_rss_kb": vm_hwm_kb(),
     }), flush=True)
 
 

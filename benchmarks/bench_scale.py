@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from proc_stats import descendants, vm_hwm_kb  # a sibling module of this script
+
 RECORDING_S = 60
 FS = 250
 PER_PATIENT, PER_SESSION = 8, 4
@@ -265,31 +267,6 @@ def run_child(mode: str, *args: str, prefix: list[str] | None = None) -> dict:
 # Measuring
 # ------------------------------------------------------------------------------------------------
 
-def _vm_hwm_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            with open(f"/proc/{parent}/task/{parent}/children") as fh:
-                kids = [int(k) for k in fh.read().split()]
-        except OSError:
-            kids = []
-        found += kids
-        todo += kids
-    return found
-
-
 def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     """Wall time and peak RSS (kB; the process itself and its largest descendant) of a command.
 
@@ -305,9 +282,9 @@ def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     reader = threading.Thread(target=lambda: output.append(process.stdout.read()), daemon=True)
     reader.start()
     while process.poll() is None:
-        main = max(main, _vm_hwm_kb(process.pid))
-        for pid in _descendants(process.pid):
-            worker = max(worker, _vm_hwm_kb(pid))
+        main = max(main, vm_hwm_kb(process.pid))
+        for pid in descendants(process.pid):
+            worker = max(worker, vm_hwm_kb(pid))
         time.sleep(0.05)
     reader.join()
     wall = time.perf_counter() - started
