@@ -14,6 +14,7 @@ cache chain imports it in a container whose image has no torch.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +188,6 @@ class _Env:
     """Typed reads of environment variables; an unusable value is a :class:`SettingsError`."""
 
     def __init__(self, environ: Mapping[str, str] | None):
-        import os
-
         self._env = os.environ if environ is None else environ
 
     def is_set(self, name: str) -> bool:

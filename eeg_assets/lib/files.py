@@ -8,6 +8,7 @@ alone creates 0600 files, which a lab's shared cache or another container could 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import tempfile
 import threading
@@ -109,12 +110,15 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def bytes_version(data: bytes) -> str:
+    """The first 16 hex digits of the SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def content_version(path: Path) -> str:
-    """The first 16 hex digits of the SHA-256 of a file's bytes.
+    """:func:`bytes_version` of a file's bytes.
 
     The data version the Dagster layer records for the JSON outputs, and the version a training
     request pins them by (:mod:`eeg_assets.lib.dataset.pinned`).
     """
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return bytes_version(Path(path).read_bytes())

@@ -25,10 +25,10 @@ from eeg_assets.lib.dataset.index import INDEX_NAME
 from eeg_assets.lib.dataset.manifest import MANIFEST_NAME
 from eeg_assets.orchestration.backend import CacheBackend, cache_backend
 from eeg_assets.orchestration.partitions import split_partitions
-from eeg_assets.orchestration.raw import GROUP, ensure_sample_corpus, raw_edf_recordings
+from eeg_assets.orchestration.raw import GROUP, raw_edf_recordings
 from eeg_assets.settings import Settings
 
-__all__ = ["GROUP", "build_cache_assets", "ensure_sample_corpus", "raw_edf_recordings"]
+__all__ = ["GROUP", "build_cache_assets", "raw_edf_recordings"]
 
 
 def _version(*parts: object) -> str:

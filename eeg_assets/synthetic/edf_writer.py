@@ -152,11 +152,6 @@ def noise_generator(seed: int = 0, amplitude_uv: float = 30.0, alpha_uv: float =
     return generate
 
 
-def constant_generator(value_uv: float = 0.0) -> Generator:
-    """Every sample equal to ``value_uv`` (flat channels)."""
-    return lambda index, label, t: np.full(len(t), float(value_uv))
-
-
 def per_label(generators: dict[str, Generator], default: Generator | None = None) -> Generator:
     """Pick a generator by EDF label (exact match), falling back to ``default`` (noise, seed 0)."""
     fallback = default or noise_generator()

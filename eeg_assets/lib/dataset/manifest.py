@@ -22,7 +22,6 @@ when they differ.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from eeg_assets.lib.dataset.index import (
     require_current_config,
     update_index,
 )
-from eeg_assets.lib.files import write_bytes_atomic
+from eeg_assets.lib.files import bytes_version, write_bytes_atomic
 
 MANIFEST_NAME = "manifest.json"
 PARTIAL = "partial_seizure"
@@ -196,13 +195,7 @@ def category_counts(manifest: Manifest) -> dict[str, int]:
 
 def read_manifest(cache_dir: Path) -> Manifest:
     """The stored manifest, checked against the seed's schema."""
-    return read_versioned_manifest(cache_dir)[0]
-
-
-def read_versioned_manifest(cache_dir: Path) -> tuple[Manifest, str]:
-    """The stored manifest and the content version of the bytes it was parsed from."""
-    raw = _stored_bytes(cache_dir)
-    return _parse_manifest(raw), _content_version(raw)
+    return _parse_manifest(_stored_bytes(cache_dir))
 
 
 def read_manifest_table(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG,
@@ -221,7 +214,7 @@ def read_manifest_table(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG,
         table = None
     if table is None or not len(table) or table.to_bytes() != raw:
         table = ManifestTable.from_manifest(_parse_manifest(raw))
-    return table, _content_version(raw)
+    return table, bytes_version(raw)
 
 
 def _stored_bytes(cache_dir: Path) -> bytes:
@@ -229,11 +222,6 @@ def _stored_bytes(cache_dir: Path) -> bytes:
         return (Path(cache_dir) / MANIFEST_NAME).read_bytes()
     except FileNotFoundError:
         raise ManifestError(f"missing {MANIFEST_NAME}") from None
-
-
-def _content_version(raw: bytes) -> str:
-    """As :func:`eeg_assets.lib.files.content_version` gives for a file of these bytes."""
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _parse_manifest(raw: bytes) -> Manifest:
