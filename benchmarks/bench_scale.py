@@ -11,8 +11,10 @@ per session) and prints one table, one column per N:
   recordings that are already built), a tick with nothing new, a tick that sees one new file and
   the one that requests it, and the cursor's size (which Dagster stores in every tick row);
 * metadata system calls per recording (``stat`` family, ``getdents64``, ``openat``, ``readlink``,
-  ``access``; counted with ``strace -f`` between two markers) of a sensor tick with nothing new
-  and of a no-op build;
+  ``access``; counted with ``strace -f``), split by where they land: the raw tree, the cache
+  folders, elsewhere (imports, Dagster's own files). Of a sensor tick with nothing new and of a
+  no-op ``build_split`` (each between two markers in a warm process), and of the whole no-op
+  ``dagster asset materialize`` below (every process of the run);
 * a no-op ``dagster asset materialize`` of the chain for the split: command wall time, the sum of
   its step times (assets and checks) and the run's peak RSS;
 * the sizes of the ledger, the index, the manifest (and the recorded raw listing, where the code
@@ -293,31 +295,66 @@ def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
     return {"wall_s": wall, "main_kb": main, "worker_kb": worker, "output": "".join(output)}
 
 
-def metadata_calls(op: str, raw_root: Path, cache_root: Path, n: int) -> dict | None:
-    """Metadata system calls per recording of ``op`` (``tick`` or ``build``)."""
+_CALL = re.compile(r'^(\d+)\s+(\w+)\((AT_FDCWD|\d+)?(?:, )?(?:"([^"]*)")?')
+_RESULT = re.compile(r"= (-?\d+)(?: \w+ \(.*\))?$")
+
+
+def count_calls(lines: list[str], raw_root: Path, cache_root: Path) -> dict[str, dict[str, int]]:
+    """``{"raw"|"cache"|"other": {call: count}}`` of strace lines, by the path each call is on.
+
+    A call on a file descriptor (``getdents64``, ``fstat``) counts where ``openat`` opened it.
+    """
+    roots = {"raw": str(raw_root.resolve()), "cache": str(cache_root.resolve())}
+    opened: dict[tuple[str, str], str] = {}
+    counts: dict[str, dict[str, int]] = {"raw": {}, "cache": {}, "other": {}}
+    for line in lines:
+        match = _CALL.match(line)
+        if not match:
+            continue
+        pid, call, fd, path = match.groups()
+        result = (found := _RESULT.search(line)) and found.group(1)
+        if not path and fd and fd != "AT_FDCWD":
+            path = opened.get((pid, fd), "")
+        elif path and not path.startswith("/"):
+            path = os.path.join(opened.get((pid, fd), ""), path) if fd != "AT_FDCWD" else path
+        if call == "openat" and result is not None and int(result) >= 0:
+            opened[(pid, result)] = path or ""
+        where = next((name for name, root in roots.items()
+                      if path and (path == root or path.startswith(root + "/"))), "other")
+        counts[where][call] = counts[where].get(call, 0) + 1
+    return counts
+
+
+def metadata_calls(op: str, raw_root: Path, cache_root: Path, n: int,
+                   cmd: list[str] | None = None, cwd: Path | None = None,
+                   env: dict | None = None) -> dict | None:
+    """Metadata system calls per recording of ``op`` (``tick``, ``build``; ``run``: the command
+    ``cmd``, whole), on the raw tree, on the cache folders, and elsewhere (imports, Dagster)."""
     if shutil.which("strace") is None:
         return None
     with tempfile.NamedTemporaryFile(suffix=".strace", delete=False) as log:
         path = log.name
+    prefix = ["strace", "-f", "-qq", "-o", path, "-e", "trace=" + ",".join(METADATA_CALLS)]
     try:
-        run_child("strace-op", op, str(raw_root), str(cache_root),
-                  prefix=["strace", "-f", "-qq", "-o", path, "-e",
-                          "trace=" + ",".join(METADATA_CALLS)])
+        if cmd is None:
+            run_child("strace-op", op, str(raw_root), str(cache_root), prefix=prefix)
+        else:
+            subprocess.run(prefix + cmd, cwd=cwd, env=env, check=True, capture_output=True)
         lines = Path(path).read_text().splitlines()
     finally:
         os.unlink(path)
-    begin = next(i for i, line in enumerate(lines) if BEGIN in line)
-    end = next(i for i, line in enumerate(lines) if END in line)
-    counts: dict[str, int] = {}
-    for line in lines[begin + 1:end]:
-        match = re.match(r"^\d+\s+(\w+)\(", line)
-        if match:
-            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
-    return {"per_recording": sum(counts.values()) / n,
-            "breakdown": {k: round(v / n, 2) for k, v in sorted(counts.items())}}
+    if cmd is None:
+        begin = next(i for i, line in enumerate(lines) if BEGIN in line)
+        end = next(i for i, line in enumerate(lines) if END in line)
+        lines = lines[begin + 1:end]
+    counts = count_calls(lines, raw_root, cache_root)
+    return {"per_recording": sum(sum(c.values()) for c in counts.values()) / n,
+            **{f"{where}_per_recording": sum(c.values()) / n for where, c in counts.items()},
+            "breakdown": {where: {k: round(v / n, 2) for k, v in sorted(c.items())}
+                          for where, c in counts.items()}}
 
 
-def dagster_noop(raw_root: Path, cache_root: Path, work: Path, workers: int) -> dict:
+def dagster_noop(raw_root: Path, cache_root: Path, work: Path, workers: int, n: int) -> dict:
     import dagster as dg
     from eeg_assets import defs
 
@@ -335,6 +372,7 @@ def dagster_noop(raw_root: Path, cache_root: Path, work: Path, workers: int) -> 
            "eeg_assets", "--select", ",".join(chain), "--partition", "train"]
     timed(cmd, work, env)  # the first run records what the CLI build left (not a no-op yet)
     result = timed(cmd, work, env)
+    calls = metadata_calls("run", raw_root, cache_root, n, cmd=cmd, cwd=work, env=env)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = instance.get_runs(limit=1)[0]
         steps = instance.get_run_step_stats(run.run_id)
@@ -342,7 +380,8 @@ def dagster_noop(raw_root: Path, cache_root: Path, work: Path, workers: int) -> 
         slowest = max(steps, key=lambda s: (s.end_time or 0) - (s.start_time or 0))
     return {"wall_s": result["wall_s"], "step_s": step_s, "peak_kb": max(result["main_kb"],
                                                                         result["worker_kb"]),
-            "slowest": f"{slowest.step_key} {slowest.end_time - slowest.start_time:.1f} s"}
+            "slowest": f"{slowest.step_key} {slowest.end_time - slowest.start_time:.1f} s",
+            "calls": calls}
 
 
 def file_kb(*paths: Path) -> float | None:
@@ -370,7 +409,7 @@ def measure(n: int, raw_root: Path, template: Path, workers: int, work: Path) ->
     row["calls_tick"] = metadata_calls("tick", raw_root, cache_root, n)
     row["calls_build"] = metadata_calls("build", raw_root, cache_root, n)
     print(f"[{n}] dagster asset materialize (no-op) ...", flush=True)
-    row["dagster"] = dagster_noop(raw_root, cache_root, work, workers)
+    row["dagster"] = dagster_noop(raw_root, cache_root, work, workers, n)
     row["sizes_kb"] = {
         "ledger": file_kb(cache_dir / "_ledger.sqlite", cache_dir / "_ledger.sqlite-wal"),
         "index": file_kb(cache_dir / "_dataset_index.json"),
@@ -391,6 +430,12 @@ def measure(n: int, raw_root: Path, template: Path, workers: int, work: Path) ->
 
 def _f(value, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
+
+
+def _calls(calls: dict | None) -> str:
+    if not calls:
+        return "n/a"
+    return "/".join(f"{calls[f'{where}_per_recording']:.2f}" for where in ("raw", "cache", "other"))
 
 
 def print_table(rows: list[dict], label: str) -> None:
@@ -419,10 +464,11 @@ def print_table(rows: list[dict], label: str) -> None:
            line("  runs requested for the new file", lambda r: str(r["sensor"]["requested_new"])),
            line("cursor bytes (steady/max)",
                 lambda r: f"{r['sensor']['cursor_steady']:,}/{r['sensor']['cursor_max']:,}"),
-           line("metadata calls/recording: quiet tick",
-                lambda r: _f(r["calls_tick"] and r["calls_tick"]["per_recording"], ".2f")),
-           line("metadata calls/recording: no-op build",
-                lambda r: _f(r["calls_build"] and r["calls_build"]["per_recording"], ".2f")),
+           line("metadata calls/recording, raw/cache/other:", lambda r: ""),
+           line("  quiet tick", lambda r: _calls(r["calls_tick"])),
+           line("  no-op build-cache (build_split)", lambda r: _calls(r["calls_build"])),
+           line("  no-op dagster materialize (whole)",
+                lambda r: _calls(r["dagster"].get("calls"))),
            line("no-op dagster materialize: wall s", lambda r: f"{r['dagster']['wall_s']:.1f}"),
            line("  sum of step times s", lambda r: f"{r['dagster']['step_s']:.1f}"),
            line("  peak RSS MB", lambda r: f"{r['dagster']['peak_kb'] / mb:.0f}"),
@@ -430,8 +476,8 @@ def print_table(rows: list[dict], label: str) -> None:
              for name in ("ledger", "index", "manifest", "listing"))]
     print("\n".join(out))
     for r in rows:
-        for op in ("tick", "build"):
-            calls = r[f"calls_{op}"]
+        for op, calls in (("tick", r["calls_tick"]), ("build", r["calls_build"]),
+                          ("dagster run", r["dagster"].get("calls"))):
             if calls:
                 print(f"  [{r['n']}] {op} calls per recording: {calls['breakdown']}")
         print(f"  [{r['n']}] slowest no-op step: {r['dagster']['slowest']}")

@@ -6,10 +6,15 @@ Discovery reads names, sizes and mtimes only, so the files here are a few bytes 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
+
+import pytest
 
 from eeg_assets.lib.cache.discovery import (
     LISTING_NAME,
+    SNAPSHOT_NAME,
     list_recordings,
     listing_for,
     read_listing,
@@ -91,3 +96,111 @@ def test_a_recorded_listing_is_reused_by_the_same_run_only(tmp_path):
     (cache / LISTING_NAME).write_text("{not json")
     assert read_listing(cache) is None
     assert listing_for(split, cache)[1].startswith("walked now")
+
+
+# ------------------------------------------------------------------------------------------------
+# The folder snapshot: an unchanged folder is not listed again, every change is still seen
+# ------------------------------------------------------------------------------------------------
+
+HOUR_AGO_NS = time.time_ns() - 3600 * 10**9
+
+
+def tusz_tree(split: Path, patients: int = 3) -> list[Path]:
+    """A few recordings in the TUSZ layout, every folder last changed an hour ago (settled)."""
+    edfs = []
+    for p in range(patients):
+        folder = split / f"aaaaaaa{chr(97 + p)}" / "s001_2015" / "01_tcp_ar"
+        for t in range(2):
+            edf = put(folder / f"{folder.parts[-3]}_s001_t00{t}.edf", b"edf")
+            put(edf.with_suffix(".csv_bi"), b"bi")
+            put(edf.with_suffix(".csv"), b"csv")
+            edfs.append(edf)
+    settle(split)
+    return edfs
+
+
+def settle(split: Path) -> None:
+    for folder in [split, *(p for p in split.rglob("*") if p.is_dir())]:
+        os.utime(folder, ns=(HOUR_AGO_NS, HOUR_AGO_NS))
+
+
+@pytest.fixture
+def scandirs(monkeypatch) -> list[str]:
+    """The folders ``os.scandir`` lists (the walk's expensive call, 4 system calls each)."""
+    listed, real = [], os.scandir
+
+    def counting(path="."):
+        listed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    return listed
+
+
+def test_a_snapshot_walk_lists_only_changed_folders_and_sees_every_change(tmp_path, scandirs):
+    split, state = tmp_path / "train", tmp_path / "cache"
+    state.mkdir()
+    edfs = tusz_tree(split)
+    scandirs.clear()
+    full = list_recordings(split)
+    assert len(scandirs) == 10  # split, 3 patients, 3 sessions, 3 montage folders
+
+    scandirs.clear()
+    assert list_recordings(split, snapshot_dir=state).recordings == full.recordings
+    assert (state / SNAPSHOT_NAME).is_file() and len(scandirs) == 10
+    scandirs.clear()
+    assert list_recordings(split, snapshot_dir=state).recordings == full.recordings
+    assert scandirs == []  # nothing changed: one stat per folder, no listing
+
+    # a file rewritten in place (its folder's mtime does not move) is fingerprinted anew
+    os.utime(edfs[0], ns=(10**18, 10**18))
+    changed = list_recordings(split, snapshot_dir=state)
+    assert changed.recordings[0].edf.mtime_ns == 10**18 and scandirs == []
+
+    # a new recording in an existing folder, and a removed patient
+    new = put(edfs[3].with_name("aaaaaaab_s001_t002.edf"))
+    put(new.with_suffix(".csv_bi"))
+    shutil.rmtree(split / "aaaaaaac")
+    walked = list_recordings(split, snapshot_dir=state)
+    assert walked.recordings == list_recordings(split).recordings
+    assert "aaaaaaab/s001_2015/01_tcp_ar/aaaaaaab_s001_t002.edf" in walked.sources
+    assert not any(s.startswith("aaaaaaac/") for s in walked.sources)
+
+    # an annotation removed: the recording falls back to its .csv
+    edfs[1].with_suffix(".csv_bi").unlink()
+    scandirs.clear()
+    recording = {r.source: r for r in list_recordings(split, snapshot_dir=state).recordings}[
+        edfs[1].relative_to(split).as_posix()]
+    assert recording.annotation_name.endswith(".csv") and str(edfs[1].parent) in scandirs
+
+
+def test_a_folder_listed_just_after_a_change_is_listed_again(tmp_path):
+    """Two changes within one timestamp tick leave the mtime where the first put it: a listing
+    made that soon after a change is not trusted (the folder is listed again next time)."""
+    split, state = tmp_path / "dev", tmp_path / "cache"
+    state.mkdir()
+    folder = split / "p" / "s001_2015" / "01_tcp_ar"
+    put(folder / "p_s001_t000.edf")
+    put(folder / "p_s001_t000.csv_bi")
+    list_recordings(split, snapshot_dir=state)  # the folder changed moments ago: racy
+    before = os.stat(folder).st_mtime_ns
+    put(folder / "p_s001_t001.edf")
+    put(folder / "p_s001_t001.csv_bi")
+    os.utime(folder, ns=(before, before))  # the second change within the same tick
+    listing = list_recordings(split, snapshot_dir=state)
+    assert "p/s001_2015/01_tcp_ar/p_s001_t001.edf" in listing.sources
+
+
+def test_a_snapshot_of_another_folder_or_unreadable_is_ignored(tmp_path, scandirs):
+    split, state = tmp_path / "eval", tmp_path / "cache"
+    state.mkdir()
+    tusz_tree(split, patients=1)
+    list_recordings(split, snapshot_dir=state)
+    other = tmp_path / "other"
+    shutil.copytree(split, other)
+    scandirs.clear()
+    assert len(list_recordings(other, snapshot_dir=state).recordings) == 2 and len(scandirs) == 4
+    (state / SNAPSHOT_NAME).write_text("{not json")
+    scandirs.clear()
+    assert len(list_recordings(split, snapshot_dir=state).recordings) == 2 and len(scandirs) == 4
+    assert len(list_recordings(split, snapshot_dir=tmp_path / "missing").recordings) == 2

@@ -112,9 +112,10 @@ def raw_edf_recordings(context, settings: dg.ResourceParam[Settings]
     splits = [context.partition_key] if context.has_partition_key else settings.split_folders
     for split in splits:
         raw_dir, cache_dir = settings.raw_dir(split), settings.cache_dir(split)
-        listing = list_recordings(raw_dir)
         if raw_dir.is_dir():
             cache_dir.mkdir(parents=True, exist_ok=True)
+        listing = list_recordings(raw_dir, snapshot_dir=cache_dir)
+        if raw_dir.is_dir():
             write_listing(cache_dir, listing, run_tag=context.run.run_id)
         fileset = {r.source: r.inputs for r in listing.recordings if r.annotation}
         context.log_event(observation(split, raw_dir, fileset,

@@ -106,7 +106,7 @@ class SplitTick:
 def tick_split(split: str, raw_dir: Path, cache_dir: Path, state: dict,
                store: StateStore) -> SplitTick:
     """One tick of the drop sensor for one split, from the split's cursor entry ``state``."""
-    current = list_recordings(raw_dir).inputs()
+    current = list_recordings(raw_dir, snapshot_dir=cache_dir).inputs()
     applied_ref, arriving = state.get("applied"), state.get("arriving", {})
     requests, observed = state.get("requests", 0), state.get("observed")
     if (applied_ref and not arriving and applied_ref[2] == fileset_digest(current)

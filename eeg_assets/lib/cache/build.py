@@ -322,7 +322,9 @@ def build_split(
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if not data_dir.is_dir():
         raise BuildError(f"--data-dir {data_dir} is not a folder")
-    listing = listing if listing is not None else list_recordings(data_dir)
+    state_dir = Path(state_dir) if state_dir is not None else cache_dir
+    listing = (listing if listing is not None
+               else list_recordings(data_dir, snapshot_dir=state_dir))
     recordings = list(listing.recordings)
     if not recordings:
         raise BuildError(f"no .edf recordings under {data_dir} (expected the TUSZ layout "
@@ -339,7 +341,6 @@ def build_split(
     for line in listing.ignored:
         log(f"ignored {line}")
 
-    state_dir = Path(state_dir) if state_dir is not None else cache_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
     with split_lock(state_dir, log), Ledger(state_dir) as ledger:
         write_listing(cache_dir, listing, run_tag)
