@@ -40,12 +40,13 @@ class CacheBackend:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def request(self, step: str, split: str) -> ChainRequest:
+    def request(self, step: str, split: str, run_tag: str = "") -> ChainRequest:
         modal = self.settings.modal
         return ChainRequest(step=step, split=split, raw_folder=self.settings.split_folders[split],
                             cache=self.settings.cache_config(),
                             balance=self.settings.balance_config(),
-                            batch_size=modal.build_batch, flush_every_s=modal.build_flush_s)
+                            batch_size=modal.build_batch, flush_every_s=modal.build_flush_s,
+                            run_tag=run_tag)
 
     def run_step(self, context: dg.AssetExecutionContext, step: str,
                  split: str) -> StepOutcome:
@@ -73,8 +74,9 @@ class LocalCacheBackend(CacheBackend):
         if step == NPZ_WINDOWS:
             ensure_sample_corpus(settings, context.log)
         # run_tag: the listing raw_edf_recordings recorded when this run observed the split
-        return run(self.request(step, split), Path(settings.raw_root), Path(settings.cache_root),
-                   context.log, workers=settings.workers or None, run_tag=context.run.run_id)
+        return run(self.request(step, split, run_tag=context.run.run_id),
+                   Path(settings.raw_root), Path(settings.cache_root), context.log,
+                   workers=settings.workers or None)
 
     def run_check(self, context, request):
         return run_check(request, Path(self.settings.raw_root), Path(self.settings.cache_root),
@@ -97,7 +99,10 @@ class ModalCacheBackend(CacheBackend):
             self.upload(context, [settings.split_folders[split]])
         command = app_command(settings.modal_executable, CACHE_APP, "run_step")
         invocation = run_with_pipes(context, command,
-                                    {"request": self.request(step, split).to_dict()},
+                                    # run_tag: the checks of this run read the listing the
+                                    # container's build records on the volume
+                                    {"request": self.request(step, split,
+                                                             context.run.run_id).to_dict()},
                                     env=settings.modal.to_env())
         return _outcome_of(invocation, command)
 

@@ -322,9 +322,11 @@ def build_split(
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if not data_dir.is_dir():
         raise BuildError(f"--data-dir {data_dir} is not a folder")
+    if listing is None:
+        # A state_dir of its own is a fan-out coordinator's scratch disk, where no snapshot of
+        # the folders would survive to the next build.
+        listing = list_recordings(data_dir, snapshot_dir=cache_dir if state_dir is None else None)
     state_dir = Path(state_dir) if state_dir is not None else cache_dir
-    listing = (listing if listing is not None
-               else list_recordings(data_dir, snapshot_dir=state_dir))
     recordings = list(listing.recordings)
     if not recordings:
         raise BuildError(f"no .edf recordings under {data_dir} (expected the TUSZ layout "

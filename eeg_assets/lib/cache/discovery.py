@@ -311,4 +311,4 @@ def listing_for(data_dir: Path, cache_dir: Path, run_tag: str | None = None
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(recorded.listed_at))
         return recorded, f"listing recorded by the build of {when}"
     why = "no listing recorded by this run" if run_tag is not None else "none recorded"
-    return list_recordings(data_dir, snapshot_dir=cache_dir), f"walked now ({why})"
+    return list_recordings(data_dir), f"walked now ({why})"

@@ -97,6 +97,9 @@ class ChainRequest:
     balance: BalanceConfig = DEFAULT_BALANCE
     batch_size: int = 8
     flush_every_s: float = 60.0
+    #: The Dagster run id: the build reuses the listing this run's observation of the split
+    #: recorded and tags the listing it records for the run's checks ("" for none).
+    run_tag: str = ""
 
     def __post_init__(self):
         if self.step not in STEPS:
@@ -135,13 +138,11 @@ def png_value(png: bytes, alt: str) -> dict:
 
 def run(request: ChainRequest, raw_root: Path, cache_root: Path, log: Log, *,
         workers: int | None = None, runner: Runner | None = None,
-        state_dir: Path | None = None, run_tag: str = "") -> StepOutcome:
+        state_dir: Path | None = None) -> StepOutcome:
     """Run ``request.step`` for ``raw_root/<raw_folder>`` into ``cache_root/<split>``.
 
     ``workers`` sizes the local process pool; ``runner`` and ``state_dir`` replace it and the
     ledger's folder for a fan-out (see :func:`~eeg_assets.lib.cache.build.build_split`).
-    ``run_tag`` (a Dagster run id) lets the build reuse the listing this run's observation of
-    the split recorded, and tags the listing it records for the run's checks.
 
     Raises
     ------
@@ -151,8 +152,7 @@ def run(request: ChainRequest, raw_root: Path, cache_root: Path, log: Log, *,
     raw_dir, cache_dir = Path(raw_root) / request.raw_folder, Path(cache_root) / request.split
     try:
         if request.step == NPZ_WINDOWS:
-            return _npz_windows(request, raw_dir, cache_dir, log, workers, runner, state_dir,
-                                run_tag)
+            return _npz_windows(request, raw_dir, cache_dir, log, workers, runner, state_dir)
         if request.step == DATASET_INDEX:
             return _dataset_index(request, cache_dir)
         if request.step == MANIFEST:
@@ -170,7 +170,8 @@ def ledger_data_version(entries: Iterable[RecordingEntry]) -> str:
 
 def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log,
                  workers: int | None, runner: Runner | None,
-                 state_dir: Path | None, run_tag: str) -> StepOutcome:
+                 state_dir: Path | None) -> StepOutcome:
+    run_tag = request.run_tag
     listing = listing_for(raw_dir, cache_dir, run_tag=run_tag)[0] if run_tag else None
     report = build_split(raw_dir, cache_dir, split=request.split, config=request.cache,
                          workers=workers, progress=None, log=log.info, runner=runner,
