@@ -23,8 +23,17 @@ import numpy as np
 import pytest
 
 from eeg_assets.lib.cache.build import build_split
+from eeg_assets.lib.cache.discovery import recorded_npz
 from eeg_assets.lib.config import CacheConfig
-from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
+from eeg_assets.lib.cache.ledger import (
+    BUILT,
+    FAILED,
+    QUARANTINED,
+    TOO_SHORT,
+    FileFingerprint,
+    Ledger,
+)
+from eeg_assets.lib.dataset.index import collect_facts
 from eeg_assets.synthetic.edf_writer import (
     TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, Event, eeg_labels, noise_generator,
     write_annotation, write_recording,
@@ -445,6 +454,30 @@ def test_touched_edf_rebuilds_only_that_one(split):
     assert np.array_equal(new_windows, old_windows) and np.array_equal(new_labels, old_labels)
 
 
+def test_a_tagged_build_records_the_npzs_it_leaves_for_its_run(split):
+    """What the run's later steps and checks use instead of a stat per NPZ: after a rebuild, a
+    removal and a quarantine it is what a fresh look at the folder finds."""
+    data, cache, recs = split
+
+    def on_disk():
+        return tuple(sorted((p.name, str(FileFingerprint.of(p))) for p in cache.glob("*.npz")))
+
+    build(data, cache, run_tag="run-1")
+    assert recorded_npz(cache, "run-1") == on_disk() and len(on_disk()) == 3
+    assert recorded_npz(cache, "run-2") is None and recorded_npz(cache, "") is None
+
+    a, b, c = sorted(recs)
+    write_recording(recs[a].edf.parent, a, fs=250, duration_s=75, annotation=None,
+                    generator=noise_generator(seed=99))       # rebuilt: a new fingerprint
+    recs[b].edf.unlink()                                      # removed
+    recs[c].edf.write_bytes(recs[c].edf.read_bytes()[:300])   # quarantined: NPZ dropped
+    report = build(data, cache, run_tag="run-2")
+    assert [e.stem for e in report.built] == [a] and [e.stem for e in report.quarantined] == [c]
+    assert recorded_npz(cache, "run-2") == on_disk() and [n for n, _ in on_disk()] == [
+        f"{a}_windows.npz"]
+    assert collect_facts(cache, on_disk=recorded_npz(cache, "run-2")) == collect_facts(cache)
+
+
 def test_changed_edf_content_rebuilds_with_new_data(split):
     data, cache, recs = split
     stem = "aaaaaaaa_s001_t000"
@@ -548,6 +581,7 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a too-large write raises OSError (EFBIG)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
 from eeg_assets.lib.cache.build import build_split
+from eeg_assets.lib.cache.discovery import recorded_npz
 report = build_split(sys.argv[1], sys.argv[2], "train", workers=1, progress=None)
 print("built", len(report.built), "quarantined", len(report.quarantined))
 """

@@ -23,9 +23,11 @@ def run_chain_check(context: dg.AssetCheckExecutionContext, settings: Settings, 
                     **request) -> dg.AssetCheckResult:
     """Run library check ``check`` on the partition's split where the backend keeps the cache."""
     backend = cache_backend(settings)
+    # run_tag: the listing and NPZs npz_windows recorded in this run
     outcome = backend.run_check(context, CheckRequest(
         check=check, split=context.partition_key, split_folders=dict(settings.split_folders),
-        cache=settings.cache_config(), balance=settings.balance_config(), **request))
+        cache=settings.cache_config(), balance=settings.balance_config(),
+        run_tag=context.run.run_id, **request))
     return dg.AssetCheckResult(
         passed=outcome.passed, severity=SEVERITIES[outcome.severity],
         metadata={name: _metadata_value(value) for name, value in outcome.metadata.items()})
@@ -53,6 +55,4 @@ def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourcePara
                             "quarantined with a reason; none unexplained.")
 def npz_count_matches_recordings(context: dg.AssetCheckExecutionContext,
                                  settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
-    # run_tag: the listing npz_windows built from in this run
-    return run_chain_check(context, settings, "npz_count_matches_recordings",
-                           run_tag=context.run.run_id)
+    return run_chain_check(context, settings, "npz_count_matches_recordings")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -311,7 +311,8 @@ def build_split(
     moments ago in the same run), else a walk
     (:func:`~eeg_assets.lib.cache.discovery.list_recordings`). It is recorded in ``cache_dir``
     under ``run_tag`` (e.g. the Dagster run id), so the checks of the same run read it instead of
-    walking again. ``progress="auto"`` draws a progress line on stderr when it is a terminal.
+    walking again; with a ``run_tag``, the NPZs the build leaves (name and fingerprint) are
+    recorded with it at the end, so the run's later steps and checks need no ``stat`` per NPZ. ``progress="auto"`` draws a progress line on stderr when it is a terminal.
     ``log`` receives human-readable lines (default: stderr). ``runner`` builds the recordings to
     do (default: the local process pool); ``state_dir`` holds the ledger and the split lock
     (default: ``cache_dir``). The Modal backend gives both: a fan-out over containers, and a
@@ -396,6 +397,13 @@ def build_split(
                 report.too_short.append(entry)
             else:
                 report.quarantined.append(entry)
+            if entry.status == BUILT:
+                npz_on_disk[entry.npz_name] = entry.npz_fingerprint
+            elif previous is not None and previous.npz_name:
+                npz_on_disk.pop(previous.npz_name, None)
+        if run_tag:
+            write_listing(cache_dir, replace(listing, npz=tuple(sorted(npz_on_disk.items()))),
+                          run_tag)
     report.seconds = time.monotonic() - started
     return report
 

@@ -90,6 +90,9 @@ class SplitListing:
     run_tag: str = ""
     #: When the walk was made (seconds since the epoch).
     listed_at: float = 0.0
+    #: ``(name, fingerprint)`` of the split's NPZs as the build left them, recorded at its end
+    #: for the later steps and checks of its run; ``None`` before that.
+    npz: tuple[tuple[str, str], ...] | None = None
 
     @property
     def sources(self) -> frozenset[str]:
@@ -270,7 +273,8 @@ def write_listing(cache_dir: Path, listing: SplitListing, run_tag: str = "") -> 
             for r in listing.recordings]
     payload = {"format": LISTING_FORMAT, "data_dir": str(Path(listing.data_dir).absolute()),
                "run_tag": run_tag, "listed_at": listing.listed_at,
-               "ignored": list(listing.ignored), "recordings": rows}
+               "ignored": list(listing.ignored), "recordings": rows,
+               "npz": None if listing.npz is None else [list(row) for row in listing.npz]}
     path = Path(cache_dir) / LISTING_NAME
     write_bytes_atomic(path, json.dumps(payload, separators=(",", ":")).encode())
     return path
@@ -289,11 +293,22 @@ def read_listing(cache_dir: Path) -> SplitListing | None:
                       annotation_name=name,
                       annotation=FileFingerprint(a_size, a_mtime) if name else None)
             for source, size, mtime, name, a_size, a_mtime in payload["recordings"])
+        npz = payload.get("npz")
         return SplitListing(data_dir=data_dir, recordings=recordings,
                             ignored=tuple(payload["ignored"]), run_tag=payload["run_tag"],
-                            listed_at=float(payload["listed_at"]))
+                            listed_at=float(payload["listed_at"]),
+                            npz=None if npz is None else tuple((n, f) for n, f in npz))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def recorded_npz(cache_dir: Path, run_tag: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The NPZs (name, fingerprint) this run's build left in ``cache_dir``, so that the run's
+    later steps and checks need no ``stat`` per file; ``None`` without a build in this run."""
+    if not run_tag:
+        return None
+    recorded = read_listing(cache_dir)
+    return recorded.npz if recorded is not None and recorded.run_tag == run_tag else None
 
 
 def listing_for(data_dir: Path, cache_dir: Path, run_tag: str | None = None

@@ -1,18 +1,20 @@
 """Verification of a cache split against the seed's schema, once per NPZ content.
 
 Every run checks every NPZ against the build ledger (present, owned, unchanged since it was built,
-current config), which costs one ``stat`` per file. Opening a file to check its arrays
-(:func:`check_npz_file`: names, shapes, dtypes, storage, three windows' values) is done once per
-content: the ledger records the NPZ fingerprint each file passed at, so a run opens the files that
-are new or rebuilt since their last pass (or never passed), plus a random sample of the others
-(:data:`SAMPLE_FRACTION`), which catches damage that keeps size and mtime. ``verify_all`` opens
-every file. A file that fails loses its mark, so it fails again on every run until it is rebuilt.
+current config), which costs one ``stat`` per file, or none after a build of the same run (it
+recorded the NPZs it left, having checked them against the ledger itself). Opening a file to
+check its arrays (:func:`check_npz_file`: names, shapes, dtypes, storage, three windows' values)
+is done once per content: the ledger records the NPZ fingerprint each file passed at, so a run
+opens the files that are new or rebuilt since their last pass (or never passed), plus a random
+sample of the others (:data:`SAMPLE_FRACTION`), which catches damage that keeps size and mtime.
+``verify_all`` opens every file. A file that fails loses its mark, so it fails again on every run until it is rebuilt.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +99,8 @@ def sample_size(n_verified: int, fraction: float = SAMPLE_FRACTION) -> int:
 
 
 def verify_split(cache_dir: Path, config: CacheConfig, *, verify_all: bool = False,
-                 seed: int | str | None = None, fraction: float = SAMPLE_FRACTION
-                 ) -> VerifyReport:
+                 seed: int | str | None = None, fraction: float = SAMPLE_FRACTION,
+                 recorded: Iterable[tuple[str, str]] | None = None) -> VerifyReport:
     """Check a split's NPZs against the ledger and verify the ones whose content is unverified.
 
     Parameters
@@ -113,6 +115,10 @@ def verify_split(cache_dir: Path, config: CacheConfig, *, verify_all: bool = Fal
         Seed of the random sample (any ``random.Random`` seed); ``None`` draws a fresh one.
     fraction
         Share of the already-verified, unchanged files to re-verify (see :func:`sample_size`).
+    recorded
+        ``(name, fingerprint)`` of the NPZs as a build of the same run left them
+        (:func:`~eeg_assets.lib.cache.discovery.recorded_npz`), which the build checked against
+        the ledger moments ago; by default each NPZ is stat-ed.
 
     Passes and failures are recorded in the ledger.
     """
@@ -120,7 +126,9 @@ def verify_split(cache_dir: Path, config: CacheConfig, *, verify_all: bool = Fal
     report = VerifyReport(verify_all=verify_all)
     ledger = Ledger(cache_dir)
     entries = {e.npz_name: e for e in ledger.entries().values() if e.status == BUILT}
-    on_disk = {p.name: p for p in cache_dir.glob("*.npz")}
+    fingerprints = dict(recorded) if recorded is not None else {
+        p.name: str(FileFingerprint.of(p)) for p in cache_dir.glob("*.npz")}
+    on_disk = {name: cache_dir / name for name in fingerprints}
     report.files = len(on_disk)
     report.missing = sorted(set(entries) - set(on_disk))
     for name in report.missing:
@@ -131,7 +139,7 @@ def verify_split(cache_dir: Path, config: CacheConfig, *, verify_all: bool = Fal
     ledger_problems: dict[str, list[str]] = {}
     for name, path in sorted(on_disk.items()):
         entry = entries.get(name)
-        fingerprint = str(FileFingerprint.of(path))
+        fingerprint = fingerprints[name]
         if entry is None:
             ledger_problems[name] = [f"{name}: not produced by build-cache (no ledger entry)"]
         elif fingerprint != entry.npz_fingerprint:

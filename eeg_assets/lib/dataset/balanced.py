@@ -158,13 +158,14 @@ def compose_table(table: ManifestTable, balance: BalanceConfig = DEFAULT_BALANCE
 
 
 def compose_split(cache_dir: Path, balance: BalanceConfig = DEFAULT_BALANCE,
-                  config: CacheConfig = DEFAULT_CONFIG) -> BalancedComposition:
+                  config: CacheConfig = DEFAULT_CONFIG,
+                  facts: SplitFacts | None = None) -> BalancedComposition:
     """Apply the recipe to a split's stored ``manifest.json``, recording which version it was.
 
     The manifest is read with :func:`~eeg_assets.lib.dataset.manifest.read_manifest_table`: not
     parsed when it is what the recorded facts give.
     """
-    table, version = read_manifest_table(cache_dir, config)
+    table, version = read_manifest_table(cache_dir, config, facts)
     return replace(compose_table(table, balance), manifest_version=version)
 
 

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from eeg_assets.lib.cache.build import BuildError, Runner, build_split, format_report
-from eeg_assets.lib.cache.discovery import listing_for
+from eeg_assets.lib.cache.discovery import listing_for, recorded_npz
 from eeg_assets.lib.cache.ledger import (
     BUILT,
     FAILED,
@@ -48,6 +48,7 @@ from eeg_assets.lib.dataset.balanced import (
 from eeg_assets.lib.dataset.index import (
     INDEX_NAME,
     DatasetError,
+    SplitFacts,
     collect_facts,
     name_list,
     update_index,
@@ -214,8 +215,14 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
     })
 
 
+def run_facts(cache_dir: Path, config: CacheConfig, run_tag: str | None) -> SplitFacts:
+    """The split's facts; from the NPZs this run's build recorded (``run_tag``), when it ran, so
+    each later step and check of the run costs no ``stat`` per NPZ."""
+    return collect_facts(cache_dir, config, on_disk=recorded_npz(cache_dir, run_tag))
+
+
 def _dataset_index(request: ChainRequest, cache_dir: Path) -> StepOutcome:
-    index = update_index(cache_dir, request.cache)
+    index = update_index(cache_dir, request.cache, run_facts(cache_dir, request.cache, request.run_tag))
     return StepOutcome(content_version(cache_dir / INDEX_NAME), {
         "files": len(index.files),
         "windows": index.total_windows,
@@ -224,7 +231,7 @@ def _dataset_index(request: ChainRequest, cache_dir: Path) -> StepOutcome:
 
 
 def _manifest(request: ChainRequest, cache_dir: Path, log: Log) -> StepOutcome:
-    facts = collect_facts(cache_dir, request.cache)
+    facts = run_facts(cache_dir, request.cache, request.run_tag)
     for warning in manifest_warnings(facts):
         log.warning(warning)
     table = update_manifest_table(cache_dir, request.cache, facts)
@@ -259,7 +266,8 @@ def _example_window_png(cache_dir: Path, table: ManifestTable, config: CacheConf
 
 
 def _balanced_dataset(request: ChainRequest, cache_dir: Path, log: Log) -> StepOutcome:
-    composition = compose_split(cache_dir, request.balance, request.cache)
+    composition = compose_split(cache_dir, request.balance, request.cache,
+                                run_facts(cache_dir, request.cache, request.run_tag))
     for line in dataset_log_lines(composition):
         log.info(line)
     path = write_balanced(cache_dir, composition, request.balance)

@@ -17,14 +17,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from eeg_assets.lib.cache.discovery import listing_for
+from eeg_assets.lib.cache.discovery import listing_for, recorded_npz
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
 from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.lib.cache.verify import verify_split
 from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
 from eeg_assets.lib.dataset.balanced import compose_split, pos_weight, read_balanced
-from eeg_assets.lib.dataset.chain import Log
-from eeg_assets.lib.dataset.index import DatasetError, collect_facts, index_staleness, read_index
+from eeg_assets.lib.dataset.chain import Log, run_facts
+from eeg_assets.lib.dataset.index import DatasetError, index_staleness, read_index
 from eeg_assets.lib.dataset.manifest import (
     FULL,
     MANIFEST_NAME,
@@ -46,7 +46,8 @@ class CheckRequest:
     """What a check needs besides the two roots.
 
     ``split_folders`` maps every split to its raw folder (patient disjointness looks at all of
-    them); ``run_tag`` (a Dagster run id) selects the listing this run's build recorded;
+    them); ``run_tag`` (a Dagster run id) selects the listing (and NPZs) this run's build
+    recorded;
     ``verify_all`` and ``seed`` are ``npz_schema``'s: open every NPZ, or which sample to open.
     """
 
@@ -111,8 +112,9 @@ def run_check(request: CheckRequest, raw_root: Path, cache_root: Path, log: Log)
 
 
 def npz_schema(request, raw_root, cache_root, log) -> CheckOutcome:
-    report = verify_split(cache_root / request.split, request.cache,
-                          verify_all=request.verify_all, seed=request.seed)
+    cache_dir = cache_root / request.split
+    report = verify_split(cache_dir, request.cache, verify_all=request.verify_all,
+                          seed=request.seed, recorded=recorded_npz(cache_dir, request.run_tag))
     return CheckOutcome(report.passed, {
         "files": report.files,
         "files_verified": len(report.verified),
@@ -155,7 +157,7 @@ def npz_count_matches_recordings(request, raw_root, cache_root, log) -> CheckOut
 def index_matches_npz(request, raw_root, cache_root, log) -> CheckOutcome:
     cache_dir = cache_root / request.split
     try:
-        reason = index_staleness(cache_dir, request.cache)
+        reason = index_staleness(cache_dir, request.cache, run_facts(cache_dir, request.cache, request.run_tag))
     except CACHE_ERRORS as exc:
         reason = str(exc)
     if reason:
@@ -199,7 +201,8 @@ def patient_disjointness(request, raw_root, cache_root, log) -> CheckOutcome:
 
 def manifest_current(request, raw_root, cache_root, log) -> CheckOutcome:
     try:
-        result = check_manifest(cache_root / request.split, request.cache)
+        cache_dir = cache_root / request.split
+        result = check_manifest(cache_dir, request.cache, run_facts(cache_dir, request.cache, request.run_tag))
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     if result.reason:
@@ -210,7 +213,7 @@ def manifest_current(request, raw_root, cache_root, log) -> CheckOutcome:
 
 def seizure_windows_present(request, raw_root, cache_root, log) -> CheckOutcome:
     try:
-        counts = count_categories(collect_facts(cache_root / request.split, request.cache).files,
+        counts = count_categories(run_facts(cache_root / request.split, request.cache, request.run_tag).files,
                                   request.cache)
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
@@ -224,7 +227,8 @@ def balanced_matches_recipe(request, raw_root, cache_root, log) -> CheckOutcome:
     cache_dir = cache_root / request.split
     try:
         stored = read_balanced(cache_dir)
-        expected = compose_split(cache_dir, request.balance, request.cache)
+        expected = compose_split(cache_dir, request.balance, request.cache,
+                                 run_facts(cache_dir, request.cache, request.run_tag))
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     problems = []

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,12 +119,16 @@ class SplitFacts:
 # ------------------------------------------------------------------------------------------------
 
 def collect_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *,
-                  scan_all: bool = False) -> SplitFacts:
+                  scan_all: bool = False,
+                  on_disk: Iterable[tuple[str, str]] | None = None) -> SplitFacts:
     """The facts of every NPZ in ``cache_dir``.
 
     By default the ledger supplies the facts of each NPZ it describes exactly (same fingerprint,
     same config version); others are scanned. ``scan_all`` reads every NPZ's labels instead (the
-    seed's full rescan) and reports NPZs whose labels disagree with the ledger.
+    seed's full rescan) and reports NPZs whose labels disagree with the ledger. ``on_disk`` gives
+    the NPZs' ``(name, fingerprint)`` where a build of the same run recorded them
+    (:func:`~eeg_assets.lib.cache.discovery.recorded_npz`); by default the folder is listed and
+    each NPZ stat-ed.
     """
     cache_dir = Path(cache_dir)
     if not cache_dir.is_dir():
@@ -132,7 +136,8 @@ def collect_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *,
     version = config.version()
     recorded = {entry.npz_name: entry for entry in built_entries(cache_dir)}
     files, scanned, disagreements = [], [], []
-    for name, fingerprint in _npz_on_disk(cache_dir):
+    for name, fingerprint in (sorted(on_disk) if on_disk is not None
+                              else _npz_on_disk(cache_dir)):
         entry = recorded.get(name)
         if entry is not None and entry.npz_fingerprint != fingerprint:
             entry = None  # the file was replaced after the ledger recorded it
