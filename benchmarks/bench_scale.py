@@ -15,8 +15,8 @@ per session) and prints one table, one column per N:
   folders, elsewhere (imports, Dagster's own files). Of a sensor tick with nothing new and of a
   no-op ``build_split`` (each between two markers in a warm process), and of the whole no-op
   ``dagster asset materialize`` below (every process of the run);
-* a no-op ``dagster asset materialize`` of the chain for the split: command wall time, the sum of
-  its step times (assets and checks) and the run's peak RSS;
+* a no-op ``dagster asset materialize`` of the chain for the split: command wall time and the sum
+  of its step times (assets and checks), medians of three runs, and the runs' peak RSS;
 * the sizes of the ledger, the index, the manifest (and the recorded raw listing and folder
   snapshot, where the code writes them).
 
@@ -61,6 +61,7 @@ SIDE = ["IBI", "BURSTS", "SUPPR"]
 METADATA_CALLS = ("newfstatat", "stat", "lstat", "fstat", "statx", "getdents64", "openat", "open",
                   "readlink", "readlinkat", "access", "faccessat", "faccessat2")
 BEGIN, END = "/__bench_scale_begin__", "/__bench_scale_end__"
+NOOP_RUNS = 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -371,18 +372,20 @@ def dagster_noop(raw_root: Path, cache_root: Path, work: Path, workers: int, n: 
     cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
            "eeg_assets", "--select", ",".join(chain), "--partition", "train"]
     timed(cmd, work, env)  # the first run records what the CLI build left (not a no-op yet)
-    result = timed(cmd, work, env)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        run = instance.get_runs(limit=1)[0]
-        steps = instance.get_run_step_stats(run.run_id)
-        step_s = sum((s.end_time or 0) - (s.start_time or 0) for s in steps)
-        slowest = max(steps, key=lambda s: (s.end_time or 0) - (s.start_time or 0))
-    # a third run, under strace (slowed down by it: its times are not the ones reported)
+    runs = []  # three no-op runs; their medians are reported (12 steps on 2 cores vary a lot)
+    for _ in range(NOOP_RUNS):
+        result = timed(cmd, work, env)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            steps = instance.get_run_step_stats(instance.get_runs(limit=1)[0].run_id)
+        durations = {s.step_key: (s.end_time or 0) - (s.start_time or 0) for s in steps}
+        runs.append((result, sum(durations.values()), durations))
+    result, step_s, durations = sorted(runs, key=lambda run: run[1])[len(runs) // 2]
+    slowest = max(durations, key=durations.get)
+    # one more run, under strace (slowed down by it: its times are not the ones reported)
     calls = metadata_calls("run", raw_root, cache_root, n, cmd=cmd, cwd=work, env=env)
-    return {"wall_s": result["wall_s"], "step_s": step_s, "peak_kb": max(result["main_kb"],
-                                                                        result["worker_kb"]),
-            "slowest": f"{slowest.step_key} {slowest.end_time - slowest.start_time:.1f} s",
-            "calls": calls}
+    return {"wall_s": statistics.median(r["wall_s"] for r, _, _ in runs), "step_s": step_s,
+            "peak_kb": max(max(r["main_kb"], r["worker_kb"]) for r, _, _ in runs),
+            "slowest": f"{slowest} {durations[slowest]:.1f} s", "calls": calls}
 
 
 def file_kb(*paths: Path) -> float | None:
@@ -471,7 +474,8 @@ def print_table(rows: list[dict], label: str) -> None:
            line("  no-op build-cache (build_split)", lambda r: _calls(r["calls_build"])),
            line("  no-op dagster materialize (whole)",
                 lambda r: _calls(r["dagster"].get("calls"))),
-           line("no-op dagster materialize: wall s", lambda r: f"{r['dagster']['wall_s']:.1f}"),
+           line(f"no-op dagster materialize (median of {NOOP_RUNS}): wall s",
+                lambda r: f"{r['dagster']['wall_s']:.1f}"),
            line("  sum of step times s", lambda r: f"{r['dagster']['step_s']:.1f}"),
            line("  peak RSS MB", lambda r: f"{r['dagster']['peak_kb'] / mb:.0f}"),
            *(line(f"{name} KB", lambda r, name=name: _f(r["sizes_kb"][name], ".0f"))

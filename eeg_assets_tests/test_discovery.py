@@ -18,6 +18,7 @@ from eeg_assets.lib.cache.discovery import (
     list_recordings,
     listing_for,
     read_listing,
+    recorded_npz,
     write_listing,
 )
 from eeg_assets.lib.cache.ledger import FileFingerprint
@@ -94,7 +95,7 @@ def test_a_recorded_listing_is_reused_by_the_same_run_only(tmp_path):
     # a listing of another folder, or an unreadable one, is never used
     assert listing_for(tmp_path / "elsewhere", cache)[0].recordings == ()
     (cache / LISTING_NAME).write_text("{not json")
-    assert read_listing(cache) is None
+    assert read_listing(cache) is None and recorded_npz(cache, "run-1") is None
     assert listing_for(split, cache)[1].startswith("walked now")
 
 

@@ -312,7 +312,10 @@ def build_split(
     (:func:`~eeg_assets.lib.cache.discovery.list_recordings`). It is recorded in ``cache_dir``
     under ``run_tag`` (e.g. the Dagster run id), so the checks of the same run read it instead of
     walking again; with a ``run_tag``, the NPZs the build leaves (name and fingerprint) are
-    recorded with it at the end, so the run's later steps and checks need no ``stat`` per NPZ. ``progress="auto"`` draws a progress line on stderr when it is a terminal.
+    recorded with it at the end, so the run's later steps and checks need no ``stat`` per NPZ.
+    Without ``listing``, the walk uses the folder snapshot kept in ``cache_dir``
+    (:func:`~eeg_assets.lib.cache.discovery.list_recordings`) unless ``state_dir`` is given.
+    ``progress="auto"`` draws a progress line on stderr when it is a terminal.
     ``log`` receives human-readable lines (default: stderr). ``runner`` builds the recordings to
     do (default: the local process pool); ``state_dir`` holds the ledger and the split lock
     (default: ``cache_dir``). The Modal backend gives both: a fan-out over containers, and a

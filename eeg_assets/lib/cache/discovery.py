@@ -282,11 +282,10 @@ def write_listing(cache_dir: Path, listing: SplitListing, run_tag: str = "") -> 
 
 def read_listing(cache_dir: Path) -> SplitListing | None:
     """The listing recorded in ``cache_dir``; ``None`` when there is none or it is unreadable."""
-    path = Path(cache_dir) / LISTING_NAME
+    payload = _listing_payload(cache_dir)
+    if payload is None:
+        return None
     try:
-        payload = json.loads(path.read_bytes())
-        if payload.get("format") != LISTING_FORMAT:
-            return None
         data_dir = Path(payload["data_dir"])
         recordings = tuple(
             Recording(source=source, path=data_dir / source, edf=FileFingerprint(size, mtime),
@@ -298,17 +297,29 @@ def read_listing(cache_dir: Path) -> SplitListing | None:
                             ignored=tuple(payload["ignored"]), run_tag=payload["run_tag"],
                             listed_at=float(payload["listed_at"]),
                             npz=None if npz is None else tuple((n, f) for n, f in npz))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
 def recorded_npz(cache_dir: Path, run_tag: str | None) -> tuple[tuple[str, str], ...] | None:
     """The NPZs (name, fingerprint) this run's build left in ``cache_dir``, so that the run's
     later steps and checks need no ``stat`` per file; ``None`` without a build in this run."""
-    if not run_tag:
+    payload = _listing_payload(cache_dir) if run_tag else None
+    if payload is None or payload.get("run_tag") != run_tag or payload.get("npz") is None:
         return None
-    recorded = read_listing(cache_dir)
-    return recorded.npz if recorded is not None and recorded.run_tag == run_tag else None
+    try:  # not the recordings: a step that needs only the NPZs does not build 7,364 of them
+        return tuple((name, fingerprint) for name, fingerprint in payload["npz"])
+    except (TypeError, ValueError):
+        return None
+
+
+def _listing_payload(cache_dir: Path) -> dict | None:
+    try:
+        payload = json.loads((Path(cache_dir) / LISTING_NAME).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) and payload.get("format") == LISTING_FORMAT \
+        else None
 
 
 def listing_for(data_dir: Path, cache_dir: Path, run_tag: str | None = None
@@ -320,10 +331,19 @@ def listing_for(data_dir: Path, cache_dir: Path, run_tag: str | None = None
     walked now (a split never built, or a check run on its own). Returns the listing and where
     it came from, in words.
     """
-    recorded = read_listing(cache_dir)
-    if (recorded is not None and recorded.data_dir == Path(data_dir).absolute()
-            and (run_tag is None or recorded.run_tag == run_tag)):
+    recorded = recorded_listing(data_dir, cache_dir, run_tag)
+    if recorded is not None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(recorded.listed_at))
         return recorded, f"listing recorded by the build of {when}"
     why = "no listing recorded by this run" if run_tag is not None else "none recorded"
     return list_recordings(data_dir), f"walked now ({why})"
+
+
+def recorded_listing(data_dir: Path, cache_dir: Path, run_tag: str | None = None
+                     ) -> SplitListing | None:
+    """The listing of ``data_dir`` recorded in ``cache_dir`` (under ``run_tag`` if given)."""
+    recorded = read_listing(cache_dir)
+    if (recorded is not None and recorded.data_dir == Path(data_dir).absolute()
+            and (run_tag is None or recorded.run_tag == run_tag)):
+        return recorded
+    return None

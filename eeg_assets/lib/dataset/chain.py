@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from eeg_assets.lib.cache.build import BuildError, Runner, build_split, format_report
-from eeg_assets.lib.cache.discovery import listing_for, recorded_npz
+from eeg_assets.lib.cache.discovery import recorded_listing, recorded_npz
 from eeg_assets.lib.cache.ledger import (
     BUILT,
     FAILED,
@@ -173,7 +173,8 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
                  workers: int | None, runner: Runner | None,
                  state_dir: Path | None) -> StepOutcome:
     run_tag = request.run_tag
-    listing = listing_for(raw_dir, cache_dir, run_tag=run_tag)[0] if run_tag else None
+    # the listing this run's observation recorded; else build_split walks the folder itself
+    listing = recorded_listing(raw_dir, cache_dir, run_tag) if run_tag else None
     report = build_split(raw_dir, cache_dir, split=request.split, config=request.cache,
                          workers=workers, progress=None, log=log.info, runner=runner,
                          state_dir=state_dir, run_tag=run_tag, listing=listing)
