@@ -151,11 +151,16 @@ def test_dg_dev_serves_the_project(tmp_path):
         (repo,) = answer["data"]["repositoriesOrError"]["nodes"]
         assert repo["location"]["name"] == "eeg_assets"  # the name `make ui` shows
     finally:
-        process.send_signal(signal.SIGTERM)  # dagster dev maps SIGTERM to an interrupt
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
+        # dagster dev maps SIGTERM to an interrupt. On a loaded machine one was seen to be lost
+        # (dg dev ran on for 90 s, its daemon ticking), so it is repeated, as a user repeats
+        # Ctrl-C; what is asserted is that dg dev and its children stop when asked.
+        for _ in range(3):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+                break
+            except subprocess.TimeoutExpired:
+                pass
     # the webserver, daemon and code servers it started stop with it (they share its session)
     deadline = time.monotonic() + 30
     while _group_alive(process.pid) and time.monotonic() < deadline:
