@@ -7,15 +7,16 @@ check its arrays (:func:`check_npz_file`: names, shapes, dtypes, storage, three 
 is done once per content: the ledger records the NPZ fingerprint each file passed at, so a run
 opens the files that are new or rebuilt since their last pass (or never passed), plus a random
 sample of the others (:data:`SAMPLE_FRACTION`), which catches damage that keeps size and mtime.
-``verify_all`` opens every file. A file that fails loses its mark, so it fails again on every run until it is rebuilt.
+``verify_all`` opens every file. A file that fails loses its mark, so it fails again on every run
+until it is rebuilt.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 

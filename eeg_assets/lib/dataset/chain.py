@@ -223,7 +223,8 @@ def run_facts(cache_dir: Path, config: CacheConfig, run_tag: str | None) -> Spli
 
 
 def _dataset_index(request: ChainRequest, cache_dir: Path) -> StepOutcome:
-    index = update_index(cache_dir, request.cache, run_facts(cache_dir, request.cache, request.run_tag))
+    facts = run_facts(cache_dir, request.cache, request.run_tag)
+    index = update_index(cache_dir, request.cache, facts)
     return StepOutcome(content_version(cache_dir / INDEX_NAME), {
         "files": len(index.files),
         "windows": index.total_windows,

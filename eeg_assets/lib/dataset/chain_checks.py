@@ -24,7 +24,7 @@ from eeg_assets.lib.cache.verify import verify_split
 from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
 from eeg_assets.lib.dataset.balanced import compose_split, pos_weight, read_balanced
 from eeg_assets.lib.dataset.chain import Log, run_facts
-from eeg_assets.lib.dataset.index import DatasetError, index_staleness, read_index
+from eeg_assets.lib.dataset.index import DatasetError, SplitFacts, index_staleness, read_index
 from eeg_assets.lib.dataset.manifest import (
     FULL,
     MANIFEST_NAME,
@@ -111,6 +111,10 @@ def run_check(request: CheckRequest, raw_root: Path, cache_root: Path, log: Log)
     return CHECKS[request.check](request, Path(raw_root), Path(cache_root), log)
 
 
+def _facts(request: CheckRequest, cache_dir: Path) -> SplitFacts:
+    return run_facts(cache_dir, request.cache, request.run_tag)
+
+
 def npz_schema(request, raw_root, cache_root, log) -> CheckOutcome:
     cache_dir = cache_root / request.split
     report = verify_split(cache_dir, request.cache, verify_all=request.verify_all,
@@ -157,7 +161,7 @@ def npz_count_matches_recordings(request, raw_root, cache_root, log) -> CheckOut
 def index_matches_npz(request, raw_root, cache_root, log) -> CheckOutcome:
     cache_dir = cache_root / request.split
     try:
-        reason = index_staleness(cache_dir, request.cache, run_facts(cache_dir, request.cache, request.run_tag))
+        reason = index_staleness(cache_dir, request.cache, _facts(request, cache_dir))
     except CACHE_ERRORS as exc:
         reason = str(exc)
     if reason:
@@ -202,7 +206,7 @@ def patient_disjointness(request, raw_root, cache_root, log) -> CheckOutcome:
 def manifest_current(request, raw_root, cache_root, log) -> CheckOutcome:
     try:
         cache_dir = cache_root / request.split
-        result = check_manifest(cache_dir, request.cache, run_facts(cache_dir, request.cache, request.run_tag))
+        result = check_manifest(cache_dir, request.cache, _facts(request, cache_dir))
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     if result.reason:
@@ -213,7 +217,7 @@ def manifest_current(request, raw_root, cache_root, log) -> CheckOutcome:
 
 def seizure_windows_present(request, raw_root, cache_root, log) -> CheckOutcome:
     try:
-        counts = count_categories(run_facts(cache_root / request.split, request.cache, request.run_tag).files,
+        counts = count_categories(_facts(request, cache_root / request.split).files,
                                   request.cache)
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
@@ -228,7 +232,7 @@ def balanced_matches_recipe(request, raw_root, cache_root, log) -> CheckOutcome:
     try:
         stored = read_balanced(cache_dir)
         expected = compose_split(cache_dir, request.balance, request.cache,
-                                 run_facts(cache_dir, request.cache, request.run_tag))
+                                 _facts(request, cache_dir))
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     problems = []
