@@ -24,7 +24,6 @@ import pytest
 
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.cache.discovery import recorded_npz
-from eeg_assets.lib.config import CacheConfig
 from eeg_assets.lib.cache.ledger import (
     BUILT,
     FAILED,
@@ -33,6 +32,7 @@ from eeg_assets.lib.cache.ledger import (
     FileFingerprint,
     Ledger,
 )
+from eeg_assets.lib.config import CacheConfig
 from eeg_assets.lib.dataset.index import collect_facts
 from eeg_assets.synthetic.edf_writer import (
     TUSZ_EEG_ORDER, TUSZ_EXTRA_LABELS, TUSZ_SIDE_LABELS, Event, eeg_labels, noise_generator,
