@@ -139,21 +139,38 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_upload_raw(args: argparse.Namespace) -> int:
-    from eeg_assets.remote.modal_cli import ModalError, upload_raw
+def _settings_and_client():
+    from eeg_assets.remote.modal_client import ModalUnavailable, load_client
     from eeg_assets.settings import Settings, SettingsError
 
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:
+        return settings, load_client(settings.modal_client, settings.modal)
+    except (SettingsError, ModalUnavailable) as exc:
         raise CommandError(str(exc)) from exc
+
+
+def _cmd_upload_raw(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.cache.raw_upload import sync_raw
+    from eeg_assets.remote.modal_client import ModalUnavailable
+
+    settings, client = _settings_and_client()
     raw_root = Path(args.raw_root) if args.raw_root else Path(settings.raw_root)
     folders = args.folder or sorted(set(settings.split_folders.values()))
     try:
-        upload_raw(settings.modal_executable, raw_root, folders)
-    except ModalError as exc:
+        print(f"[upload-raw] {raw_root} -> volume {settings.modal.raw_volume}")
+        report = sync_raw(raw_root, folders, client.raw_volume())
+    except (ModalUnavailable, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from exc
+    print(report.summary())
     return 0
+
+
+def _cmd_modal_check(args: argparse.Namespace) -> int:
+    from eeg_assets.remote.modal_check import modal_check
+
+    settings, client = _settings_and_client()
+    return 1 if modal_check(settings, client) else 0
 
 
 def _existing_path(text: str) -> Path:
@@ -212,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", action="append", default=None,
                    help="a TUSZ split folder to upload (repeatable; default: train, dev, eval)")
     p.set_defaults(func=_cmd_upload_raw)
+
+    p = sub.add_parser("modal-check", help="before a first Modal run: token, volumes, deployed "
+                       "apps (one small round trip), and the time and cost of a full run")
+    p.set_defaults(func=_cmd_modal_check)
 
     p = sub.add_parser("score", help="score hypotheses against references: NEDC OVERLAP and TAES, "
                        "SzCORE")

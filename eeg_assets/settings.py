@@ -33,8 +33,12 @@ DEFAULT_SPLIT_FOLDERS = {"train": "train", "val": "dev", "eval": "eval"}
 DEFAULT_RAW_ROOT = "data/sample_corpus/edf"
 DEFAULT_CACHE_ROOT = "cache/tusz"
 DEFAULT_RESULTS_ROOT = "results"
-#: Where the cache chain and training run: this machine, or Modal (volumes, CPU fan-out, GPU).
+#: Where the cache chain, training and evaluation run: this machine, or Modal (volumes, CPU
+#: fan-out, GPU).
 BACKENDS = ("local", "modal")
+#: What reaches Modal's servers from the Dagster process (``module:attribute``); tests name a
+#: stand-in here.
+DEFAULT_MODAL_CLIENT = "eeg_assets.remote.modal_client:ModalClient"
 
 
 class SettingsError(ValueError):
@@ -66,6 +70,8 @@ class ModalSettings:
     #: Seconds between two records of the fan-out's outcomes in the ledger on the volume: at
     #: most what a killed build loses (its NPZs are rebuilt by the next run).
     build_flush_s: float = 60.0
+    #: How long a step waits for another run's lease on its split before failing.
+    lease_wait_s: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
@@ -106,12 +112,9 @@ class Settings:
     #: Generate the deterministic sample corpus when ``raw_root`` is the default and missing.
     make_sample_if_missing: bool = True
     train: TrainConfig = field(default_factory=_default_train_config)
-    #: ``local`` or ``modal``: where the cache chain is built and, unless ``train_backend``
-    #: says otherwise, where training runs.
+    #: ``local`` or ``modal``: where the cache chain is built, the model trained and evaluated.
     backend: str = "local"
-    #: Training only (``EEG_ASSETS_TRAIN_BACKEND``); ``None`` follows ``backend``.
-    train_backend: str | None = None
-    modal_executable: str = "modal"
+    modal_client: str = DEFAULT_MODAL_CLIENT
     modal: ModalSettings = ModalSettings()
     manifest_warn_hours: float = 24.0
     manifest_fail_hours: float = 24.0 * 7
@@ -126,7 +129,6 @@ class Settings:
         defaults = cls()
         train = defaults.train
         backend = env.choice("EEG_ASSETS_BACKEND", defaults.backend, BACKENDS)
-        train_backend = env.choice("EEG_ASSETS_TRAIN_BACKEND", "", BACKENDS) or None
         max_fa = env.number("EEG_ASSETS_EVAL_MAX_FA_PER_24H", defaults.eval_max_fa_per_24h, float)
         if not max_fa >= 0:
             raise SettingsError(f"EEG_ASSETS_EVAL_MAX_FA_PER_24H={max_fa!r}: use a number of "
@@ -151,8 +153,7 @@ class Settings:
                     "EEG_ASSETS_MAX_TRAIN_WINDOWS", train.max_train_windows_per_epoch, int),
             ),
             backend=backend,
-            train_backend=train_backend,
-            modal_executable=env.text("EEG_ASSETS_MODAL_EXECUTABLE", defaults.modal_executable),
+            modal_client=env.text("EEG_ASSETS_MODAL_CLIENT", defaults.modal_client),
             modal=ModalSettings.from_env(environ),
             manifest_warn_hours=env.number("EEG_ASSETS_MANIFEST_WARN_FRESHNESS_HOURS",
                                            defaults.manifest_warn_hours, float),
@@ -162,11 +163,6 @@ class Settings:
                                         defaults.model_fail_hours, float),
             eval_max_fa_per_24h=max_fa,
         )
-
-    @property
-    def training_backend(self) -> str:
-        """Where ``trained_model`` runs: ``train_backend`` when set, else ``backend``."""
-        return self.train_backend or self.backend
 
     def cache_config(self) -> CacheConfig:
         return CacheConfig(notch_hz=self.notch_hz or None)

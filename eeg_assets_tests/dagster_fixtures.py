@@ -21,7 +21,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from eeg_assets.orchestration import assets, build_defs, checks_cache, checks_dataset
+from eeg_assets.orchestration import (
+    assets,
+    build_defs,
+    build_resources,
+    checks_cache,
+    checks_dataset,
+)
 from eeg_assets.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -66,7 +72,7 @@ def materialize(settings: Settings, instance: dg.DagsterInstance, keys: Iterable
                 selection: dg.AssetSelection | None = None) -> dg.ExecuteInProcessResult:
     """Materialize ``keys`` (and run their checks) for one split partition, or run ``selection``
     (e.g. checks only); never raises, so a test can look at a failed run."""
-    return dg.materialize(chain_defs(settings), resources={"settings": settings},
+    return dg.materialize(chain_defs(settings), resources=build_resources(settings),
                           partition_key=partition, instance=instance, tags=tags,
                           selection=selection or dg.AssetSelection.assets(*keys),
                           raise_on_error=False)

@@ -8,13 +8,14 @@ A folder holds a volume's committed state. The two sides of a real volume are pl
 * :class:`Mount` is one container's view: a private copy of the committed state taken when the
   container starts (hard links for the large files this project replaces but never edits in
   place: ``.npz`` and ``.edf``). Writes stay private until ``commit()``, which copies the
-  container's changes (new, changed and removed files) into the committed folder and then shows
-  the container the committed state again, as Modal's commit does. ``reload()`` shows it the
-  latest committed state; like Modal's, it refuses while the container has files on the volume
-  open, and (stricter than Modal, which may commit them implicitly) while it has uncommitted
-  changes. A committed file keeps its mtime in whole seconds, so a container sees another
-  container's files with other timestamps than their writer saw: fingerprints taken before a
-  commit do not survive it.
+  container's changes (new, changed and removed files) into the committed folder and does *not*
+  show the container anyone else's commits (Modal 1.6.4 reloads after a commit only when the
+  server does not answer ``skip_reload``). ``reload()`` shows it the latest committed state;
+  like Modal's, it refuses while the container has files on the volume open, and (stricter than
+  Modal, which may commit them implicitly) while it has uncommitted changes.
+* No mtime survives: a committed file gets the time of the commit (not its writer's), an
+  uploaded file the time of the upload, and a ``restamp`` mount (the raw volume's) shows every
+  file with the time it was mounted. Fingerprints taken by ``stat`` on a volume are not stable.
 """
 
 from __future__ import annotations
@@ -31,10 +32,6 @@ from pathlib import Path
 
 #: Files hard-linked into a container's copy (never written in place by the apps).
 LINKED_SUFFIXES = (".npz", ".edf")
-
-
-def _whole_seconds(ns: int) -> int:
-    return ns // 1_000_000_000 * 1_000_000_000
 
 
 def _place(source: Path | io.IOBase, target: Path, mtime_ns: int) -> None:
@@ -77,7 +74,7 @@ class HostVolume:
                 raise FileExistsError(f"{existing[0]} already exists on the volume")
         staged = self.committed.parent / f".{self.committed.name}.upload"
         shutil.rmtree(staged, ignore_errors=True)
-        now = _whole_seconds(time.time_ns())
+        now = time.time_ns()
         try:
             for i, (source, _) in enumerate(targets):  # read everything first: all or nothing
                 _place(source, staged / str(i), now)
@@ -116,15 +113,16 @@ class _Batch:
 class Mount:
     """One container's copy of a volume at ``path``; ``commit``/``reload`` as in Modal."""
 
-    def __init__(self, committed: Path, path: Path):
-        self.committed, self.path = Path(committed), Path(path)
+    def __init__(self, committed: Path, path: Path, restamp: bool = False):
+        self.committed, self.path, self.restamp = Path(committed), Path(path), restamp
         self.baseline_file = self.path.parent / f"{self.path.name}.baseline.json"
 
     @classmethod
-    def for_process(cls, committed: Path, pid: int | None = None) -> Mount:
+    def for_process(cls, committed: Path, pid: int | None = None,
+                    restamp: bool = False) -> Mount:
         """The mount of process ``pid`` (this one by default), beside the committed folder."""
         committed = Path(committed)
-        return cls(committed, Path(f"{committed}.mounts") / str(pid or os.getpid()))
+        return cls(committed, Path(f"{committed}.mounts") / str(pid or os.getpid()), restamp)
 
     def mount(self) -> Mount:
         self._snapshot()
@@ -151,35 +149,51 @@ class Mount:
         self.path.mkdir(parents=True)
         for folder in sorted(p for p in self.committed.rglob("*") if p.is_dir()):
             (self.path / folder.relative_to(self.committed)).mkdir(parents=True, exist_ok=True)
+        now = time.time_ns()
         for rel in self._files(self.committed):
             source, target = self.committed / rel, self.path / rel
             try:
-                if source.suffix in LINKED_SUFFIXES:
+                if source.suffix in LINKED_SUFFIXES and not self.restamp:
                     os.link(source, target)
                 else:
                     shutil.copy2(source, target)
+                    if self.restamp:
+                        os.utime(target, ns=(now, now))
             except FileNotFoundError:
                 pass  # removed by another container's commit since it was listed
+        self._rebaseline()
+
+    def _rebaseline(self) -> None:
         self.baseline_file.write_text(json.dumps(self._files(self.path)))
 
     def changes(self) -> tuple[list[str], list[str]]:
         """Files written (new or changed) and files removed since the last snapshot."""
+        written, removed, _, _ = self._diff()
+        return written, removed
+
+    def _diff(self):
         baseline = json.loads(self.baseline_file.read_text())
         current = self._files(self.path)
         written = sorted(rel for rel, stat in current.items() if baseline.get(rel) != stat)
         removed = sorted(rel for rel in baseline if rel not in current)
-        return written, removed
+        return written, removed, baseline, current
 
     def commit(self) -> None:
-        written, removed = self.changes()
+        written, removed, baseline, current = self._diff()
         for folder in (p for p in self.path.rglob("*") if p.is_dir()):
             (self.committed / folder.relative_to(self.path)).mkdir(parents=True, exist_ok=True)
+        now = time.time_ns()
         for rel in written:
-            source = self.path / rel
-            _place(source, self.committed / rel, _whole_seconds(source.stat().st_mtime_ns))
+            try:
+                _place(self.path / rel, self.committed / rel, now)
+            except FileNotFoundError:
+                continue  # renamed or removed since listed: the next commit sees where it went
+            baseline[rel] = current[rel]  # changed again since listed: committed again next time
         for rel in removed:
             (self.committed / rel).unlink(missing_ok=True)
-        self._snapshot()  # Modal reloads after a commit
+            baseline.pop(rel, None)
+        # No reload: the container still sees its own view, not other containers' commits.
+        self.baseline_file.write_text(json.dumps(baseline))
 
     def reload(self) -> None:
         opened = self.open_files()

@@ -1,15 +1,16 @@
-"""The cache chain with ``EEG_ASSETS_BACKEND=modal``, end to end, against the stand-in ``modal``.
+"""The cache chain with ``EEG_ASSETS_BACKEND=modal``, end to end, against the stand-in for Modal.
 
-Modal cannot be reached from here, so ``modal`` is the stand-in CLI (``stand_in_modal.py``): it
-runs the apps' own entrypoints and functions, each "container" a separate process with only a
-container's environment and its own view of the volumes (folders here), which it sees change
-only through ``commit``/``reload``; ``Function.map`` starts one such process per input. What it
-cannot show: that the images build, that Modal schedules the containers, and Modal's real
-volume semantics (the stand-in's are documented in ``stand_in_volumes.py``).
+Modal's servers cannot be reached from here, so the client is the stand-in
+(``stand_in_modal.py``, the only mock): it runs the deployed apps' own functions, imported with the
+real ``modal`` package, each "container" a separate process with only a container's environment
+and its own view of the volumes (folders here), which it sees change only through
+``commit``/``reload``; ``Function.map`` starts one such process per input. It also plays what the
+real service does and is inconvenient: commits in the background, ``commit()`` without reload,
+mtimes that do not survive, preemption, a mangled log stream, calls that outlive the caller. What
+it cannot show: that the images build and that Modal schedules the containers.
 
-The chain runs with its checks, which run in a container on the volume too
-(``modal_cache.py::run_check``): they verify the volume's files, since with this backend there
-is no local cache to verify.
+The chain runs with its checks, which run in a container on the volume too: they verify the
+volume's files, since with this backend there is no local cache to verify.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from dagster_fixtures import (  # noqa: F401
     materializations,
     sample_raw_root,
 )
+from stand_in_modal import StandInModal
 
 from eeg_assets.lib.cache.ledger import BUILT, Ledger
 from eeg_assets.lib.model.training import TrainConfig
-from eeg_assets.orchestration import assets, training
+from eeg_assets.orchestration import assets, build_resources, training
 from eeg_assets.orchestration.checks_cache import VERIFY_ALL, VERIFY_TAG
 from eeg_assets.synthetic.fake_cache import damage_window_in_place
 from eeg_assets.settings import ModalSettings
@@ -41,6 +43,9 @@ pytestmark = pytest.mark.slow
 
 SHORT_TRAINING = TrainConfig(epochs=1, max_train_windows_per_epoch=16, cpu_threads=1,
                              device="cpu")
+STAND_IN = "stand_in_modal:StandInModal"
+STAND_IN_SWITCHES = ("EEG_ASSETS_STAND_IN_PREEMPT", "EEG_ASSETS_STAND_IN_DEPLOYED_VERSION",
+                     "EEG_ASSETS_STAND_IN_NO_TOKEN")
 
 
 @pytest.fixture
@@ -49,15 +54,16 @@ def volumes(tmp_path, monkeypatch) -> dict[str, Path]:
     folders = {"raw": tmp_path / "volumes" / "raw", "results": tmp_path / "volumes" / "results"}
     monkeypatch.setenv("EEG_ASSETS_STAND_IN_RAW_VOLUME", str(folders["raw"]))
     monkeypatch.setenv("EEG_ASSETS_STAND_IN_VOLUME", str(folders["results"]))
-    for name in ("EEG_ASSETS_STAND_IN_EXIT", "EEG_ASSETS_STAND_IN_KILL_MAP_AFTER"):
+    monkeypatch.setenv("EEG_ASSETS_STAND_IN_SERVER", str(tmp_path / "volumes" / "server"))
+    for name in STAND_IN_SWITCHES:
         monkeypatch.delenv(name, raising=False)
     return folders
 
 
-def modal_settings(raw_root: Path, tmp_path: Path, stand_in_bin: Path, **modal):
+def modal_settings(raw_root: Path, tmp_path: Path, **modal):
     return make_settings(raw_root, tmp_path / "local_cache", backend="modal",
-                         modal_executable=str(stand_in_bin / "modal"),
-                         modal=ModalSettings(**modal), train=SHORT_TRAINING)
+                         modal_client=STAND_IN, modal=ModalSettings(**modal),
+                         train=SHORT_TRAINING)
 
 
 def run_chain(settings, instance, partition="eval", keys=CHAIN, checks=True,
@@ -65,9 +71,10 @@ def run_chain(settings, instance, partition="eval", keys=CHAIN, checks=True,
     """The chain's assets for one partition, with their checks unless ``checks`` is False."""
     definitions = (chain_defs(settings) if checks
                    else [assets.raw_edf_recordings, *assets.build_cache_assets(settings)])
-    return dg.materialize(definitions, resources={"settings": settings}, partition_key=partition,
-                          instance=instance, selection=dg.AssetSelection.assets(*keys),
-                          raise_on_error=False, tags=tags)
+    return dg.materialize(definitions, resources=build_resources(settings),
+                          partition_key=partition, instance=instance,
+                          selection=dg.AssetSelection.assets(*keys), raise_on_error=False,
+                          tags=tags)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -94,8 +101,8 @@ def index_without_mtimes(folder: Path) -> dict:
 
 
 def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
-        built_eval, sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
-    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin, build_batch=3)
+        built_eval, sample_raw_root, volumes, tmp_path):  # noqa: F811
+    settings = modal_settings(sample_raw_root, tmp_path, build_batch=3)
     with dg.instance_for_test() as instance:
         result = run_chain(settings, instance)
         assert result.success, failure_message(result)
@@ -153,10 +160,10 @@ def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
 
 
 def test_npz_schema_on_the_modal_backend_opens_the_volumes_files(
-        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
+        sample_raw_root, volumes, tmp_path):  # noqa: F811
     """Damage that keeps size and mtime, done on the volume behind Dagster: only opening the
     volume's file finds it, and the blocking check stops the chain."""
-    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin)
+    settings = modal_settings(sample_raw_root, tmp_path)
     cache = volumes["results"] / "cache" / "tusz" / "eval"
     with dg.instance_for_test() as instance:
         built = run_chain(settings, instance)
@@ -178,10 +185,10 @@ def test_npz_schema_on_the_modal_backend_opens_the_volumes_files(
 
 
 def test_a_fan_out_killed_midway_is_resumed_by_the_next_run(built_eval, sample_raw_root, volumes,
-                                                            stand_in_bin, tmp_path,
+                                                            tmp_path,
                                                             monkeypatch):  # noqa: F811
     """One recording per batch, outcomes recorded after each; killed after two of four."""
-    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin, build_batch=1,
+    settings = modal_settings(sample_raw_root, tmp_path, build_batch=1,
                               build_flush_s=0)
     cache = volumes["results"] / "cache" / "tusz" / "eval"
     with dg.instance_for_test() as instance:
@@ -205,10 +212,10 @@ def test_a_fan_out_killed_midway_is_resumed_by_the_next_run(built_eval, sample_r
 
 
 def test_without_modal_the_chain_fails_saying_so_and_builds_nothing(sample_raw_root, volumes,
-                                                                     stand_in_bin, tmp_path,
+                                                                     tmp_path,
                                                                      monkeypatch):  # noqa: F811
     monkeypatch.setenv("EEG_ASSETS_STAND_IN_EXIT", "1")  # what `modal run` does without a token
-    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin)
+    settings = modal_settings(sample_raw_root, tmp_path)
     with dg.instance_for_test() as instance:
         result = run_chain(settings, instance, keys=["npz_windows"])
     assert not result.success
@@ -220,8 +227,8 @@ def test_without_modal_the_chain_fails_saying_so_and_builds_nothing(sample_raw_r
 
 
 def test_a_step_that_cannot_run_on_the_volume_fails_with_the_libraries_reason(
-        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
-    settings = modal_settings(sample_raw_root, tmp_path, stand_in_bin)
+        sample_raw_root, volumes, tmp_path):  # noqa: F811
+    settings = modal_settings(sample_raw_root, tmp_path)
     with dg.instance_for_test() as instance:
         result = run_chain(settings, instance, keys=["manifest"])  # nothing built yet
     message = failure_message(result)
@@ -230,10 +237,10 @@ def test_a_step_that_cannot_run_on_the_volume_fails_with_the_libraries_reason(
 
 
 def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
-        sample_raw_root, volumes, stand_in_bin, tmp_path):  # noqa: F811
+        sample_raw_root, volumes, tmp_path):  # noqa: F811
     """train is built from the sample's eval folder (4 recordings) and val from dev: both
     small, and their patients are disjoint, as training requires."""
-    settings = replace(modal_settings(sample_raw_root, tmp_path, stand_in_bin),
+    settings = replace(modal_settings(sample_raw_root, tmp_path),
                        split_folders={"train": "eval", "val": "dev", "eval": "eval"})
     launcher = training.TrainingLauncher.from_settings(settings)
     assert launcher.backend == "modal"  # training follows EEG_ASSETS_BACKEND

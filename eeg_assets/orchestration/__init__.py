@@ -1,17 +1,24 @@
 """The thin Dagster layer: partitions, assets, checks, sensors, and :func:`build_defs`.
 
 Modules: ``assets`` (the cache chain), ``checks_cache`` / ``checks_dataset`` (its asset checks),
-``training`` (``trained_model`` and its launcher), ``evaluation`` (``model_evaluation`` on val
-and eval, through the same launcher), ``raw`` (``raw_edf_recordings``, observed), ``sensors``
-(the raw-drop sensor), ``partitions``, ``backend`` (where the cache chain runs). Every asset is a
+``training`` (``trained_model``), ``evaluation`` (``model_evaluation`` on val and eval), ``raw``
+(``raw_edf_recordings``, observed), ``sensors`` (the raw-drop sensor), ``partitions``,
+``backend`` (the ``backend`` resource: where the chain, training and evaluation run, local or
+Modal) and ``modal_launch`` (a spawned Modal call as a Pipes session). Every asset is a
 thin call into :mod:`eeg_assets.lib`.
 """
 
 import dagster as dg
 
 from eeg_assets.orchestration import assets, checks_cache, checks_dataset, evaluation, training
+from eeg_assets.orchestration.backend import backend_for
 from eeg_assets.orchestration.sensors import make_raw_edf_drop_sensor
 from eeg_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict:
+    """``settings`` and the ``backend`` it names (local or Modal), bound to it."""
+    return {"settings": settings, "backend": backend_for(settings)}
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
@@ -42,8 +49,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 description="Eager automation: index, manifest and balanced set follow their "
                             "upstream."),
         ],
-        resources={"settings": settings,
-                   "training_launcher": training.TrainingLauncher.from_settings(settings)},
+        resources=build_resources(settings),
         # In process: a step is seconds of work, while a process per step re-imports Dagster and
         # the definitions (~10 s each). npz_windows parallelises its files with its own pool.
         executor=dg.in_process_executor,

@@ -23,7 +23,7 @@ from eeg_assets.lib.dataset.chain import (
 from eeg_assets.lib.dataset.balanced import BALANCED_NAME
 from eeg_assets.lib.dataset.index import INDEX_NAME
 from eeg_assets.lib.dataset.manifest import MANIFEST_NAME
-from eeg_assets.orchestration.backend import CacheBackend, cache_backend
+from eeg_assets.orchestration.backend import Backend
 from eeg_assets.orchestration.partitions import split_partitions
 from eeg_assets.orchestration.raw import GROUP, raw_edf_recordings
 from eeg_assets.settings import Settings
@@ -72,13 +72,12 @@ def _materialization(outcome: StepOutcome, **paths: str) -> dg.MaterializeResult
                                 metadata=metadata)
 
 
-def _run_step(context: dg.AssetExecutionContext, settings: Settings, step: str,
-              hint: str = "") -> tuple[StepOutcome, CacheBackend]:
+def _run_step(context: dg.AssetExecutionContext, backend: Backend, step: str,
+              hint: str = "") -> StepOutcome:
     """Run ``step`` for the partition's split on the configured backend."""
-    backend = cache_backend(settings)
     split = context.partition_key
     try:
-        return backend.run_step(context, step, split), backend
+        return backend.run_step(context, step, split)
     except StepError as exc:
         raise dg.Failure(f"{step}[{split}] on the {backend.name} backend: {exc}{hint}") from exc
 
@@ -86,8 +85,8 @@ def _run_step(context: dg.AssetExecutionContext, settings: Settings, step: str,
 def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     """The cache chain's assets, their code versions and freshness computed from ``settings``.
 
-    The assets read their paths from the ``settings`` resource at run time; ``build_defs`` binds
-    that resource to the same object, so code versions and outputs always agree.
+    The assets run on the ``backend`` resource; ``build_defs`` binds it to the same ``settings``,
+    so code versions and outputs always agree.
     """
     cache_version = cache_code_version(settings)
     balance_version = balance_code_version(settings)
@@ -104,8 +103,8 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "modal); bad recordings are quarantined with a reason.",
     )
     def npz_windows(context: dg.AssetExecutionContext,
-                    settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        outcome, backend = _run_step(context, settings, NPZ_WINDOWS)
+                    backend: Backend) -> dg.MaterializeResult:
+        outcome = _run_step(context, backend, NPZ_WINDOWS)
         split = context.partition_key
         return _materialization(outcome, cache_dir=backend.cache_dir(split),
                                 raw_dir=backend.raw_dir(split))
@@ -122,8 +121,8 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "build ledger.",
     )
     def dataset_index(context: dg.AssetExecutionContext,
-                      settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        outcome, backend = _run_step(context, settings, DATASET_INDEX)
+                      backend: Backend) -> dg.MaterializeResult:
+        outcome = _run_step(context, backend, DATASET_INDEX)
         return _materialization(outcome,
                                 path=f"{backend.cache_dir(context.partition_key)}/{INDEX_NAME}")
 
@@ -142,9 +141,9 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "(identical to what scan-cache gives by reading the labels).",
     )
     def manifest(context: dg.AssetExecutionContext,
-                 settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        outcome, backend = _run_step(
-            context, settings, MANIFEST,
+                 backend: Backend) -> dg.MaterializeResult:
+        outcome = _run_step(
+            context, backend, MANIFEST,
             hint=". Build the cache first: select 'npz_windows,dataset_index,manifest' (or the "
                  "split_cache_job)")
         return _materialization(
@@ -162,8 +161,8 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                     "seizure_ratio and pos_weight.",
     )
     def balanced_dataset(context: dg.AssetExecutionContext,
-                         settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:
-        outcome, backend = _run_step(context, settings, BALANCED_DATASET)
+                         backend: Backend) -> dg.MaterializeResult:
+        outcome = _run_step(context, backend, BALANCED_DATASET)
         return _materialization(
             outcome, path=f"{backend.cache_dir(context.partition_key)}/{BALANCED_NAME}")
 

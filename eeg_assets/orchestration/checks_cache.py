@@ -9,9 +9,8 @@ import dagster as dg
 
 from eeg_assets.lib.dataset.chain_checks import ERROR, CheckRequest
 from eeg_assets.orchestration.assets import _metadata_value
-from eeg_assets.orchestration.backend import cache_backend
+from eeg_assets.orchestration.backend import Backend
 from eeg_assets.orchestration.partitions import split_partitions
-from eeg_assets.settings import Settings
 
 #: Run tag that asks ``npz_schema`` to open every NPZ (e.g. after restoring a cache from backup).
 VERIFY_TAG = "eeg_assets/verify"
@@ -19,10 +18,10 @@ VERIFY_ALL = "all"
 SEVERITIES = {ERROR: dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity.WARN}
 
 
-def run_chain_check(context: dg.AssetCheckExecutionContext, settings: Settings, check: str,
+def run_chain_check(context: dg.AssetCheckExecutionContext, backend: Backend, check: str,
                     **request) -> dg.AssetCheckResult:
     """Run library check ``check`` on the partition's split where the backend keeps the cache."""
-    backend = cache_backend(settings)
+    settings = backend.settings
     # run_tag: the listing and NPZs npz_windows recorded in this run
     outcome = backend.run_check(context, CheckRequest(
         check=check, split=context.partition_key, split_folders=dict(settings.split_folders),
@@ -39,14 +38,14 @@ def run_chain_check(context: dg.AssetCheckExecutionContext, settings: Settings, 
                             "matches what build-cache recorded. Files are opened once per content "
                             "(new or rebuilt ones, plus a 0.2% random sample of the others); run "
                             f"with the tag {VERIFY_TAG}={VERIFY_ALL} to open every file.")
-def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
+def npz_schema(context: dg.AssetCheckExecutionContext, backend: Backend) -> dg.AssetCheckResult:
     requested = context.run.tags.get(VERIFY_TAG)
     if requested not in (None, VERIFY_ALL):
         raise dg.Failure(f"run tag {VERIFY_TAG}={requested!r}: the only value is {VERIFY_ALL!r} "
                          "(open every NPZ); without the tag new and rebuilt files and a sample "
                          "are verified")
     # Seeded by the run: a retried check samples the same files, another run other files.
-    return run_chain_check(context, settings, "npz_schema", verify_all=requested == VERIFY_ALL,
+    return run_chain_check(context, backend, "npz_schema", verify_all=requested == VERIFY_ALL,
                            seed=f"{context.run.run_id}/{context.partition_key}")
 
 
@@ -54,5 +53,5 @@ def npz_schema(context: dg.AssetCheckExecutionContext, settings: dg.ResourcePara
                 description="Every raw recording is accounted for: an NPZ, too short, or "
                             "quarantined with a reason; none unexplained.")
 def npz_count_matches_recordings(context: dg.AssetCheckExecutionContext,
-                                 settings: dg.ResourceParam[Settings]) -> dg.AssetCheckResult:
-    return run_chain_check(context, settings, "npz_count_matches_recordings")
+                                 backend: Backend) -> dg.AssetCheckResult:
+    return run_chain_check(context, backend, "npz_count_matches_recordings")

@@ -1,4 +1,4 @@
-"""model_evaluation: the trained model scored on val and eval, through the training launcher.
+"""model_evaluation: the trained model scored on val and eval, on the ``backend`` resource.
 
 ``model_evaluation[val]`` chooses the operating threshold by the configured rule
 (:class:`~eeg_assets.lib.model.operating_point.ThresholdRule`) and records it;
@@ -7,7 +7,6 @@ unchanged, refusing to run when val was not evaluated, was evaluated for another
 another rule. Nothing is chosen on eval.
 """
 
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
@@ -20,17 +19,13 @@ from eeg_assets.lib.model.training import BEST_CHECKPOINT
 from eeg_assets.lib.plots import operating_curve_png
 from eeg_assets.orchestration.assets import _version, cache_code_version, png_markdown
 from eeg_assets.orchestration.partitions import EVALUATION_SPLITS, evaluation_partitions
-from eeg_assets.orchestration.training import (
-    MODAL_CACHE_ROOT,
-    MODAL_RESULTS,
-    TrainingLauncher,
-    _consumed_version,
-)
+from eeg_assets.orchestration.backend import Backend
+from eeg_assets.orchestration.training import TRAINED_MODEL_DIR, _consumed_version
 from eeg_assets.remote.evaluate_entry import CHECKS
 from eeg_assets.settings import Settings
 
 ASSET = "model_evaluation"
-MODAL_EVALUATION = "/results/evaluation"
+EVALUATION_DIR = "evaluation"
 #: Bump when what an evaluation writes or how it scores changes.
 EVALUATION_FORMAT = 1
 
@@ -84,21 +79,16 @@ def _val_threshold(context: dg.AssetExecutionContext, model_version: str,
     return float(metadata["threshold"])
 
 
-def _request(context: dg.AssetExecutionContext, settings: Settings, backend: str,
+def _request(context: dg.AssetExecutionContext, settings: Settings, backend: Backend,
              split: str) -> EvaluationRequest:
     model_version = _model_version(context)
-    # On Modal the index is on the volume: the recorded data version is pinned instead.
-    local_index = None if settings.backend == "modal" else settings.cache_dir(split) / INDEX_NAME
-    index_version = _consumed_version(context, "dataset_index", split, local_index)
+    # Without a local copy (Modal) the recorded data version is pinned, and checked there.
+    index_version = _consumed_version(context, "dataset_index", split,
+                                      backend.local_file(split, INDEX_NAME))
     threshold = None if split == "val" else _val_threshold(context, model_version, settings)
-    if backend == "modal":
-        cache_dir = Path(MODAL_CACHE_ROOT) / split
-        checkpoint = Path(MODAL_RESULTS) / BEST_CHECKPOINT
-        out_dir = Path(MODAL_EVALUATION) / split
-    else:
-        cache_dir = settings.cache_dir(split)
-        checkpoint = Path(settings.results_root) / "trained_model" / BEST_CHECKPOINT
-        out_dir = Path(settings.results_root) / "evaluation" / split
+    cache_dir = backend.cache_path(split)
+    checkpoint = backend.results_path(TRAINED_MODEL_DIR) / BEST_CHECKPOINT
+    out_dir = backend.results_path(EVALUATION_DIR) / split
     train = settings.train
     return EvaluationRequest(
         split=split, cache_dir=cache_dir, index=PinnedFile(cache_dir / INDEX_NAME, index_version),
@@ -134,18 +124,18 @@ def build_model_evaluation(settings: Settings) -> dg.AssetsDefinition:
                     "ones listed as excluded), `nedc_eeg_eval ref.list hyp.list` runs on the "
                     "lists as they are. val chooses the operating threshold "
                     f"({settings.threshold_rule().describe()}); eval applies it unchanged. Runs "
-                    "through the training launcher (local or Modal).",
+                    "on the backend (a local subprocess, or a Modal GPU).",
     )
     def model_evaluation(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings],
-                         training_launcher: TrainingLauncher):
+                         backend: Backend):
         split = context.partition_key
-        request = _request(context, settings, training_launcher.backend, split)
+        request = _request(context, settings, backend, split)
         context.log.info(
             f"evaluating {request.checkpoint} (trained_model {request.model_version}) on "
             f"{request.index.path} (version {request.index.version}), threshold "
             f"{'chosen here' if request.threshold is None else request.threshold}, backend "
-            f"{training_launcher.backend}")
-        invocation = training_launcher.launch(context, request, job="evaluate")
+            f"{backend.name}")
+        invocation = backend.launch(context, "evaluate", request)
         for result in invocation.get_results():
             if isinstance(result, dg.MaterializeResult):
                 metadata = dict(result.metadata or {})

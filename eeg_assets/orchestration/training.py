@@ -1,11 +1,9 @@
-"""trained_model: training launched through Dagster Pipes, locally or on Modal GPUs.
-
-The launcher also runs ``model_evaluation`` (``orchestration/evaluation.py``): the same backend,
-another job.
+"""trained_model: training launched through Dagster Pipes by the ``backend`` resource, locally
+or on a Modal GPU (``orchestration/backend.py``); ``model_evaluation`` is the same backend's other
+job (``orchestration/evaluation.py``).
 """
 
 import json
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,47 +18,10 @@ from eeg_assets.lib.files import content_version
 from eeg_assets.lib.model.train_run import PinnedInputs, TrainingRequest
 from eeg_assets.lib.plots import curves_png
 from eeg_assets.orchestration.assets import balance_code_version, png_markdown
-from eeg_assets.orchestration.modal_launch import run_with_pipes
+from eeg_assets.orchestration.backend import Backend
 from eeg_assets.settings import Settings
 
-MODAL_APP = Path(__file__).resolve().parents[1] / "remote" / "modal_app.py"
-MODAL_CACHE_ROOT = "/results/cache/tusz"
-MODAL_RESULTS = "/results/trained_model"
-#: What the launcher runs: job -> the Pipes entry module (``modal run ... --job <job>`` on Modal).
-JOBS = {"train": "eeg_assets.remote.train_entry", "evaluate": "eeg_assets.remote.evaluate_entry"}
-
-
-class TrainingLauncher(dg.ConfigurableResource):
-    """Where ``trained_model`` and ``model_evaluation`` run: ``local`` (a subprocess here) or
-    ``modal`` (a GPU on Modal)."""
-
-    backend: str = "local"
-    modal_executable: str = "modal"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "TrainingLauncher":
-        return cls(backend=settings.training_backend, modal_executable=settings.modal_executable)
-
-    def launch(self, context: dg.AssetExecutionContext, request,
-               job: str = "train") -> dg.PipesClientCompletedInvocation:
-        """Run ``job``'s entry point with ``request`` (a ``TrainingRequest`` or an
-        ``EvaluationRequest``) as the Pipes extra ``request``."""
-        if job not in JOBS:
-            raise dg.Failure(f"unknown launcher job {job!r} (use {' or '.join(JOBS)})")
-        extras = {"request": request.to_dict()}
-        if self.backend == "local":
-            return dg.PipesSubprocessClient().run(
-                command=[sys.executable, "-m", JOBS[job]], context=context, extras=extras)
-        if self.backend == "modal":
-            return self._launch_modal(context, extras, job)
-        raise dg.Failure(f"unknown training backend {self.backend!r} (use 'local' or 'modal')")
-
-    def _launch_modal(self, context, extras, job: str) -> dg.PipesClientCompletedInvocation:
-        command = [self.modal_executable, "run", str(MODAL_APP)]
-        if job != "train":  # the entrypoint's default job; the training command stays as it was
-            command += ["--job", job]
-        return run_with_pipes(context, command, extras)
-
+TRAINED_MODEL_DIR = "trained_model"
 
 def _consumed_version(context: dg.AssetExecutionContext, asset: str, partition: str,
                       path: Path | None) -> str:
@@ -89,23 +50,16 @@ def _consumed_version(context: dg.AssetExecutionContext, asset: str, partition: 
 
 
 def _request(context: dg.AssetExecutionContext, settings: Settings,
-             backend: str) -> TrainingRequest:
+             backend: Backend) -> TrainingRequest:
     """The training run's request: caches, configuration and the pinned upstream files."""
-    local_train, local_val = settings.cache_dir("train"), settings.cache_dir("val")
-    if backend == "modal":
-        train_cache, val_cache = Path(MODAL_CACHE_ROOT) / "train", Path(MODAL_CACHE_ROOT) / "val"
-        out_dir = Path(MODAL_RESULTS)
-    else:
-        train_cache, val_cache = local_train, local_val
-        out_dir = Path(settings.results_root) / "trained_model"
-    # A cache chain on Modal wrote these files on the volume: only their recorded versions count.
-    here = settings.backend != "modal"
+    train_cache, val_cache = backend.cache_path("train"), backend.cache_path("val")
     inputs = PinnedInputs(
         balanced_set=PinnedFile(train_cache / BALANCED_NAME, _consumed_version(
-            context, "balanced_dataset", "train", local_train / BALANCED_NAME if here else None)),
+            context, "balanced_dataset", "train", backend.local_file("train", BALANCED_NAME))),
         val_index=PinnedFile(val_cache / INDEX_NAME, _consumed_version(
-            context, "dataset_index", "val", local_val / INDEX_NAME if here else None)))
-    return TrainingRequest(train_cache=train_cache, val_cache=val_cache, out_dir=out_dir,
+            context, "dataset_index", "val", backend.local_file("val", INDEX_NAME))))
+    return TrainingRequest(train_cache=train_cache, val_cache=val_cache,
+                           out_dir=backend.results_path(TRAINED_MODEL_DIR),
                            train=settings.train, balance=settings.balance_config(),
                            cache=settings.cache_config(), inputs=inputs)
 
@@ -134,20 +88,20 @@ def build_trained_model(settings: Settings) -> dg.AssetsDefinition:
                     "`balanced_dataset[train]` and validated per recording on the "
                     "`dataset_index[val]` it names (both pinned by content version); best/last "
                     "checkpoints, metrics and `.csv_bi` hypotheses under the results root. Runs "
-                    "through the training launcher (local or Modal).",
+                    "on the backend (a local subprocess, or a Modal GPU).",
     )
     def trained_model(context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings],
-                      training_launcher: TrainingLauncher):
-        request = _request(context, settings, training_launcher.backend)
+                      backend: Backend):
+        request = _request(context, settings, backend)
         context.log.info(
             f"training on {request.inputs.balanced_set.path} (version "
             f"{request.inputs.balanced_set.version}), validating on {request.inputs.val_index.path} "
-            f"(version {request.inputs.val_index.version}), backend {training_launcher.backend}")
+            f"(version {request.inputs.val_index.version}), backend {backend.name}")
         context.log.debug(f"training request: {json.dumps(request.to_dict())}")
-        invocation = training_launcher.launch(context, request)
-        history = _history_from(invocation)
+        invocation = backend.launch(context, "train", request)
         for result in invocation.get_results():
-            if isinstance(result, dg.MaterializeResult) and history:
+            history = _history_of(result)
+            if history:
                 curves = curves_png(history, ("train_loss", "val_loss", "val_auroc"),
                                     "trained_model")
                 result = dg.MaterializeResult(
@@ -159,6 +113,9 @@ def build_trained_model(settings: Settings) -> dg.AssetsDefinition:
     return trained_model
 
 
-def _history_from(invocation: dg.PipesClientCompletedInvocation) -> list[dict]:
-    return [m["metrics"] for m in invocation.get_custom_messages()
-            if isinstance(m, dict) and m.get("kind") == "epoch"]
+def _history_of(result) -> list[dict]:
+    """Every epoch once, as the run's checkpoint holds them (a resumed run included)."""
+    if not isinstance(result, dg.MaterializeResult):
+        return []
+    history = (result.metadata or {}).get("history")
+    return list(history.value) if history is not None else []

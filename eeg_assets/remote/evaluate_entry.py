@@ -2,7 +2,8 @@
 
 The launcher passes an :class:`~eeg_assets.lib.model.evaluate_run.EvaluationRequest` as the Pipes
 extra ``request``. Logs, the materialization of ``model_evaluation[<split>]`` and its check
-results travel back over the Pipes channel (a file locally, stdout from Modal).
+results travel back over the Pipes channel (a file locally; on Modal the function's return value,
+:mod:`eeg_assets.remote.pipes_channel`).
 """
 
 from __future__ import annotations
@@ -78,12 +79,12 @@ def _report(pipes: PipesContext, summary: dict) -> None:
                                                       "type": "text"}})
 
 
-def main() -> None:
-    with open_dagster_pipes() as pipes:
-        request = EvaluationRequest.from_dict(pipes.get_extra("request"))
-        summary = run_evaluation(request, log=pipes.log.info)
-        _report(pipes, summary)
+def main(pipes: PipesContext) -> None:
+    request = EvaluationRequest.from_dict(pipes.get_extra("request"))
+    summary = run_evaluation(request, log=pipes.log.info)
+    _report(pipes, summary)
 
 
 if __name__ == "__main__":
-    main()
+    with open_dagster_pipes() as context:
+        main(context)

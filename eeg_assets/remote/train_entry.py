@@ -1,13 +1,15 @@
 """``python -m eeg_assets.remote.train_entry``: one training run reporting through Dagster Pipes.
 
 The launcher passes a :class:`~eeg_assets.lib.model.train_run.TrainingRequest` as the Pipes extra
-``request``. Logs, per-epoch metrics, the final materialization and two check results travel
-back over the Pipes channel (a file locally, stdout from Modal).
+``request``. Logs, the final materialization (with the history of every epoch) and two check
+results travel back over the Pipes channel (a file locally; on Modal the function's return value,
+:mod:`eeg_assets.remote.pipes_channel`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
@@ -70,16 +72,19 @@ def _report(pipes: PipesContext, summary: dict) -> None:
         metadata={"non_finite": {"raw_value": ", ".join(non_finite) or "none", "type": "text"}})
 
 
-def main() -> None:
-    with open_dagster_pipes() as pipes:
-        request = TrainingRequest.from_dict(pipes.get_extra("request"))
+def main(pipes: PipesContext, after_epoch: Callable[[], None] | None = None) -> None:
+    """Train as the Pipes extra ``request`` says and report the result.
 
-        def on_epoch(metrics: dict) -> None:
-            pipes.report_custom_message({"kind": "epoch", "metrics": metrics})
-
-        summary = run_training(request, log=pipes.log.info, on_epoch=on_epoch)
-        _report(pipes, summary)
+    ``after_epoch`` runs once each epoch's checkpoint is written (on Modal: commit the volume, so
+    a restarted call resumes from it). The history in the materialization is the checkpoint's,
+    each epoch once, however often the run was restarted.
+    """
+    request = TrainingRequest.from_dict(pipes.get_extra("request"))
+    summary = run_training(request, log=pipes.log.info,
+                           on_epoch=(lambda metrics: after_epoch()) if after_epoch else None)
+    _report(pipes, summary)
 
 
 if __name__ == "__main__":
-    main()
+    with open_dagster_pipes() as context:
+        main(context)

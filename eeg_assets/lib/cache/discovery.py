@@ -31,6 +31,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -47,6 +49,37 @@ SNAPSHOT_FORMAT = 1
 #: change within the same timestamp tick as the one before (1-10 ms on ext4 and XFS, 1-2 s on
 #: some network and FAT file systems) would leave its mtime where it was.
 RACY_MARGIN_NS = 5_000_000_000
+
+
+#: ``{path: (size, mtime_ns)}`` fingerprints recorded where the files came from; see
+#: :func:`source_fingerprints`.
+_source_stamps: Mapping[str, Sequence[int]] | None = None
+
+
+@contextmanager
+def source_fingerprints(stamps: Mapping[str, Sequence[int]]) -> Iterator[None]:
+    """Fingerprint the files ``stamps`` names by the size and mtime they had at their source.
+
+    On a Modal volume a file's mtime is whatever the volume says (its upload, a commit), which no
+    one promises to keep. Inside this block a raw file whose size matches its recorded one takes
+    the recorded fingerprint (the source machine's, carried by the upload record), so the
+    ledger's comparison does not depend on the volume's timestamps. Keys are paths as the walk
+    forms them (the split folder joined with relative names).
+    """
+    global _source_stamps
+    before, _source_stamps = _source_stamps, {os.path.normpath(k): v for k, v in stamps.items()}
+    try:
+        yield
+    finally:
+        _source_stamps = before
+
+
+def _fingerprint(path: str, st: os.stat_result) -> FileFingerprint:
+    if _source_stamps is not None:
+        recorded = _source_stamps.get(os.path.normpath(path))
+        if recorded is not None and int(recorded[0]) == st.st_size:
+            return FileFingerprint(int(recorded[0]), int(recorded[1]))
+    return FileFingerprint(st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -132,11 +165,12 @@ def recording_at(path: Path, source: str) -> Recording:
     """One recording by its path, fingerprinted now (a build container on another mount of the
     same files, which has no listing of its own)."""
     path = Path(path)
-    edf = FileFingerprint.of(path)
+    edf = _fingerprint(str(path), os.stat(path))
     for name in annotation_names(path.name):
         candidate = path.with_name(name)
         if candidate.is_file():
-            return Recording(source, path, edf, name, FileFingerprint.of(candidate))
+            return Recording(source, path, edf, name,
+                             _fingerprint(str(candidate), os.stat(candidate)))
     return Recording(source, path, edf)
 
 
@@ -176,7 +210,7 @@ class _Walk:
                 continue
             annotation_name, annotation = _annotation(folder, name, kinds)
             self.recordings.append(Recording(
-                source=source, path=Path(path), edf=FileFingerprint(st.st_size, st.st_mtime_ns),
+                source=source, path=Path(path), edf=_fingerprint(path, st),
                 annotation_name=annotation_name, annotation=annotation))
 
     def _entries(self, folder: str, prefix: str) -> dict[str, str] | None:
@@ -236,7 +270,7 @@ def _annotation(folder: str, edf_name: str, kinds: dict[str, str]
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        return name, FileFingerprint(st.st_size, st.st_mtime_ns)
+        return name, _fingerprint(path, st)
     return "", None
 
 

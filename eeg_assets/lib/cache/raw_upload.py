@@ -6,7 +6,8 @@ manager whose ``put_file(local or file object, remote path)`` uploads when the b
 nothing) and ``remove_file(path)``.
 
 What was uploaded is recorded on the volume itself, in ``_uploaded.json`` (size and mtime of the
-local file per volume path). A file is uploaded when it is new or its size or mtime changed, with
+local file per volume path); containers fingerprint the raw files by it (:func:`upload_stamps`),
+not by the volume's timestamps. A file is uploaded when it is new or its size or mtime changed, with
 its annotation files; a file gone from the local root is removed from the volume. Uploads go in
 chunks, and each chunk carries the record of itself: a sync killed midway loses at most the chunk
 in flight, and the next sync uploads only what is still missing.
@@ -77,6 +78,18 @@ def read_record(volume) -> dict[str, list[int]]:
     if data.get("format") != UPLOAD_FORMAT or not isinstance(data.get("files"), dict):
         raise ValueError(f"{UPLOAD_RECORD} on the volume is not a format-{UPLOAD_FORMAT} record")
     return data["files"]
+
+
+def upload_stamps(mount: Path) -> dict[str, list[int]]:
+    """``{path under mount: [size, mtime_ns]}``: the source machine's fingerprints of the files
+    on a mounted volume, from its upload record (for
+    :func:`~eeg_assets.lib.cache.discovery.source_fingerprints`); ``{}`` without a record."""
+    try:
+        data = json.loads((Path(mount) / UPLOAD_RECORD).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    return {str(Path(mount) / remote): stats for remote, stats in (files or {}).items()}
 
 
 def _record_bytes(record: dict[str, list[int]]) -> io.BytesIO:
