@@ -86,7 +86,9 @@ class ModalSettings:
 
     def to_env(self) -> dict[str, str]:
         """The variables :meth:`from_env` reads back as these settings (for a ``modal run``)."""
-        return {f"EEG_ASSETS_MODAL_{name.upper()}": str(value)
+        defaults = dataclasses.asdict(type(self)())
+        # Each value as its field's type: 0 and 0.0 are one setting, and one code version.
+        return {f"EEG_ASSETS_MODAL_{name.upper()}": str(type(defaults[name])(value))
                 for name, value in dataclasses.asdict(self).items()}
 
 

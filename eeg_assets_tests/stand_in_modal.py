@@ -28,6 +28,9 @@ process. What it plays, including the inconvenient parts of the real service:
   or ``TTY_COMPATIBLE`` is set, unfinished lines flushed at arbitrary points with other output
   between the pieces, and the last lines cut (``EEG_ASSETS_STAND_IN_LOG_TAIL_CUT``, default 5).
   Nothing the project needs may travel there.
+* **The client's side.** ``EEG_ASSETS_STAND_IN_DISCONNECTED=1`` plays a client that lost Modal
+  (``result`` and ``drain`` fail while the call runs on); ``EEG_ASSETS_STAND_IN_INTERRUPT=1``
+  a Ctrl-C or a terminated run arriving while the caller waits.
 * **Deployment.** ``EEG_ASSETS_STAND_IN_DEPLOYED_VERSION`` replaces the apps' code version, as an
   app deployed from other code would have.
 
@@ -71,6 +74,8 @@ LOG_CUT_ENV = "EEG_ASSETS_STAND_IN_LOG_TAIL_CUT"
 DEPLOYED_ENV = "EEG_ASSETS_STAND_IN_DEPLOYED_VERSION"
 NO_TOKEN_ENV = "EEG_ASSETS_STAND_IN_NO_TOKEN"
 IMAGE_ENV = "EEG_ASSETS_STAND_IN_IMAGE_ENV"
+DISCONNECTED_ENV = "EEG_ASSETS_STAND_IN_DISCONNECTED"
+INTERRUPT_ENV = "EEG_ASSETS_STAND_IN_INTERRUPT"
 #: Host variables a container also has, and the ones that tell OpenBLAS which CPU this is (a
 #: container on the same hardware detects the same kernels; float32 products depend on them).
 CONTAINER_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OPENBLAS_CORETYPE",
@@ -78,7 +83,7 @@ CONTAINER_BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OPENBLAS_CORE
 STAND_IN_ENV = (RAW_VOLUME_ENV, RESULTS_VOLUME_ENV, SERVER_ENV, CONTAINERS_ENV, PREEMPT_ENV,
                 BACKGROUND_COMMIT_ENV, LOG_CUT_ENV, DEPLOYED_ENV, IMAGE_ENV, "FORCE_COLOR",
                 "TTY_COMPATIBLE")
-PREEMPTED_EXIT = 137
+PREEMPTED_EXIT = (-signal.SIGKILL, 128 + signal.SIGKILL)
 
 
 def _folder(variable: str) -> Path:
@@ -179,9 +184,9 @@ class FolderDict:
 class StandInModal:
     """:class:`eeg_assets.remote.modal_client.ModalClient`, played by local processes."""
 
-    def __init__(self, settings=None):
+    def __init__(self, settings=None, server: Path | None = None):
         self.settings = settings
-        self.server = server_dir()
+        self.server = Path(server) if server is not None else server_dir()
 
     def token_source(self) -> str | None:
         return None if os.environ.get(NO_TOKEN_ENV) else "stand-in"
@@ -211,9 +216,16 @@ class StandInModal:
         _write_json(record.with_suffix(".pid"), supervisor.pid)
         return call_id
 
+    def _connected(self) -> None:
+        from eeg_assets.remote.modal_client import ModalUnavailable
+
+        if os.environ.get(DISCONNECTED_ENV):
+            raise ModalUnavailable("Modal could not be reached (stand-in: connection lost)")
+
     def result(self, call_id: str, timeout_s: float):
         from eeg_assets.remote.modal_client import CallFailed
 
+        self._connected()
         path = self.server / "calls" / f"{call_id}.result"
         deadline = time.monotonic() + timeout_s
         while True:
@@ -238,6 +250,9 @@ class StandInModal:
         (calls / f"{call_id}.cancelled").touch()
 
     def drain(self, partition: str) -> list[dict]:
+        self._connected()
+        if os.environ.get(INTERRUPT_ENV):
+            raise KeyboardInterrupt  # Ctrl-C, or the run terminated, while the call runs
         return FolderQueue(self.server / "queues").get_many(1000, block=False,
                                                             partition=partition)
 
@@ -349,7 +364,7 @@ def serve(call_id: str) -> int:
         process.wait()
         for pump in pumps:
             pump.join()
-        if process.returncode == PREEMPTED_EXIT and marker is not None and marker.exists():
+        if process.returncode in PREEMPTED_EXIT and marker is not None and marker.exists():
             result.unlink(missing_ok=True)
             continue  # Modal reschedules a preempted input
         outcome = _outcome(process, result, function)
@@ -490,7 +505,7 @@ def container(app_path: Path, function_name: str) -> int:
             warnings.simplefilter("ignore")  # "executing locally without the mounted Volume"
             value = function.local(*args, **invocation["kwargs"])
         # what the caller reads names the volume's paths, as on Modal
-        value = _remap(value, str(results.mount.path), real_results)
+        value = json.loads(json.dumps(value).replace(str(results.mount.path), real_results))
         Path(os.environ["STAND_IN_RESULT"]).write_text(json.dumps(value))
     finally:
         raw.close()

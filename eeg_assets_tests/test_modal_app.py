@@ -3,7 +3,7 @@
 Every test imports ``eeg_assets/remote/modal_app.py`` afresh (its settings are read at import)
 with the network cut off: any socket connection or name lookup fails the test. Modal itself is
 never reached, so the image build, the GPU and the volume are checked as declarations only (the
-launcher's end-to-end path runs against a stand-in CLI in test_trained_model.py).
+spawned calls run end to end against the stand-in for Modal's servers in test_modal_chain.py).
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ import re
 import socket
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import modal
 import pytest
 
-from eeg_assets.orchestration import evaluation, training
+from dagster_pipes import encode_param
+
+from eeg_assets.orchestration.backend import ModalBackend
+from eeg_assets.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_FILE = REPO_ROOT / "eeg_assets" / "remote" / "modal_app.py"
@@ -109,7 +113,7 @@ def test_default_declarations(monkeypatch):
     recorder = Recorder(monkeypatch)
     app = load_app(monkeypatch, recorder)
     assert app.app.name == "eeg-assets-train"
-    assert list(recorder.functions) == ["train", "evaluate"]
+    assert list(recorder.functions) == ["train", "evaluate", "ping"]
     for name in ("train", "evaluate"):
         function = getattr(app, name)
         assert isinstance(function, modal.Function) and function.app is app.app
@@ -124,7 +128,26 @@ def test_default_declarations(monkeypatch):
         assert info.cpu == 8.0 and info.memory_mib == 32768
         assert {path: mount.name for path, mount in info.volumes.items()} == {
             "/results": "eeg-assets-results"}
-    assert app.run.info.function_name == "run"
+        # Preemptible (cheaper): a restarted call resumes from the last committed checkpoint.
+        assert info.nonpreemptible is False and info.max_retries in (None, 0)
+    assert app.ping.info().gpus == []  # modal-check's round trip costs no GPU
+    assert not hasattr(app, "run")  # deployed and spawned by name: no `modal run` entrypoint
+
+
+def test_the_volume_and_queue_are_looked_up_as_deployed_objects(monkeypatch):
+    looked_up = []
+    for cls in (modal.Volume, modal.Queue):
+        original = cls.from_name
+
+        def spy(name, *args, _original=original, _cls=cls.__name__, **kwargs):
+            looked_up.append((_cls, name, kwargs))
+            return _original(name, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_name", staticmethod(spy))
+    load_app(monkeypatch)
+    assert ("Volume", "eeg-assets-results", {"create_if_missing": True, "version": 2}) \
+        in looked_up
+    assert ("Queue", "eeg-assets-pipes", {"create_if_missing": True}) in looked_up
 
 
 def test_settings_come_from_the_environment(monkeypatch):
@@ -136,13 +159,14 @@ def test_settings_come_from_the_environment(monkeypatch):
     assert info.timeout == 3600
     assert info.cpu == 16.0 and info.memory_mib == 65536
     assert info.volumes["/results"].name == "other-vol"
+    assert app.SETTINGS.volume == "other-vol" and app.CODE_VERSION != load_app(monkeypatch).CODE_VERSION
 
 
 def test_the_image_installs_the_package_and_what_the_container_imports(monkeypatch):
     recorder = Recorder(monkeypatch)
     load_app(monkeypatch, recorder)
     (slim,) = [kwargs for name, _args, kwargs in recorder.calls if name == "debian_slim"]
-    assert tuple(map(int, slim["python_version"].split("."))) >= (3, 10)  # requires-python
+    assert slim["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert recorder.args_of("add_local_python_source") == [("eeg_assets",)]
     installed = [package for args in recorder.args_of("pip_install") for package in args]
     for requirement in project_dependencies():
@@ -152,90 +176,81 @@ def test_the_image_installs_the_package_and_what_the_container_imports(monkeypat
             continue
         matches = [p for p in installed if p.split("=")[0].split(">")[0] == name]
         assert matches, f"{name} is a dependency of eeg_assets but not installed in the image"
-        if "==" in requirement:  # a pinned version must be the same in the container
-            assert matches == [requirement.replace(" ", "")], (requirement, matches)
+        assert matches == [f"{name}=={version(name).split('+')[0]}"], (requirement, matches)
 
 
 def test_the_container_entry_point_needs_no_dagster():
     """The image installs dagster-pipes only: the entry point must not import dagster itself."""
     code = ("import sys, eeg_assets.remote.train_entry, eeg_assets.lib.model.train_run, "
-            "eeg_assets.remote.evaluate_entry, eeg_assets.lib.model.evaluate_run; "
+            "eeg_assets.remote.evaluate_entry, eeg_assets.lib.model.evaluate_run, "
+            "eeg_assets.remote.pipes_channel; "
             "print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO_ROOT, check=True, timeout=120).stdout
     assert out.strip() == "[]"
 
 
-def test_paths_agree_with_the_launcher(monkeypatch):
+def test_paths_agree_with_the_backend(monkeypatch, tmp_path):
     app = load_app(monkeypatch)
-    assert training.MODAL_APP == APP_FILE.resolve()
     assert app.RESULTS_MOUNT == "/results"
-    assert training.MODAL_CACHE_ROOT == app.CACHE_ROOT == "/results/cache/tusz"
-    assert Path(training.MODAL_RESULTS).parent == Path(app.RESULTS_MOUNT)
-    assert Path(evaluation.MODAL_EVALUATION).parent == Path(app.RESULTS_MOUNT)
+    backend = ModalBackend(settings=Settings(raw_root=tmp_path, backend="modal"))
+    assert backend.cache_path("val") == Path("/results/cache/tusz/val")
+    assert backend.results_path("trained_model").parent == Path(app.RESULTS_MOUNT)
 
 
-class Remote:
-    def __init__(self, name: str, calls: list):
-        self.name, self.calls = name, calls
+class Volume:
+    def __init__(self, events: list):
+        self.events = events
 
-    def remote(self, *args):
-        self.calls.append((self.name, args))
-
-
-@pytest.mark.parametrize("job", [None, "train", "evaluate"])
-def test_local_entrypoint_forwards_pipes_and_seed_flags_only(monkeypatch, job):
-    app = load_app(monkeypatch)
-    calls = []
-    monkeypatch.setattr(app, "train", Remote("train", calls))
-    monkeypatch.setattr(app, "evaluate", Remote("evaluate", calls))
-    monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", "ctx")
-    monkeypatch.setenv("DAGSTER_PIPES_MESSAGES", "msgs")
-    monkeypatch.setenv("BGB_SMOKE_TEST", "1")
-    monkeypatch.setenv("BGB_LIMIT_FILES", "2")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "never-forwarded")
-    monkeypatch.setenv("EEG_ASSETS_EPOCHS", "3")  # read by the launcher into the request
-    app.run.info.raw_f(*([job] if job else []))
-    ((called, args),) = calls
-    assert called == (job or "train")
-    assert args == ({"DAGSTER_PIPES_CONTEXT": "ctx", "DAGSTER_PIPES_MESSAGES": "msgs",
-                     "BGB_SMOKE_TEST": "1", "BGB_LIMIT_FILES": "2"},)
+    def commit(self):
+        self.events.append("commit")
 
 
-def test_local_entrypoint_refuses_an_unknown_job(monkeypatch):
-    app = load_app(monkeypatch)
-    with pytest.raises(SystemExit, match="unknown job 'predict': use train or evaluate"):
-        app.run.info.raw_f("predict")
+def pipes_call(app, code_version: str | None = None, **flags: str) -> dict:
+    context = {"asset_keys": ["trained_model"], "extras": {}, "run_id": "r", "job_name": None,
+               "code_version_by_asset_key": None, "provenance_by_asset_key": None,
+               "partition_key": None, "partition_key_range": None,
+               "partition_time_window": None, "retry_number": 0}
+    env = {"DAGSTER_PIPES_CONTEXT": encode_param({"data": context}),
+           "DAGSTER_PIPES_MESSAGES": encode_param({})}
+    return {"pipes_env": env, "partition": "p", "flags": flags,
+            "code_version": app.CODE_VERSION if code_version is None else code_version}
 
 
 @pytest.mark.parametrize("function, entry", [("train", "train_entry"),
                                              ("evaluate", "evaluate_entry")])
 @pytest.mark.parametrize("fails", [False, True])
-def test_each_function_runs_its_entry_point_and_always_commits_the_volume(monkeypatch, fails,
-                                                                          function, entry):
+def test_each_function_serves_its_entry_point_and_always_commits_the_volume(monkeypatch, fails,
+                                                                            function, entry):
     app = load_app(monkeypatch)
     events = []
 
-    class Volume:
-        def commit(self):
-            events.append("commit")
-
-    def main():
-        events.append(("main", os.environ.get("DAGSTER_PIPES_CONTEXT"),
-                       os.environ.get("BGB_SMOKE_TEST")))
+    def main(pipes, **kwargs):
+        events.append(("main", pipes.asset_key, os.environ.get("BGB_SMOKE_TEST")))
+        pipes.log.info("working")
         if fails:
             raise RuntimeError("training failed")
 
     module = importlib.import_module(f"eeg_assets.remote.{entry}")
-    monkeypatch.setattr(app, "volume", Volume())
+    monkeypatch.setattr(app, "volume", Volume(events))
+    monkeypatch.setattr(app, "pipes_queue", None)
     monkeypatch.setattr(module, "main", main)
-    monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", "before")  # restored after the test
-    monkeypatch.setenv("BGB_SMOKE_TEST", "0")
-    forwarded = {"DAGSTER_PIPES_CONTEXT": "ctx", "BGB_SMOKE_TEST": "1"}
+    monkeypatch.setenv("BGB_LIMIT_FILES", "7")  # a previous call's flag: not this call's
     with pytest.warns(UserWarning, match="Volume"):  # modal: .local() has no volume mounted
-        if fails:
-            with pytest.raises(RuntimeError, match="training failed"):
-                getattr(app, function).local(forwarded)
-        else:
-            getattr(app, function).local(forwarded)
-    assert events == [("main", "ctx", "1"), "commit"]
+        returned = getattr(app, function).local(pipes_call(app, BGB_SMOKE_TEST="1"))
+    assert events == [("main", "trained_model", "1"), "commit"]
+    assert "BGB_LIMIT_FILES" not in os.environ
+    methods = [item["message"]["method"] for item in returned["messages"]]
+    assert methods == ["opened", "log", "closed"]  # the whole session, in the return value
+    assert (returned["error"] or "").startswith("RuntimeError: training failed") == fails
+
+
+def test_a_call_from_other_code_is_refused_before_any_work(monkeypatch):
+    app = load_app(monkeypatch)
+    events = []
+    monkeypatch.setattr(app, "volume", Volume(events))
+    with pytest.warns(UserWarning, match="Volume"):
+        returned = app.train.local(pipes_call(app, code_version="0000000000000000"))
+    assert returned == {"stale": {"app": "eeg-assets-train", "deployed": app.CODE_VERSION,
+                                  "local": "0000000000000000"}}
+    assert events == ["commit"]  # nothing trained

@@ -4,7 +4,7 @@ As in test_modal_app.py, the app module is imported afresh with the network cut 
 image, the CPU functions and the volumes are checked as declarations; Modal is never reached.
 The function bodies run here with their volumes replaced by recorders (``commit``/``reload``
 calls), which is what Modal's own ``Function.local`` gives. The end-to-end path through the
-stand-in ``modal`` CLI is in test_modal_chain.py.
+stand-in for Modal's servers is in test_modal_chain.py.
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import modal
 import pytest
 from dagster_fixtures import EVAL_STEMS, make_settings, sample_raw_root  # noqa: F401
 from test_modal_app import HOST_ONLY, Recorder, no_network, project_dependencies  # noqa: F401
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS
-from eeg_assets.orchestration import training
-from eeg_assets.orchestration.backend import ModalCacheBackend
+from eeg_assets.lib.cache.lease import split_lease
+from eeg_assets.orchestration.backend import ModalBackend
 from eeg_assets.remote import volume_layout
-from eeg_assets.remote.modal_cli import CACHE_APP
+from eeg_assets.remote.deployment import APP_FILES, CACHE_APP as CACHE_APP_NAME
+
+CACHE_APP = APP_FILES[CACHE_APP_NAME]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _fresh = itertools.count()
@@ -49,19 +52,36 @@ def test_default_declarations(monkeypatch):
     recorder = Recorder(monkeypatch)
     app = load_cache_app(monkeypatch)
     assert app.app.name == "eeg-assets-cache"
-    assert set(recorder.functions) == {"build_batch", "coordinate"}
+    assert set(recorder.functions) == {"build_batch", "coordinate", "ping"}
     build = recorder.functions["build_batch"]
     assert build["cpu"] == 1.0 and build["memory"] == 4096 and build["timeout"] == 3600
     assert build["max_containers"] == 32 and build["retries"] == 2
-    assert "gpu" not in build and "gpu" not in recorder.functions["coordinate"]  # CPU only
+    assert all("gpu" not in declared for declared in recorder.functions.values())  # CPU only
     for function in (app.build_batch, app.coordinate):
         info = function.info()
-        assert info.gpus == []
+        assert info.gpus == [] and info.nonpreemptible is False  # restarts are idempotent
         assert {path: mount.name for path, mount in info.volumes.items()} == {
             "/data": "eeg-assets-raw", "/results": "eeg-assets-results"}
     assert app.coordinate.info().timeout == 6 * 3600
-    assert app.run_step.info.function_name == "run_step"
-    assert app.upload_raw.info.function_name == "upload_raw"
+    assert not hasattr(app, "run_step")  # deployed and spawned by name: no entrypoints
+
+
+def test_volumes_are_version_2_and_the_queue_and_leases_named_objects(monkeypatch):
+    looked_up = []
+    for cls in (modal.Volume, modal.Queue, modal.Dict):
+        original = cls.from_name
+
+        def spy(name, *args, _original=original, _cls=cls.__name__, **kwargs):
+            looked_up.append((_cls, name, kwargs))
+            return _original(name, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_name", staticmethod(spy))
+    load_cache_app(monkeypatch)
+    v2 = {"create_if_missing": True, "version": 2}  # hundreds of writers; v1 takes five
+    assert sorted(looked_up) == sorted([
+        ("Volume", "eeg-assets-raw", v2), ("Volume", "eeg-assets-results", v2),
+        ("Queue", "eeg-assets-pipes", {"create_if_missing": True}),
+        ("Dict", "eeg-assets-leases", {"create_if_missing": True})])
 
 
 def test_settings_come_from_the_environment(monkeypatch):
@@ -96,37 +116,52 @@ def test_the_image_has_the_build_libraries_at_this_machines_versions_and_no_torc
 
 
 def test_the_container_imports_neither_dagster_nor_torch():
-    code = ("import sys, eeg_assets.remote.modal_cache, eeg_assets.remote.cache_entry; "
+    code = ("import sys, eeg_assets.remote.modal_cache, eeg_assets.remote.cache_entry, "
+            "eeg_assets.remote.pipes_channel; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO_ROOT, check=True, timeout=120).stdout
     assert out.strip() == "[]"
 
 
-def test_run_step_forwards_the_pipes_variables_only(monkeypatch):
-    app = load_cache_app(monkeypatch)
-    calls = []
-
-    class Coordinate:
-        def remote(self, *args):
-            calls.append(args)
-
-    monkeypatch.setattr(app, "coordinate", Coordinate())
-    monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", "ctx")
-    monkeypatch.setenv("DAGSTER_PIPES_MESSAGES", "msgs")
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", "never-forwarded")
-    monkeypatch.setenv("BGB_SMOKE_TEST", "1")  # a training flag: the cache steps ignore it
-    app.run_step.info.raw_f()
-    assert calls == [({"DAGSTER_PIPES_CONTEXT": "ctx", "DAGSTER_PIPES_MESSAGES": "msgs"},)]
-
-
-def test_paths_agree_with_the_backend_and_training(monkeypatch, tmp_path):
+def test_paths_agree_with_the_backend(monkeypatch, tmp_path):
     app = load_cache_app(monkeypatch)
     assert (app.RAW_MOUNT, app.RESULTS_MOUNT) == ("/data", "/results")
-    assert volume_layout.CACHE_ROOT == training.MODAL_CACHE_ROOT == "/results/cache/tusz"
-    backend = ModalCacheBackend(make_settings(tmp_path / "raw", tmp_path / "cache"))
-    assert backend.cache_dir("val") == "/results/cache/tusz/val"
+    backend = ModalBackend(settings=make_settings(tmp_path / "raw", tmp_path / "cache"))
+    assert backend.cache_dir("val") == volume_layout.CACHE_ROOT + "/val" == \
+        "/results/cache/tusz/val"
     assert backend.raw_dir("val") == "/data/edf/dev"  # the seed's val is built from TUSZ dev
+
+
+class Leases(dict):
+    """``modal.Dict`` in one process: ``put(..., skip_if_exists=True)`` creates only."""
+
+    def put(self, key, value, *, skip_if_exists=False):
+        if skip_if_exists and key in self:
+            return False
+        self[key] = value
+        return True
+
+
+def test_a_second_run_of_a_split_waits_then_fails_naming_the_holder():
+    leases, lines = Leases(), []
+    with split_lease(leases, "results/cache/tusz/eval", "run-a", ttl_s=60, wait_s=0):
+        with pytest.raises(Exception, match="in use by Dagster run run-a"):
+            with split_lease(leases, "results/cache/tusz/eval", "run-b", ttl_s=60, wait_s=0.2,
+                             poll_s=0.05, log=lines.append):
+                pass
+        with split_lease(leases, "results/cache/tusz/eval", "run-a", ttl_s=60, wait_s=0):
+            pass  # the same run again (a restarted container): its own lease
+    assert lines == ["waiting for results/cache/tusz/eval, held by Dagster run run-a"]
+    assert leases == {}  # released
+
+
+def test_an_expired_lease_is_taken_over():
+    leases, lines = Leases(), []
+    leases["k"] = {"holder": "crashed", "since": 0, "expires": 1}
+    with split_lease(leases, "k", "run-b", ttl_s=60, wait_s=0, log=lines.append):
+        assert leases["k"]["holder"] == "run-b"
+    assert lines == ["taking over the expired lease on k of crashed"]
 
 
 class VolumeCalls:
@@ -160,7 +195,8 @@ def test_build_batch_builds_onto_the_volume_and_commits(monkeypatch, tmp_path, s
 
 
 def test_a_step_request_survives_the_pipes_round_trip(tmp_path):
-    backend = ModalCacheBackend(make_settings(tmp_path / "raw", tmp_path / "cache", notch_hz=50))
+    backend = ModalBackend(settings=make_settings(tmp_path / "raw", tmp_path / "cache",
+                                                  notch_hz=50))
     request = backend.request(NPZ_WINDOWS, "val")
     assert type(request).from_dict(request.to_dict()) == request
     assert request.raw_folder == "dev" and request.cache.notch_hz == 50

@@ -184,46 +184,51 @@ def test_npz_schema_on_the_modal_backend_opens_the_volumes_files(
     assert not full.success and set(materializations(full)) == {"npz_windows"}  # blocking
 
 
-def test_a_fan_out_killed_midway_is_resumed_by_the_next_run(built_eval, sample_raw_root, volumes,
-                                                            tmp_path,
-                                                            monkeypatch):  # noqa: F811
-    """One recording per batch, outcomes recorded after each; killed after two of four."""
-    settings = modal_settings(sample_raw_root, tmp_path, build_batch=1,
-                              build_flush_s=0)
+def test_a_coordinator_preempted_midway_resumes_on_the_same_input(built_eval, sample_raw_root,
+                                                                  volumes, tmp_path,
+                                                                  monkeypatch):  # noqa: F811
+    """Modal restarts a preempted input: the coordinator is killed right after its first commit
+    and runs again; the one Dagster run still succeeds and gives the local bytes."""
+    settings = modal_settings(sample_raw_root, tmp_path, build_batch=1, build_flush_s=0)
     cache = volumes["results"] / "cache" / "tusz" / "eval"
+    monkeypatch.setenv("EEG_ASSETS_STAND_IN_PREEMPT", "coordinate")
     with dg.instance_for_test() as instance:
-        monkeypatch.setenv("EEG_ASSETS_STAND_IN_KILL_MAP_AFTER", "2")
-        killed = run_chain(settings, instance, keys=["npz_windows"])
-        assert not killed.success
-        assert "exited with code 1" in failure_message(killed)
-        recorded = [e for e in Ledger(cache).entries().values() if e.status == BUILT]
-        assert len(recorded) == 2  # on the volume: two recorded, the others not trusted
-        assert {p.name for p in (volumes["raw"] / "edf").iterdir()} == {"eval"}  # only the split
-
-        monkeypatch.delenv("EEG_ASSETS_STAND_IN_KILL_MAP_AFTER")
-        resumed = run_chain(settings, instance)
-        assert resumed.success, failure_message(resumed)
-    meta = values(materializations(resumed)["npz_windows"])
-    assert (meta["files_skipped"], meta["files_built"], meta["npz_files"]) == (2, 2, 4)
+        result = run_chain(settings, instance, keys=["npz_windows"], checks=False)
+    assert result.success, failure_message(result)
+    server = StandInModal()
+    (call,) = server.calls()
+    attempts = json.loads((server.server / "calls" / f"{call['id']}.attempts").read_text())
+    assert attempts == 2  # preempted once, then finished
     assert npz_bytes(cache) == npz_bytes(built_eval.cache_dir)
-    assert (cache / "manifest.json").read_bytes() == \
-        (built_eval.cache_dir / "manifest.json").read_bytes()
+    assert len([e for e in Ledger(cache).entries().values() if e.status == BUILT]) == 4
     assert not [p.name for p in cache.iterdir() if p.name.startswith(".")]  # no temporaries
 
 
-def test_without_modal_the_chain_fails_saying_so_and_builds_nothing(sample_raw_root, volumes,
-                                                                     tmp_path,
-                                                                     monkeypatch):  # noqa: F811
-    monkeypatch.setenv("EEG_ASSETS_STAND_IN_EXIT", "1")  # what `modal run` does without a token
+def test_without_a_token_the_chain_fails_saying_so_and_builds_nothing(sample_raw_root, volumes,
+                                                                      tmp_path,
+                                                                      monkeypatch):  # noqa: F811
+    monkeypatch.setenv("EEG_ASSETS_STAND_IN_NO_TOKEN", "1")
     settings = modal_settings(sample_raw_root, tmp_path)
     with dg.instance_for_test() as instance:
         result = run_chain(settings, instance, keys=["npz_windows"])
     assert not result.success
     message = failure_message(result)
-    assert "the raw recordings could not be uploaded" in message
-    assert "before the remote step started: Modal could not be reached" in message, message
-    assert "Token missing" in message
+    assert "the raw recordings could not be uploaded: no Modal token: run `modal token new`" \
+        in message, message
+    assert "Traceback" not in message.split("dagster._core.definitions.events.Failure:")[-1]
     assert not (tmp_path / "local_cache").exists() and not volumes["results"].exists()
+
+
+def test_a_stale_deployment_is_refused_before_any_work(sample_raw_root, volumes, tmp_path,
+                                                       monkeypatch):  # noqa: F811
+    monkeypatch.setenv("EEG_ASSETS_STAND_IN_DEPLOYED_VERSION", "0123456789abcdef")
+    settings = modal_settings(sample_raw_root, tmp_path)
+    with dg.instance_for_test() as instance:
+        result = run_chain(settings, instance, keys=["npz_windows"])
+    message = failure_message(result)
+    assert "the deployed Modal app eeg-assets-cache runs code version 0123456789abcdef" in message
+    assert "run `modal deploy eeg_assets/remote/modal_cache.py`" in message
+    assert not (volumes["results"] / "cache" / "tusz" / "eval").exists()  # nothing built
 
 
 def test_a_step_that_cannot_run_on_the_volume_fails_with_the_libraries_reason(
@@ -242,8 +247,8 @@ def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
     small, and their patients are disjoint, as training requires."""
     settings = replace(modal_settings(sample_raw_root, tmp_path),
                        split_folders={"train": "eval", "val": "dev", "eval": "eval"})
-    launcher = training.TrainingLauncher.from_settings(settings)
-    assert launcher.backend == "modal"  # training follows EEG_ASSETS_BACKEND
+    resources = build_resources(settings)
+    assert resources["backend"].name == "modal"  # training follows EEG_ASSETS_BACKEND
     trained_model = training.build_trained_model(settings)
     cache = volumes["results"] / "cache" / "tusz"
     with dg.instance_for_test() as instance:
@@ -258,7 +263,7 @@ def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
 
         def train():
             return dg.materialize([trained_model], instance=instance, raise_on_error=False,
-                                  resources={"settings": settings, "training_launcher": launcher})
+                                  resources=resources)
 
         trained = train()
         assert trained.success, failure_message(trained)
@@ -273,6 +278,6 @@ def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
         balanced.write_text(json.dumps(data))
         refused = train()
     assert not refused.success
-    # The container's refusal, in the step's failure (the last lines of `modal run`'s output).
-    assert f"balanced set {balanced} is stale: it changed after it was pinned" \
-        in failure_message(refused)
+    # The container's refusal, in the step's failure (returned by the call, not read from logs).
+    assert "balanced set /results/cache/tusz/train/balanced_dataset.json is stale: it changed " \
+        "after it was pinned" in failure_message(refused)

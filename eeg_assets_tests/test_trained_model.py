@@ -1,15 +1,15 @@
-"""``trained_model`` materialised through Dagster, with the local and the Modal launcher.
+"""``trained_model`` materialised through Dagster, on the local and the Modal backend.
 
 The cache is a handful of hand-written NPZs of the real geometry (19 x 15360 windows, ledger
 entries as the builder writes them) with the index, manifest and balanced set the upstream assets
 would write, so one epoch on CPU takes a second or two; the asset is built from settings with a
 short, single-threaded :class:`TrainConfig`.
 
-Modal cannot be reached from the test machine, so the Modal launcher runs a stand-in ``modal``
-executable (``stand_in_modal.py``, put on PATH). It runs the app file's own local entrypoint and
-``train`` function body in a separate "container" process whose stdout carries the Pipes messages
-back, with a folder playing the ``/results`` volume. What it cannot show: that the image builds,
-that Modal schedules the GPU, and that ``modal run`` streams container stdout unaltered.
+Modal's servers cannot be reached from the test machine, so the Modal backend's client is the
+stand-in (``stand_in_modal.py``, the only mock): it runs the deployed app's own ``train`` function
+in a separate, detached "container" process, with a folder playing the ``/results`` volume, and
+plays preemption, lost connections and the rest (its docstring lists them). What it cannot show:
+that the image builds and that Modal schedules the GPU.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_pipes import decode_param
+from stand_in_modal import StandInModal
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
@@ -33,7 +34,7 @@ from eeg_assets.lib.dataset.index import update_index
 from eeg_assets.lib.dataset.manifest import update_manifest
 from eeg_assets.lib.files import content_version
 from eeg_assets.lib.model.training import TrainConfig, load_checkpoint
-from eeg_assets.orchestration import modal_launch, training
+from eeg_assets.orchestration import build_resources, modal_launch, training
 from eeg_assets.settings import Settings
 from eeg_assets.synthetic.fake_cache import write_recording
 
@@ -55,6 +56,10 @@ SEED_LOG_LINES = ("[DATASET] BalancedSeizureDataset:", "[DATASET] Seizure ratio:
                   "✅ PATIENT DISJOINTNESS VERIFIED")
 CHECKS = {"checkpoint_reproduces_metrics", "metrics_finite"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+STAND_IN = "stand_in_modal:StandInModal"
+STAND_IN_SWITCHES = ("EEG_ASSETS_STAND_IN_PREEMPT", "EEG_ASSETS_STAND_IN_DEPLOYED_VERSION",
+                     "EEG_ASSETS_STAND_IN_NO_TOKEN", "EEG_ASSETS_STAND_IN_DISCONNECTED",
+                     "EEG_ASSETS_STAND_IN_INTERRUPT")
 
 
 def write_split(cache_dir: Path, files: dict[str, list[int]]) -> None:
@@ -103,41 +108,56 @@ class Run:
         return "\n".join(p for p in parts if p)
 
 
-def materialize(tmp: Path, launcher: training.TrainingLauncher, env: dict[str, str] | None = None,
+def record_upstream(cache_root: Path, instance: dg.DagsterInstance) -> None:
+    """What the chain on Modal would have recorded: the content versions of the volume's files
+    (training pins those; there is no local copy to compare)."""
+    for asset, split, name in (("balanced_dataset", "train", "balanced_dataset.json"),
+                               ("dataset_index", "val", "_dataset_index.json")):
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset, partition=split,
+            tags={"dagster/data_version": content_version(cache_root / split / name)}))
+
+
+def materialize(tmp: Path, backend: str = "local", env: dict[str, str] | None = None,
                 with_cache: bool = True, on_volume: bool = True,
                 before_run: Callable[[Path], None] | None = None,
-                with_instance: Callable[[Path, dg.DagsterInstance], None] | None = None) -> Run:
-    """One run of ``trained_model`` on a fresh cache under ``tmp`` with SHORT_TRAINING.
+                with_instance: Callable[[Path, dg.DagsterInstance], None] | None = None,
+                instance: dg.DagsterInstance | None = None, train: TrainConfig = SHORT_TRAINING
+                ) -> Run:
+    """One run of ``trained_model`` on a fresh cache under ``tmp`` with ``train``.
 
-    Locally the cache is ``tmp/cache/tusz`` and results go to ``tmp/results``. For the Modal
-    launcher, ``tmp/volume`` plays the ``/results`` volume: the cache is also copied to
-    ``tmp/volume/cache/tusz`` (as ``modal volume put`` would) and results go to
-    ``tmp/volume/trained_model``.
+    Locally the cache is ``tmp/cache/tusz`` and results go to ``tmp/results``. On the Modal
+    backend, ``tmp/volume`` plays the ``/results`` volume: the cache is also copied to
+    ``tmp/volume/cache/tusz`` (where the chain on Modal writes it), its versions recorded, and
+    results go to ``tmp/volume/trained_model``.
     """
-    modal = launcher.backend == "modal"
+    modal = backend == "modal"
     volume = tmp / "volume"
     volume.mkdir(parents=True, exist_ok=True)
-    if with_cache:
+    instance = instance or dg.DagsterInstance.ephemeral()
+    if with_cache and not (tmp / "cache").exists():
         write_cache(tmp / "cache" / "tusz")
         if modal and on_volume:
             shutil.copytree(tmp / "cache", volume / "cache", copy_function=shutil.copy2)
+            record_upstream(volume / "cache" / "tusz", instance)
     settings = Settings(raw_root=tmp / "raw", cache_root=tmp / "cache" / "tusz",
                         results_root=tmp / "results", make_sample_if_missing=False,
-                        train=SHORT_TRAINING)
-    instance = dg.DagsterInstance.ephemeral()
+                        train=train, backend=backend, modal_client=STAND_IN)
     if before_run is not None:
         before_run(tmp / "cache" / "tusz")
     if with_instance is not None:
         with_instance(tmp / "cache" / "tusz", instance)
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("BGB_SMOKE_TEST", "BGB_LIMIT_FILES", "BGB_FORCE_MANIFEST_REBUILD"):
+        for name in ("BGB_SMOKE_TEST", "BGB_LIMIT_FILES", "BGB_FORCE_MANIFEST_REBUILD",
+                     *STAND_IN_SWITCHES):
             mp.delenv(name, raising=False)
         mp.setenv("EEG_ASSETS_STAND_IN_VOLUME", str(volume))
+        mp.setenv("EEG_ASSETS_STAND_IN_RAW_VOLUME", str(tmp / "raw_volume"))
+        mp.setenv("EEG_ASSETS_STAND_IN_SERVER", str(tmp / "server"))
         for name, value in (env or {}).items():
             mp.setenv(name, value)
         result = dg.materialize([training.build_trained_model(settings)], instance=instance,
-                                resources={"settings": settings, "training_launcher": launcher},
-                                raise_on_error=False)
+                                resources=build_resources(settings), raise_on_error=False)
     entries = instance.all_logs(result.run_id)
     pipes_exceptions = [
         entry.dagster_event.engine_event_data.error.to_string() for entry in entries
@@ -148,58 +168,50 @@ def materialize(tmp: Path, launcher: training.TrainingLauncher, env: dict[str, s
                volume if modal else tmp / "results", pipes_exceptions)
 
 
-@pytest.fixture
-def modal_on_path(monkeypatch, stand_in_bin):
-    monkeypatch.setenv("PATH", f"{stand_in_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.delenv("EEG_ASSETS_STAND_IN_EXIT", raising=False)
-
-
-def modal_launcher() -> training.TrainingLauncher:
-    return training.TrainingLauncher(backend="modal", modal_executable="modal")
-
-
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory) -> Run:
-    return materialize(tmp_path_factory.mktemp("local"), training.TrainingLauncher())
+    return materialize(tmp_path_factory.mktemp("local"))
 
 
 @pytest.fixture(scope="module")
-def modal_run(tmp_path_factory, stand_in_bin) -> Run:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PATH", f"{stand_in_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-        mp.delenv("EEG_ASSETS_STAND_IN_EXIT", raising=False)
-        return materialize(tmp_path_factory.mktemp("modal"), modal_launcher())
+def modal_run(tmp_path_factory) -> Run:
+    return materialize(tmp_path_factory.mktemp("modal"), "modal")
 
 
-def assert_trained(run: Run, out_dir: Path) -> None:
-    """What every successful run must show in Dagster and on disk."""
+def assert_trained(run: Run, out_dir: Path, on_disk: Path | None = None,
+                   epochs: int = 1) -> None:
+    """What every successful run must show in Dagster and on disk; ``out_dir`` as the metadata
+    names it, ``on_disk`` where this machine sees it (the volume's folder for Modal)."""
     assert run.result.success, run.logs
     assert run.checks == {name: True for name in CHECKS}
     meta = run.metadata
     assert math.isfinite(meta["val_auroc"]) and 0.0 <= meta["val_auroc"] <= 1.0
     history = meta["history"]
-    assert [h["epoch"] for h in history] == [1] and meta["epochs"] == 1 and meta["best_epoch"] == 1
-    assert round(history[0]["val_auroc"], 4) == meta["val_auroc"]  # rounded for people
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+    assert meta["epochs"] == epochs
+    best = history[meta["best_epoch"] - 1]
+    assert round(best["val_auroc"], 4) == meta["val_auroc"]  # rounded for people
     assert meta["windows_per_s"] > 0 and math.isfinite(meta["windows_per_s"])
     assert meta["device"] == "cpu"
     assert meta["val_windows"] == VAL_WINDOWS
     assert meta["pos_weight"] > 1.0 and 0.0 < meta["seizure_ratio"] < 0.5
-    checkpoint = Path(meta["checkpoint"])
-    assert checkpoint == out_dir / "best.pt" and checkpoint.is_file()
+    on_disk = on_disk or out_dir
+    assert Path(meta["checkpoint"]) == out_dir / "best.pt"
+    checkpoint = on_disk / "best.pt"
     assert meta["checkpoint_mb"] == round(checkpoint.stat().st_size / 1e6, 2)
     model, saved = load_checkpoint(checkpoint)
-    assert saved["epoch"] == 1 and round(saved["metrics"]["val_auroc"], 4) == meta["val_auroc"]
-    assert saved["train_config"] == SHORT_TRAINING.to_dict()
+    assert saved["epoch"] == meta["best_epoch"]
+    assert round(saved["metrics"]["val_auroc"], 4) == meta["val_auroc"]
+    assert saved["train_config"]["epochs"] == epochs
     assert sum(p.numel() for p in model.parameters()) > 0
     match = re.fullmatch(
         r"!\[loss and AUROC per epoch\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)",
         meta["curves"])
     assert match and base64.b64decode(match.group(1)).startswith(PNG_MAGIC)
-    hypotheses = Path(meta["hypotheses_dir"])
-    assert hypotheses == out_dir / "hypotheses"
-    assert sorted(p.name for p in hypotheses.iterdir()) == sorted(
+    assert Path(meta["hypotheses_dir"]) == out_dir / "hypotheses"
+    assert sorted(p.name for p in (on_disk / "hypotheses").iterdir()) == sorted(
         f"{stem}.csv_bi" for stem in VAL_FILES)
-    summary = json.loads((out_dir / "training_summary.json").read_text())
+    summary = json.loads((on_disk / "training_summary.json").read_text())
     assert round(summary["best_metrics"]["val_auroc"], 4) == meta["val_auroc"]
 
 
@@ -245,7 +257,7 @@ def test_local_launcher_logs_the_seed_lines_into_the_run(local_run):
 
 
 def test_smoke_test_and_forced_manifest_rebuild_flags(tmp_path):
-    run = materialize(tmp_path, training.TrainingLauncher(),
+    run = materialize(tmp_path,
                       env={"BGB_SMOKE_TEST": "1", "BGB_FORCE_MANIFEST_REBUILD": "1"})
     assert_trained(run, tmp_path / "results" / "trained_model")
     assert "[DATASET] Using the first 3 of 4 files (BGB_SMOKE_TEST=1)" in run.logs
@@ -261,7 +273,7 @@ def test_training_failure_in_the_process_fails_the_asset(tmp_path):
     def remove_a_val_npz(cache_root: Path) -> None:
         (cache_root / "val" / "aaaaaaaw_s001_t000_windows.npz").unlink()
 
-    run = materialize(tmp_path, training.TrainingLauncher(), before_run=remove_a_val_npz)
+    run = materialize(tmp_path, before_run=remove_a_val_npz)
     assert not run.result.success
     assert "failed with code 1" in run.failure_message()
     (exception,) = run.pipes_exceptions
@@ -271,7 +283,7 @@ def test_training_failure_in_the_process_fails_the_asset(tmp_path):
 
 
 def test_unmaterialized_upstream_is_a_clear_failure_before_launching(tmp_path):
-    run = materialize(tmp_path, training.TrainingLauncher(), with_cache=False)
+    run = materialize(tmp_path, with_cache=False)
     assert not run.result.success
     message = run.failure_message()
     assert "balanced_dataset[train] has not been materialized" in message, message
@@ -287,7 +299,7 @@ def test_a_file_changed_behind_dagster_is_refused_before_launching(tmp_path):
             "balanced_dataset", partition="train",
             tags={"dagster/data_version": "0123456789abcdef"}))
 
-    run = materialize(tmp_path, training.TrainingLauncher(), with_instance=record_then_tamper)
+    run = materialize(tmp_path, with_instance=record_then_tamper)
     assert not run.result.success
     message = run.failure_message()
     assert ("balanced_dataset.json changed after balanced_dataset[train] was materialized "
@@ -295,27 +307,32 @@ def test_a_file_changed_behind_dagster_is_refused_before_launching(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# Modal launcher with the stand-in CLI
+# Modal backend with the stand-in for Modal's servers
 # ------------------------------------------------------------------------------------------------
 
-def test_modal_launcher_materializes_model_with_metadata_and_files(modal_run):
-    assert_trained(modal_run, modal_run.results_root / "trained_model")
+MODAL_OUT = Path("/results/trained_model")
+
+
+def test_modal_backend_materializes_model_with_metadata_and_files(modal_run):
+    assert_trained(modal_run, MODAL_OUT, modal_run.results_root / "trained_model")
     assert_seed_lines(modal_run.logs)
 
 
-def test_modal_launcher_sends_the_volume_paths_and_commits_the_volume(modal_run):
-    (request,) = [json.loads(line) for line in
-                  (modal_run.results_root / ".requests.jsonl").read_text().splitlines()]
+def test_modal_backend_spawns_one_call_with_the_volume_paths_and_records_it(modal_run):
+    (call,) = StandInModal(server=modal_run.results_root.parent / "server").calls()
+    assert (call["app"], call["function"]) == ("eeg-assets-train", "train")
+    context = decode_param(call["call"]["pipes_env"]["DAGSTER_PIPES_CONTEXT"])
+    request = context["data"]["extras"]["request"]
     assert request["train_cache"] == "/results/cache/tusz/train"
     assert request["val_cache"] == "/results/cache/tusz/val"
     assert request["out_dir"] == "/results/trained_model"
     assert request["train"] == SHORT_TRAINING.to_dict()
-    assert (modal_run.results_root / ".commits").read_text() == "commit\n"
-    assert any(line.startswith("launching modal run ") and line.endswith("modal_app.py")
-               for line in modal_run.logs)
+    assert f"spawned Modal call {call['id']} (eeg-assets-train.train); a retried step " \
+        "re-attaches to it" in modal_run.logs
+    assert modal_run.result.dagster_run.tags.get("eeg_assets/modal_call") in (None, call["id"])
 
 
-def test_modal_and_local_launchers_report_the_same_training(local_run, modal_run):
+def test_modal_and_local_backends_report_the_same_training(local_run, modal_run):
     local, remote = local_run.metadata, modal_run.metadata
     assert local.keys() == remote.keys()
     assert modal_run.checks == local_run.checks
@@ -331,83 +348,76 @@ def test_modal_and_local_launchers_report_the_same_training(local_run, modal_run
         [h["train_loss"] for h in local["history"]]
 
 
-def test_modal_launcher_forwards_the_seed_flags(tmp_path, modal_on_path):
-    run = materialize(tmp_path, modal_launcher(),
+def test_modal_backend_forwards_the_seed_flags(tmp_path):
+    run = materialize(tmp_path, "modal",
                       env={"BGB_SMOKE_TEST": "1", "BGB_FORCE_MANIFEST_REBUILD": "1"})
-    assert_trained(run, tmp_path / "volume" / "trained_model")
+    assert_trained(run, MODAL_OUT, tmp_path / "volume" / "trained_model")
     assert "[DATASET] Using the first 3 of 4 files (BGB_SMOKE_TEST=1)" in run.logs
     assert any(line.startswith("[MANIFEST] rebuilt manifest.json (BGB_FORCE_MANIFEST_REBUILD=1)")
                for line in run.logs), run.logs
 
 
-def test_modal_cli_failure_fails_the_asset_with_the_exit_code(tmp_path, modal_on_path,
-                                                              monkeypatch, capsys):
-    monkeypatch.setenv("EEG_ASSETS_STAND_IN_EXIT", "1")
-    run = materialize(tmp_path, modal_launcher())
-    assert "✓ Initialized." in capsys.readouterr().out  # ordinary CLI output is passed on
+def test_a_preempted_training_resumes_from_its_last_committed_epoch(tmp_path):
+    """Killed right after epoch 1's checkpoint commit, restarted on the same input by Modal: it
+    resumes at epoch 2, and the history Dagster records has each epoch once."""
+    two_epochs = replace(SHORT_TRAINING, epochs=2)
+    run = materialize(tmp_path, "modal", env={"EEG_ASSETS_STAND_IN_PREEMPT": "train"},
+                      train=two_epochs)
+    assert_trained(run, MODAL_OUT, tmp_path / "volume" / "trained_model", epochs=2)
+    (call,) = StandInModal(server=tmp_path / "server").calls()
+    assert json.loads((tmp_path / "server" / "calls" / f"{call['id']}.attempts").read_text()) == 2
+    assert any("the Modal container was restarted (attempt 2)" in line for line in run.logs)
+    assert any(line.startswith("resuming from") or "resum" in line for line in run.logs), run.logs
+
+
+def test_a_lost_connection_leaves_the_call_running_and_the_next_run_reattaches(tmp_path,
+                                                                               monkeypatch):
+    """The Dagster side loses Modal (a laptop asleep, a restarted daemon): the step fails saying
+    the call may still run; materializing again waits for that same call instead of paying for a
+    second one."""
+    monkeypatch.setattr(modal_launch, "RECONNECT_S", 0.5)
+    instance = dg.DagsterInstance.ephemeral()
+    lost = materialize(tmp_path, "modal", env={"EEG_ASSETS_STAND_IN_DISCONNECTED": "1"},
+                       instance=instance)
+    assert not lost.result.success
+    assert "materialize again to re-attach to it" in lost.failure_message()
+    again = materialize(tmp_path, "modal", instance=instance)
+    assert_trained(again, MODAL_OUT, tmp_path / "volume" / "trained_model")
+    (call,) = StandInModal(server=tmp_path / "server").calls()  # one paid job
+    assert f"re-attaching to Modal call {call['id']} (eeg-assets-train.train, started by run " \
+        f"{lost.result.run_id}): no second job" in again.logs
+
+
+def test_interrupting_the_step_cancels_the_call(tmp_path):
+    run = materialize(tmp_path, "modal", env={"EEG_ASSETS_STAND_IN_INTERRUPT": "1"})
+    assert not run.result.success
+    (call,) = StandInModal(server=tmp_path / "server").calls()
+    calls = tmp_path / "server" / "calls"
+    assert (calls / f"{call['id']}.cancelled").exists()
+    assert json.loads((calls / f"{call['id']}.result").read_text()) == {"__error__": "cancelled"}
+    assert any(line == f"cancelling Modal call {call['id']}" for line in run.logs)
+
+
+def test_without_a_token_training_fails_saying_what_to_do(tmp_path):
+    run = materialize(tmp_path, "modal", env={"EEG_ASSETS_STAND_IN_NO_TOKEN": "1"})
+    assert not run.result.success
+    assert "no Modal token: run `modal token new`" in run.failure_message()
+    assert not run.result.get_asset_materialization_events()
+
+
+def test_remote_training_failure_fails_the_asset_with_the_containers_reason(tmp_path):
+    def record_versions(cache_root: Path, instance: dg.DagsterInstance) -> None:
+        record_upstream(cache_root, instance)  # recorded, but nothing on the volume
+
+    run = materialize(tmp_path, "modal", on_volume=False, with_instance=record_versions)
     assert not run.result.success
     message = run.failure_message()
-    assert re.search(r"`modal run \S*modal_app\.py` exited with code 1", message), message
+    assert ("eeg-assets-train.train raised on Modal: StaleInputError: balanced set "
+            "/results/cache/tusz/train/balanced_dataset.json is missing") in message, message
+    assert "Traceback" not in message.split("Failure:")[-1]  # the traceback is in the debug log
     assert not run.result.get_asset_materialization_events()
-    assert not run.result.get_asset_check_evaluations()
-
-
-def test_remote_training_failure_fails_the_asset_and_still_commits_the_volume(tmp_path,
-                                                                              modal_on_path):
-    run = materialize(tmp_path, modal_launcher(), on_volume=False)  # nothing on the volume
-    assert not run.result.success
-    assert "exited with code 1" in run.failure_message()
-    # The remote exception travelled back over Pipes, with the container's path.
-    (exception,) = run.pipes_exceptions
-    assert (f"balanced set {tmp_path}/volume/cache/tusz/train/balanced_dataset.json is missing"
-            in exception), exception
-    assert (tmp_path / "volume" / ".commits").read_text() == "commit\n"
-    assert not run.result.get_asset_materialization_events()
-
-
-def test_missing_modal_executable_is_a_clear_failure(tmp_path):
-    launcher = training.TrainingLauncher(backend="modal",
-                                         modal_executable=str(tmp_path / "no-such-modal"))
-    run = materialize(tmp_path, launcher)
-    assert not run.result.success
-    message = run.failure_message()
-    assert "no-such-modal" in message and "not found" in message
-    assert "pip install 'eeg_assets[modal]'" in message
 
 
 def test_unknown_backend_is_a_clear_failure(tmp_path):
-    run = materialize(tmp_path, training.TrainingLauncher(backend="slurm"))
-    assert not run.result.success
-    assert "unknown training backend 'slurm'" in run.failure_message()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def test_a_failing_step_stops_modal_run_and_its_container(tmp_path, modal_on_path, monkeypatch):
-    """A step that dies while `modal run` is running (run terminated, a bad message) interrupts
-    it, so no GPU keeps training for a step that no longer exists.
-
-    The step dies on the first Pipes message ("opened"), so this also shows that messages stream
-    while the container runs: had they been held in a stdout buffer until the end, best.pt would
-    be written before the step saw anything.
-    """
-
-    def consume(self, line: str) -> bool:
-        if "__dagster_pipes_version" in line:
-            raise RuntimeError("step interrupted while training")
-        return False
-
-    monkeypatch.setattr(modal_launch.StdoutMessageReader, "consume", consume)
-    run = materialize(tmp_path, modal_launcher())
-    assert not run.result.success
-    assert "step interrupted while training" in run.failure_message()
-    pids = [int(pid) for pid in (tmp_path / "volume" / ".pids").read_text().split()]
-    assert len(pids) == 2  # the CLI and its container
-    assert not [pid for pid in pids if _alive(pid)]
-    assert not (tmp_path / "volume" / "trained_model" / "best.pt").exists()
+    with pytest.raises(dg.Failure, match="unknown backend 'slurm'"):
+        materialize(tmp_path, "slurm")

@@ -136,6 +136,7 @@ def run_on_modal(context: dg.OpExecutionContext, client, *, app: str, function: 
         for item in result["messages"]:
             reader.handle(item, context.log)
         if result.get("error"):
+            context.log.debug(f"{app}.{function} on Modal: {result.get('traceback')}")
             raise dg.Failure(f"{app}.{function} raised on Modal: {result['error']}")
     return dg.PipesClientCompletedInvocation(session)
 

@@ -68,7 +68,7 @@ def serve(call: dict, body: Callable[[PipesContext], None], *, queue: Any,
 
     ``call`` is what the launcher spawned the function with: ``pipes_env`` (the Pipes bootstrap
     variables), ``partition`` (of the Queue) and ``code_version`` (the caller's code). Returns
-    ``{"messages": [...], "error": None | str}``, or ``{"stale": {...}}`` when the caller's code
+    ``{"messages": [...], "error": None | str, "traceback": None | str}``, or ``{"stale": {...}}`` when the caller's code
     is not the code deployed here.
     """
     if call.get("code_version") != code_version:
@@ -81,12 +81,12 @@ def serve(call: dict, body: Callable[[PipesContext], None], *, queue: Any,
     context = PipesContext(PipesMappingParamsLoader(call["pipes_env"]),
                            PipesDefaultContextLoader(), writer)
     PipesContext.set(context)
-    error = None
+    error = trace = None
     try:
         with context:
             body(context)
     except Exception as exc:  # noqa: BLE001 - reported in "closed" and returned, not retried
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        error, trace = f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8)
     finally:
         PipesContext._instance = None
-    return {"messages": writer.channel.sent, "error": error}
+    return {"messages": writer.channel.sent, "error": error, "traceback": trace}
