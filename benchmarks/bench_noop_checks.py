@@ -39,7 +39,7 @@ from eeg_assets.lib.cache.verify import check_npz_file
 from eeg_assets.lib.cache.windows import window_seizure_counts
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.dataset import manifest as manifest_module
-from eeg_assets.orchestration import assets, checks_cache, checks_dataset
+from eeg_assets.orchestration import assets, build_resources, checks_cache, checks_dataset
 from eeg_assets.settings import Settings
 
 SMALL = CacheConfig(target_fs=25, window_s=1, stride_s=1)
@@ -98,7 +98,7 @@ def run_chain(settings: Settings, instance: dg.DagsterInstance) -> tuple[dict, d
                  | dg.AssetSelection.checks_for_assets("npz_windows"))
     defs = [assets.raw_edf_recordings, *assets.build_cache_assets(settings),
             *dg.load_asset_checks_from_modules([checks_cache, checks_dataset])]
-    result = dg.materialize(defs, resources={"settings": settings}, partition_key=SPLIT,
+    result = dg.materialize(defs, resources=build_resources(settings), partition_key=SPLIT,
                             instance=instance, selection=selection, raise_on_error=False)
     starts, durations = {}, {}
     for record in instance.all_logs(result.run_id):

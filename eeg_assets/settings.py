@@ -85,7 +85,7 @@ class ModalSettings:
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:
-        """The variables :meth:`from_env` reads back as these settings (for a ``modal run``)."""
+        """The variables :meth:`from_env` reads back as these settings (baked into the images)."""
         defaults = dataclasses.asdict(type(self)())
         # Each value as its field's type: 0 and 0.0 are one setting, and one code version.
         return {f"EEG_ASSETS_MODAL_{name.upper()}": str(type(defaults[name])(value))
@@ -131,6 +131,10 @@ class Settings:
         defaults = cls()
         train = defaults.train
         backend = env.choice("EEG_ASSETS_BACKEND", defaults.backend, BACKENDS)
+        if env.is_set("EEG_ASSETS_TRAIN_BACKEND"):
+            raise SettingsError("EEG_ASSETS_TRAIN_BACKEND is no longer read: EEG_ASSETS_BACKEND "
+                                "chooses where the cache chain, training and evaluation all run "
+                                "(the model reads the cache where the chain wrote it)")
         max_fa = env.number("EEG_ASSETS_EVAL_MAX_FA_PER_24H", defaults.eval_max_fa_per_24h, float)
         if not max_fa >= 0:
             raise SettingsError(f"EEG_ASSETS_EVAL_MAX_FA_PER_24H={max_fa!r}: use a number of "

@@ -48,15 +48,3 @@ def run_cli():
                               cwd=REPO_ROOT)
 
     return run
-
-
-@pytest.fixture(scope="session")
-def stand_in_bin(tmp_path_factory) -> Path:
-    """A folder with an executable ``modal`` that runs the stand-in ``modal`` CLI
-    (``stand_in_modal.py``) with this test's Python: for tests that cannot reach Modal."""
-    folder = tmp_path_factory.mktemp("bin")
-    script = folder / "modal"
-    stand_in = Path(__file__).resolve().with_name("stand_in_modal.py")
-    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{stand_in}" "$@"\n')
-    script.chmod(0o755)
-    return folder

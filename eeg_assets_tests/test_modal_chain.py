@@ -16,6 +16,7 @@ volume's files, since with this backend there is no local cache to verify.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from dagster_fixtures import (  # noqa: F401
     materializations,
     sample_raw_root,
 )
-from stand_in_modal import StandInModal
+from stand_in_modal import FolderDict, StandInModal
 
 from eeg_assets.lib.cache.ledger import BUILT, Ledger
 from eeg_assets.lib.model.training import TrainConfig
@@ -101,7 +102,11 @@ def index_without_mtimes(folder: Path) -> dict:
 
 
 def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
-        built_eval, sample_raw_root, volumes, tmp_path):  # noqa: F811
+        built_eval, sample_raw_root, volumes, tmp_path, monkeypatch):  # noqa: F811
+    """Under everything the real service does to a log stream (colour codes, lines cut by
+    polls and interleaved, the tail dropped), to commits (in the background, without reload) and
+    to mtimes (none survives): the volume gets the local bytes and Dagster the local facts."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
     settings = modal_settings(sample_raw_root, tmp_path, build_batch=3)
     with dg.instance_for_test() as instance:
         result = run_chain(settings, instance)
@@ -131,7 +136,11 @@ def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
     # Data versions are content versions of the volume's files: equal files, equal versions.
     for key in ("manifest", "balanced_dataset"):
         assert remote[key].tags["dagster/data_version"] == local[key].tags["dagster/data_version"]
-    assert values(again["npz_windows"])["files_skipped"] == 4  # a second run builds nothing
+    # A second run builds nothing, although every mount shows the raw files with a new mtime:
+    # they are fingerprinted by the upload record.
+    assert values(again["npz_windows"])["files_skipped"] == 4
+    logs = [p.read_text() for p in (tmp_path / "volumes" / "server" / "calls").glob("*.log")]
+    assert logs and all(log.endswith("Timed out waiting for final app logs.\n") for log in logs)
     assert all(again[k].tags["dagster/data_version"] == remote[k].tags["dagster/data_version"]
                for k in CHAIN)
     # patient_disjointness reads every split's raw folder: all were uploaded for it
@@ -217,6 +226,25 @@ def test_without_a_token_the_chain_fails_saying_so_and_builds_nothing(sample_raw
         in message, message
     assert "Traceback" not in message.split("dagster._core.definitions.events.Failure:")[-1]
     assert not (tmp_path / "local_cache").exists() and not volumes["results"].exists()
+
+
+def test_two_runs_of_one_split_never_interleave(sample_raw_root, volumes, tmp_path):  # noqa: F811
+    settings = modal_settings(sample_raw_root, tmp_path, lease_wait_s=0.5)
+    leases = FolderDict(tmp_path / "volumes" / "server" / "dicts" / "leases")
+    key = "eeg-assets-results/cache/tusz/eval"
+    leases.put(key, {"holder": "the-other-run", "since": time.time(),
+                     "expires": time.time() + 3600})
+    with dg.instance_for_test() as instance:
+        held = run_chain(settings, instance, keys=["npz_windows"], checks=False)
+        assert not held.success
+        message = failure_message(held)
+        assert f"npz_windows[eval] on the modal backend: {key} is in use by Dagster run " \
+            "the-other-run" in message, message
+        assert not (volumes["results"] / "cache" / "tusz" / "eval").exists()
+        leases.pop(key)  # the other run finished
+        free = run_chain(settings, instance, keys=["npz_windows"], checks=False)
+    assert free.success, failure_message(free)
+    assert leases.get(key) is None  # released
 
 
 def test_a_stale_deployment_is_refused_before_any_work(sample_raw_root, volumes, tmp_path,

@@ -3,11 +3,11 @@
 The caches are hand-written NPZs of the real geometry (as in test_trained_model.py) whose ledger
 entries carry the references an annotation would give: recordings whose annotation runs past the
 last cached window (one with a seizure there), a recording shorter than one window (no NPZ) and
-a quarantined one. A short training run gives the checkpoint; the evaluations then run through
-the same launcher, and the written folders are scored again with the ``score`` command.
+a quarantined one. A short training run gives the checkpoint; the evaluations then run on the
+same backend, and the written folders are scored again with the ``score`` command.
 
-Modal cannot be reached from the test machine: the Modal launcher runs the stand-in ``modal``
-executable (``stand_in_modal.py``) with a folder playing the ``/results`` volume.
+Modal's servers cannot be reached from the test machine: on the Modal backend the client is the
+stand-in (``stand_in_modal.py``, the only mock), with a folder playing the ``/results`` volume.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import base64
 import dataclasses
 import json
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import torch
+from dagster_pipes import decode_param
+from stand_in_modal import StandInModal
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
@@ -32,14 +33,17 @@ from eeg_assets.lib.dataset.index import update_index
 from eeg_assets.lib.dataset.manifest import update_manifest
 from eeg_assets.lib.model.operating_point import SWEEP_THRESHOLDS
 from eeg_assets.lib.scoring import read_events
-from eeg_assets.orchestration import evaluation, training
+from eeg_assets.orchestration import build_resources, evaluation, training
 from eeg_assets.settings import Settings
 from eeg_assets.synthetic.fake_cache import write_quarantined, write_recording, write_too_short
 from eeg_assets_tests.test_trained_model import (
     SHORT_TRAINING,
+    STAND_IN,
+    STAND_IN_SWITCHES,
     TRAIN_FILES,
     write_split,
 )
+from eeg_assets.lib.files import content_version
 
 W = DEFAULT_CONFIG.window_samples
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -102,13 +106,12 @@ class Lab:
     root: Path
     settings: Settings
     instance: dg.DagsterInstance
-    launcher: training.TrainingLauncher
     runs: dict
 
     @property
     def results(self) -> Path:
-        """Where the launcher's runs write: the results root, or the stand-in's volume."""
-        return self.root / "volume" if self.launcher.backend == "modal" else self.root / "results"
+        """Where the runs write: the results root, or the stand-in's volume."""
+        return self.root / "volume" if self.settings.backend == "modal" else self.root / "results"
 
     def run(self, asset: str, partition: str | None = None,
             keep: bool = True) -> dg.ExecuteInProcessResult:
@@ -116,13 +119,15 @@ class Lab:
         defs = [training.build_trained_model(self.settings),
                 evaluation.build_model_evaluation(self.settings)]
         with pytest.MonkeyPatch.context() as mp:
-            for name in ("BGB_SMOKE_TEST", "BGB_LIMIT_FILES", "BGB_FORCE_MANIFEST_REBUILD"):
+            for name in ("BGB_SMOKE_TEST", "BGB_LIMIT_FILES", "BGB_FORCE_MANIFEST_REBUILD",
+                         *STAND_IN_SWITCHES):
                 mp.delenv(name, raising=False)
             mp.setenv("EEG_ASSETS_STAND_IN_VOLUME", str(self.root / "volume"))
+            mp.setenv("EEG_ASSETS_STAND_IN_RAW_VOLUME", str(self.root / "raw_volume"))
+            mp.setenv("EEG_ASSETS_STAND_IN_SERVER", str(self.root / "server"))
             result = dg.materialize(defs, instance=self.instance, partition_key=partition,
                                     selection=dg.AssetSelection.assets(asset),
-                                    resources={"settings": self.settings,
-                                               "training_launcher": self.launcher},
+                                    resources=build_resources(self.settings),
                                     raise_on_error=False)
         if keep:
             self.runs[(asset, partition)] = result
@@ -137,16 +142,25 @@ class Lab:
                 and "pipes closed with exception" in entry.user_message]
 
 
-def make_lab(root: Path, launcher: training.TrainingLauncher, **settings) -> Lab:
+def make_lab(root: Path, backend: str = "local", **settings) -> Lab:
     write_caches(root / "cache" / "tusz")
     (root / "volume").mkdir(parents=True, exist_ok=True)
-    if launcher.backend == "modal":  # as `modal volume put` would
+    instance = dg.DagsterInstance.ephemeral()
+    if backend == "modal":  # where the chain on Modal writes, with the versions it records
         shutil.copytree(root / "cache", root / "volume" / "cache", copy_function=shutil.copy2)
+        volume_cache = root / "volume" / "cache" / "tusz"
+        for asset, split, name in (("balanced_dataset", "train", "balanced_dataset.json"),
+                                   ("dataset_index", "val", "_dataset_index.json"),
+                                   ("dataset_index", "eval", "_dataset_index.json")):
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset, partition=split, tags={
+                    "dagster/data_version": content_version(volume_cache / split / name)}))
     fields = dict(raw_root=root / "raw", cache_root=root / "cache" / "tusz",
                   results_root=root / "results", make_sample_if_missing=False,
-                  train=TRAINING, eval_max_fa_per_24h=1e6)
+                  train=TRAINING, eval_max_fa_per_24h=1e6, backend=backend,
+                  modal_client=STAND_IN)
     fields.update(settings)
-    return Lab(root, Settings(**fields), dg.DagsterInstance.ephemeral(), launcher, {})
+    return Lab(root, Settings(**fields), instance, {})
 
 
 def metadata_of(result: dg.ExecuteInProcessResult) -> dict:
@@ -168,7 +182,7 @@ def failure_of(result: dg.ExecuteInProcessResult) -> str:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> Lab:
-    lab = make_lab(tmp_path_factory.mktemp("evaluation"), training.TrainingLauncher())
+    lab = make_lab(tmp_path_factory.mktemp("evaluation"))
     for asset, partition in (("trained_model", None), ("model_evaluation", "val"),
                              ("model_evaluation", "eval")):
         result = lab.run(asset, partition)
@@ -181,7 +195,7 @@ def split_dir(lab: Lab, split: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------
-# What model_evaluation writes and reports (local launcher)
+# What model_evaluation writes and reports (local backend)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("split", ["val", "eval"])
@@ -317,7 +331,7 @@ def test_val_numbers_agree_with_training_validation_at_the_training_threshold(lo
 # ------------------------------------------------------------------------------------------------
 
 def test_eval_before_val_fails_clearly(tmp_path):
-    lab = make_lab(tmp_path, training.TrainingLauncher())
+    lab = make_lab(tmp_path)
     assert lab.run("trained_model").success
     result = lab.run("model_evaluation", "eval")
     assert not result.success
@@ -359,33 +373,31 @@ def test_a_checkpoint_other_than_the_materialized_model_is_refused(local):
 
 
 def test_evaluation_without_a_trained_model_fails_before_launching(tmp_path):
-    lab = make_lab(tmp_path, training.TrainingLauncher())
+    lab = make_lab(tmp_path)
     result = lab.run("model_evaluation", "val")
     assert not result.success
     assert "trained_model has not been materialized" in failure_of(result)
 
 
 # ------------------------------------------------------------------------------------------------
-# Modal launcher with the stand-in CLI
+# Modal backend with the stand-in for Modal's servers
 # ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def on_modal(tmp_path_factory, stand_in_bin, local) -> Lab:
-    lab = make_lab(tmp_path_factory.mktemp("modal"),
-                   training.TrainingLauncher(backend="modal", modal_executable="modal"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PATH", f"{stand_in_bin}{os.pathsep}{os.environ.get('PATH', '')}")
-        mp.delenv("EEG_ASSETS_STAND_IN_EXIT", raising=False)
-        for asset, partition in (("trained_model", None), ("model_evaluation", "val")):
-            result = lab.run(asset, partition)
-            assert result.success, (asset, partition, failure_of(result))
+def on_modal(tmp_path_factory, local) -> Lab:
+    lab = make_lab(tmp_path_factory.mktemp("modal"), "modal")
+    for asset, partition in (("trained_model", None), ("model_evaluation", "val")):
+        result = lab.run(asset, partition)
+        assert result.success, (asset, partition, failure_of(result))
     return lab
 
 
 def test_modal_evaluation_writes_under_the_volume(on_modal):
-    requests = [json.loads(line) for line in
-                (on_modal.root / "volume" / ".requests.jsonl").read_text().splitlines()]
-    (request,) = [r for r in requests if "split" in r]
+    calls = StandInModal(server=on_modal.root / "server").calls()
+    assert [(c["app"], c["function"]) for c in calls] == [("eeg-assets-train", "train"),
+                                                          ("eeg-assets-train", "evaluate")]
+    context = decode_param(calls[1]["call"]["pipes_env"]["DAGSTER_PIPES_CONTEXT"])
+    request = context["data"]["extras"]["request"]
     assert request["cache_dir"] == "/results/cache/tusz/val"
     assert request["checkpoint"] == "/results/trained_model/best.pt"
     assert request["out_dir"] == "/results/evaluation/val"
@@ -394,9 +406,8 @@ def test_modal_evaluation_writes_under_the_volume(on_modal):
     assert {p.name for p in folder.iterdir()} >= {"hyp", "ref", "ref.list", "hyp.list",
                                                   "scores.json"}
     assert not (on_modal.root / "results" / "evaluation").exists()
-    assert (on_modal.root / "volume" / ".commits").read_text() == "commit\ncommit\n"
     meta = metadata_of(on_modal.runs[("model_evaluation", "val")])
-    assert Path(meta["hyp_list"]) == folder / "hyp.list"
+    assert Path(meta["hyp_list"]) == Path("/results/evaluation/val/hyp.list")
     assert all(check.passed for check in checks_of(
         on_modal.runs[("model_evaluation", "val")]).values())
 

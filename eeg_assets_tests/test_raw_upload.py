@@ -2,8 +2,8 @@
 
 The volume is the stand-in's :class:`HostVolume`, a folder with the three calls of Modal's volume
 client that the upload uses (``batch_upload``, ``read_file``, ``remove_file``); Modal cannot be
-reached from here. ``python -m eeg_assets upload-raw`` runs through the stand-in ``modal`` CLI,
-which runs the app's ``upload_raw`` entrypoint against such a folder.
+reached from here. ``python -m eeg_assets upload-raw`` runs with the stand-in client
+(``EEG_ASSETS_MODAL_CLIENT``), whose raw volume is such a folder.
 """
 
 from __future__ import annotations
@@ -114,20 +114,23 @@ def test_a_missing_split_folder_is_a_clear_error(raw_root, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# python -m eeg_assets upload-raw, through the stand-in modal CLI
+# python -m eeg_assets upload-raw, with the stand-in for Modal's servers
 # ------------------------------------------------------------------------------------------------
 
-def cli_env(stand_in_bin: Path, raw_root: Path, volume: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": f"{stand_in_bin}{os.pathsep}{os.environ['PATH']}",
+TESTS = Path(__file__).resolve().parent
+
+
+def cli_env(raw_root: Path, volume: Path, **extra: str) -> dict[str, str]:
+    return {"PYTHONPATH": str(TESTS), "EEG_ASSETS_MODAL_CLIENT": "stand_in_modal:StandInModal",
             "EEG_ASSETS_RAW_ROOT": str(raw_root), "EEG_ASSETS_STAND_IN_RAW_VOLUME": str(volume),
-            "EEG_ASSETS_STAND_IN_EXIT": "", **extra}
+            "EEG_ASSETS_STAND_IN_SERVER": str(volume.parent / "server"),
+            "EEG_ASSETS_STAND_IN_NO_TOKEN": "", **extra}
 
 
 @pytest.mark.slow
-def test_upload_raw_command_uploads_then_reports_nothing_to_do(run_cli, stand_in_bin, raw_root,
-                                                               tmp_path):
+def test_upload_raw_command_uploads_then_reports_nothing_to_do(run_cli, raw_root, tmp_path):
     volume = tmp_path / "volume"
-    env = cli_env(stand_in_bin, raw_root, volume)
+    env = cli_env(raw_root, volume)
     first = run_cli("upload-raw", "--folder", "eval", env=env)
     assert first.returncode == 0, first.stderr
     assert volume_files(volume) == local_files(raw_root, "eval")
@@ -138,19 +141,16 @@ def test_upload_raw_command_uploads_then_reports_nothing_to_do(run_cli, stand_in
         in second.stdout
 
 
-def test_upload_raw_without_modal_says_so(run_cli, stand_in_bin, raw_root, tmp_path):
+def test_upload_raw_without_a_token_or_a_client_says_so(run_cli, raw_root, tmp_path):
     volume = tmp_path / "volume"
     done = run_cli("upload-raw", "--folder", "eval",
-                   env=cli_env(stand_in_bin, raw_root, volume, EEG_ASSETS_STAND_IN_EXIT="1"))
+                   env=cli_env(raw_root, volume, EEG_ASSETS_STAND_IN_NO_TOKEN="1"))
     assert done.returncode == 1
-    assert "exited with code 1 before the remote step started: Modal could not be reached" \
-        in done.stderr, done.stderr
-    assert "modal token new" in done.stderr and "Token missing" in done.stderr
+    assert done.stderr.startswith("error: no Modal token: run `modal token new`"), done.stderr
+    assert "Traceback" not in done.stderr
     assert not volume.exists()
 
     missing = run_cli("upload-raw", "--folder", "eval",
-                      env={**cli_env(stand_in_bin, raw_root, volume),
-                           "EEG_ASSETS_MODAL_EXECUTABLE": str(tmp_path / "no-modal")})
+                      env=cli_env(raw_root, volume, EEG_ASSETS_MODAL_CLIENT="nowhere:Client"))
     assert missing.returncode == 1
-    assert f"'{tmp_path / 'no-modal'}' not found: pip install 'eeg_assets[modal]'" \
-        in missing.stderr
+    assert "EEG_ASSETS_MODAL_CLIENT='nowhere:Client' cannot be imported" in missing.stderr

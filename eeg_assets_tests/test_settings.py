@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from eeg_assets.orchestration import build_defs
+from eeg_assets.orchestration.backend import LocalBackend, ModalBackend
 from eeg_assets.settings import ModalSettings, Settings, SettingsError
 
 
@@ -35,7 +36,8 @@ def test_the_environment_becomes_settings_with_defaults_where_unset(tmp_path):
 @pytest.mark.parametrize("name, value, said", [
     ("EEG_ASSETS_EPOCHS", "five", "EEG_ASSETS_EPOCHS='five' is not an integer"),
     ("EEG_ASSETS_NOTCH_HZ", "60Hz", "EEG_ASSETS_NOTCH_HZ='60Hz' is not a number"),
-    ("EEG_ASSETS_TRAIN_BACKEND", "slurm", "EEG_ASSETS_TRAIN_BACKEND='slurm': use one of"),
+    ("EEG_ASSETS_TRAIN_BACKEND", "modal", "EEG_ASSETS_TRAIN_BACKEND is no longer read: "
+                                          "EEG_ASSETS_BACKEND chooses"),
     ("EEG_ASSETS_EVAL_MAX_FA_PER_24H", "-1", "EEG_ASSETS_EVAL_MAX_FA_PER_24H=-1.0: use a number"),
     ("EEG_ASSETS_EVAL_MAX_FA_PER_24H", "few", "EEG_ASSETS_EVAL_MAX_FA_PER_24H='few' is not a "
                                               "number"),
@@ -56,7 +58,8 @@ def test_definitions_built_from_settings_carry_their_code_versions_and_resources
     assert all(versions[name] != other[name] for name in versions)  # the notch shapes every byte
     defs = build_defs(european)
     assert defs.resources["settings"] is european
-    assert defs.resources["training_launcher"].backend == european.training_backend
+    assert defs.resources["backend"].name == "local"
+    assert defs.resources["backend"].settings is european
 
 
 def test_the_threshold_rule_comes_from_the_settings_and_versions_the_evaluation(tmp_path):
@@ -76,17 +79,15 @@ def test_modal_settings_come_from_the_same_module():
                                                                                   cpu=4.0)
 
 
-@pytest.mark.parametrize("environ, chain, trains", [
-    ({}, "local", "local"),
-    ({"EEG_ASSETS_BACKEND": "modal"}, "modal", "modal"),  # training follows the chain
-    ({"EEG_ASSETS_BACKEND": "modal", "EEG_ASSETS_TRAIN_BACKEND": "local"}, "modal", "local"),
-    ({"EEG_ASSETS_TRAIN_BACKEND": "modal"}, "local", "modal"),  # the cache put on the volume
+@pytest.mark.parametrize("environ, backend", [
+    ({}, LocalBackend),
+    ({"EEG_ASSETS_BACKEND": "modal"}, ModalBackend),
 ])
-def test_one_backend_setting_with_a_training_override(tmp_path, environ, chain, trains):
-    settings = Settings.from_env(environ)
-    assert (settings.backend, settings.training_backend) == (chain, trains)
-    defs = build_defs(settings)
-    assert defs.resources["training_launcher"].backend == trains
+def test_one_backend_resource_runs_the_chain_training_and_evaluation(environ, backend):
+    defs = build_defs(Settings.from_env(environ))
+    assert type(defs.resources["backend"]) is backend
+    for asset in ("npz_windows", "trained_model", "model_evaluation"):
+        assert "backend" in defs.get_assets_def(asset).required_resource_keys, asset
 
 
 def test_modal_settings_travel_to_the_apps_as_the_variables_they_read():
@@ -96,4 +97,6 @@ def test_modal_settings_travel_to_the_apps_as_the_variables_they_read():
     env = settings.modal.to_env()
     assert env["EEG_ASSETS_MODAL_BUILD_CPU"] == "2.0"
     assert ModalSettings.from_env(env) == settings.modal
+    # an int where a float is declared is the same setting (and the same deployed code version)
+    assert ModalSettings(build_flush_s=0).to_env() == ModalSettings(build_flush_s=0.0).to_env()
 

@@ -99,4 +99,4 @@ def ping(call: dict) -> dict:
     """The deployed code version and the top of each volume, as this container sees them."""
     return {"code_version": CODE_VERSION, "python": sys.version.split()[0],
             "volumes": {mount: sorted(p.name for p in Path(mount).iterdir())[:20]
-                        for mount in VOLUMES}}
+                        for mount in (RAW_MOUNT, RESULTS_MOUNT)}}

@@ -137,8 +137,8 @@ class FanOut:
     cache_dir
         The split's cache folder on the results volume, as this container sees it.
     sync
-        Commit this container's writes and reload the volume (``modal.Volume.commit``, which
-        reloads after committing).
+        Commit this container's writes, then reload the volume to see the build containers'
+        (``commit()`` then ``reload()``: Modal's commit may skip its own reload).
     publish
         Publish the ledger to the volume (after which ``sync`` commits it).
     batch_size, flush_every_s

@@ -84,13 +84,14 @@ def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path
     """``npz_windows[train]`` materialized in process (an ephemeral Dagster instance)."""
     import dagster as dg  # imported here: the other helpers run without loading Dagster
 
+    from eeg_assets.orchestration import build_resources
     from eeg_assets.orchestration.assets import build_cache_assets
     from eeg_assets.settings import Settings
 
     settings = Settings(raw_root=raw_root, cache_root=cache_root, results_root=results_root,
                         make_sample_if_missing=False)
     npz_windows = build_cache_assets(settings)[0]
-    return dg.materialize([npz_windows], resources={"settings": settings}, partition_key="train",
+    return dg.materialize([npz_windows], resources=build_resources(settings), partition_key="train",
                           run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
 
 
