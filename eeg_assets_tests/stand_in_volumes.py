@@ -206,7 +206,8 @@ class Mount:
         self._snapshot()
 
     def open_files(self) -> list[str]:
-        """Files under this mount that this process holds open (Linux ``/proc``)."""
+        """Files under this mount that this process holds open or memory-mapped (Linux
+        ``/proc``): Modal's reload refuses both."""
         prefix, found = f"{self.path}/", []
         for fd in os.listdir("/proc/self/fd"):
             try:
@@ -215,4 +216,7 @@ class Mount:
                 continue
             if target.startswith(prefix):
                 found.append(target)
+        with open("/proc/self/maps") as maps:
+            found += [line.split(None, 5)[5].strip() for line in maps
+                      if len(line.split(None, 5)) == 6 and line.split(None, 5)[5].startswith(prefix)]
         return found

@@ -22,6 +22,7 @@ own disk and published to the volume (:mod:`eeg_assets.lib.cache.remote_build`).
 
 from __future__ import annotations
 
+import gc
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable
@@ -69,6 +70,7 @@ class Volumes:
         """Publish this container's writes and see everyone else's: ``commit()`` then an explicit
         ``reload()`` (Modal's commit reloads only when the server does not skip it)."""
         self.results_volume.commit()
+        gc.collect()  # a memmap kept alive by a cycle (an exception's frames) blocks reload()
         self.results_volume.reload()
 
     def latest(self) -> None:
