@@ -1,4 +1,4 @@
-"""Shared fixtures: the real TUSZ files in shared/data and a runner for the CLI."""
+"""Shared fixtures: the real TUSZ files in ``data/`` (see its README) and a runner for the CLI."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _find_shared_data() -> Path | None:
-    candidates = [os.environ.get("EEG_ASSETS_SHARED_DATA", ""),
-                  REPO_ROOT / "shared" / "data", REPO_ROOT.parent / "shared" / "data"]
+    candidates = [os.environ.get("EEG_ASSETS_SHARED_DATA", ""), Path(__file__).parent / "data"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "tusz_csv_bi").is_dir():
             return Path(candidate)
@@ -23,12 +22,13 @@ def _find_shared_data() -> Path | None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder of real TUSZ files (``tusz_csv_bi/``, ``tusz_headers/``); a missing folder fails
-    the test instead of skipping it (set EEG_ASSETS_SHARED_DATA to point elsewhere)."""
+    """The folder of real TUSZ files (``tusz_csv_bi/``, ``nedc_sample/``, ``tusz_headers/``), in
+    the repository; a missing folder fails the test instead of skipping it
+    (EEG_ASSETS_SHARED_DATA points elsewhere)."""
     found = _find_shared_data()
     if found is None:
-        pytest.fail("real TUSZ test data not found: expected shared/data next to the repository "
-                    "or EEG_ASSETS_SHARED_DATA")
+        pytest.fail("real TUSZ test data not found: expected eeg_assets_tests/data (in the "
+                    "repository) or EEG_ASSETS_SHARED_DATA")
     return found
 
 

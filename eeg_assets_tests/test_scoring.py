@@ -1,7 +1,7 @@
 """Event scoring (lib/scoring, ``score``): NEDC parity on its own sample, hand-derived cases.
 
 The sample figures are the ones NEDC EEG Eval v6.0.0 prints for its 30 shipped pairs
-(shared/data/nedc_sample/README.md). The small cases' expected values are worked out by hand from
+(eeg_assets_tests/data/nedc_sample/README.md). The small cases' expected values are worked out by hand from
 the definitions in the comments; SzCORE is compared with ``timescoring`` called directly.
 """
 

@@ -3,7 +3,7 @@
 Written from the published definitions (V. Shah, M. Golmohammadi, I. Obeid, J. Picone, "Objective
 Evaluation Metrics for Automatic Classification of EEG Events", Springer 2021) and NEDC v6.0.0's
 documented behaviour, and checked against the figures NEDC prints for its own 30-pair sample
-(``shared/data/nedc_sample``). Both scorers take the seizure events of a reference and a
+(``eeg_assets_tests/data/nedc_sample``). Both scorers take the seizure events of a reference and a
 hypothesis, sorted and merged as :func:`~eeg_assets.lib.scoring.events.merge_events` returns them:
 NEDC scores each label on its own, so background events never change the seizure figures.
 """
