@@ -50,10 +50,12 @@ $(BIN)/eeg_assets_env.sh: $(BIN)/.installed Makefile | $(DAGSTER_HOME)/dagster.y
 		|| printf '%s\n' '$(SOURCE_ACTIVATE_ENV)' >> $(BIN)/activate
 	@echo "[setup] done: \`source $(BIN)/activate\` for the dagster and dg commands (README)"
 
+# python_log_level INFO: the typed `dagster` commands print results, not Dagster's DEBUG event
+# lines (the UI's event log still holds every event).
 $(DAGSTER_HOME)/dagster.yaml:
-	@echo "[setup] DAGSTER_HOME $(DAGSTER_HOME) (telemetry off)"
+	@echo "[setup] DAGSTER_HOME $(DAGSTER_HOME) (telemetry off, console at INFO)"
 	@mkdir -p $(DAGSTER_HOME)
-	@printf 'telemetry:\n  enabled: false\n' > $@
+	@printf 'telemetry:\n  enabled: false\npython_logs:\n  python_log_level: INFO\n' > $@
 
 setup: $(BIN)/eeg_assets_env.sh $(DAGSTER_HOME)/dagster.yaml
 

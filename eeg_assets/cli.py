@@ -24,7 +24,12 @@ def _cmd_make_sample_corpus(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_cache(args: argparse.Namespace) -> int:
-    from eeg_assets.lib.cache.build import BuildError, build_split, format_report
+    from eeg_assets.lib.cache.build import (
+        BuildError,
+        build_split,
+        format_report,
+        write_failure_message,
+    )
     from eeg_assets.lib.flags import EnvFlags
 
     try:
@@ -42,6 +47,16 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
     if report.all_failed:
         raise CommandError(f"every recording under {args.data_dir} failed; nothing was built")
     _refresh_index_and_manifest(Path(args.cache_dir))
+    if report.write_failures:
+        raise CommandError(write_failure_message(report))
+    return 0
+
+
+def _cmd_adopt_cache(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.cache.adopt import adopt_split
+
+    report = adopt_split(Path(args.data_dir), Path(args.cache_dir))
+    print(report.summary(Path(args.cache_dir)))
     return 0
 
 
@@ -207,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_build_cache)
 
+    p = sub.add_parser("adopt-cache", help="after a lost ledger: take back the NPZs that verify "
+                       "and match their recordings (the rest is rebuilt by the next build)")
+    p.add_argument("--data-dir", required=True, type=_existing_path,
+                   help="the split's TUSZ folder the cache was built from")
+    p.add_argument("--cache-dir", required=True, type=_existing_path)
+    p.set_defaults(func=_cmd_adopt_cache)
+
     p = sub.add_parser("scan-cache", help="rebuild manifest.json by scanning the NPZs' labels")
     p.add_argument("--cache-dir", required=True)
     p.set_defaults(func=_cmd_scan_cache)
@@ -248,10 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eeg_assets.lib.cache.ledger import LedgerError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CommandError as exc:
+    except (CommandError, LedgerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -110,9 +110,10 @@ def stale_status(instance: dg.DagsterInstance, key: str, definitions: dg.Definit
 # ------------------------------------------------------------------------------------------------
 
 def make_dagster_home(path: Path) -> Path:
-    """A DAGSTER_HOME as ``make setup`` writes it (telemetry off)."""
+    """A DAGSTER_HOME as ``make setup`` writes it (telemetry off, console at INFO)."""
     path.mkdir(parents=True, exist_ok=True)
-    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (path / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\npython_logs:\n  python_log_level: INFO\n")
     return path
 
 

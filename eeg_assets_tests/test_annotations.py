@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from eeg_assets.lib.cache.annotations import (
-    AnnotationError, find_annotation, parse_annotation,
+    AnnotationError, annotation_disagreement, find_annotation, parse_annotation,
 )
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.config import DEFAULT_CONFIG
@@ -84,6 +84,64 @@ def test_columns_are_read_by_name_not_position(tmp_path):
     assert path.read_text().splitlines()[5] == ",".join(shuffled)
     annotation = parse_annotation(path, DEFAULT_CONFIG)
     assert [(e.start_s, e.stop_s, e.label) for e in annotation.seizures] == [(12.5, 40.25, "seiz")]
+
+
+def with_extra_column(path, name, value, at=None):
+    """Rewrite an annotation file written by ``write_annotation`` with one more column, ``name``,
+    inserted at index ``at`` (appended when None) of the header and of every row."""
+    out, header_seen = [], False
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            fields = line.split(",")
+            fields.insert(len(fields) if at is None else at, value if header_seen else name)
+            line, header_seen = ",".join(fields), True
+        out.append(line)
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("suffix, channel", [(".csv_bi", "TERM"), (".csv", "F7-T3")])
+@pytest.mark.parametrize("at", [None, 0, 3])
+def test_extra_annotation_columns_are_accepted(tmp_path, suffix, channel, at):
+    path = write_annotation(tmp_path / f"x{suffix}", 300,
+                            [Event(0, 12.5, "bckg", channel), Event(12.5, 40.25, "FNSZ", channel),
+                             Event(40.25, 300, "bckg", channel)])
+    with_extra_column(path, "annotator", "rater 2", at)
+    header = path.read_text().splitlines()[5].split(",")
+    assert len(header) == 6 and "annotator" in header
+    annotation = parse_annotation(path, DEFAULT_CONFIG)
+    assert [(e.start_s, e.stop_s, e.label) for e in annotation.seizures] == [(12.5, 40.25, "fnsz")]
+    assert annotation.duration_s == 300
+
+
+def test_a_row_short_of_the_extra_column_is_still_rejected(tmp_path):
+    path = with_extra_column(write_annotation(tmp_path / "rec.csv_bi", 300, [Event(1, 2)]),
+                             "annotator", "rater 2")
+    path.write_text(path.read_text() + "TERM,3.0,4.0,seiz,1.0\n")  # 5 fields under 6 names
+    with pytest.raises(AnnotationError, match="rec.csv_bi line 8: expected 6 fields, got 5"):
+        parse_annotation(path, DEFAULT_CONFIG)
+
+
+@pytest.mark.parametrize("header, missing", [
+    ("channel,start_time,stop_time,label", "confidence"),
+    ("channel,start,stop,label,confidence,annotator", "start_time, stop_time"),
+    ("channel,start_time,stop_time,event,confidence", "label"),
+])
+def test_a_missing_annotation_column_is_named(tmp_path, header, missing):
+    path = tmp_path / "rec.csv_bi"
+    path.write_text(f"# duration = 300.0 secs\n{header}\nTERM,0.0,300.0,bckg,1.0\n")
+    with pytest.raises(AnnotationError) as info:
+        parse_annotation(path, DEFAULT_CONFIG)
+    assert str(info.value).startswith(f"rec.csv_bi line 2: column header lacks {missing} ")
+
+
+def test_a_required_column_named_twice_is_rejected(tmp_path):
+    path = tmp_path / "rec.csv_bi"
+    path.write_text("# duration = 300.0 secs\nchannel,start_time,stop_time,label,confidence,label\n"
+                    "TERM,0.0,300.0,bckg,1.0,seiz\n")
+    with pytest.raises(AnnotationError, match="rec.csv_bi line 2: column header names label "
+                                              "more than once"):
+        parse_annotation(path, DEFAULT_CONFIG)
 
 
 @pytest.mark.parametrize("label", SEIZURE)
@@ -163,6 +221,43 @@ def test_crlf_and_bom_are_tolerated(tmp_path):
     assert [(e.start_s, e.stop_s) for e in annotation.seizures] == [(5, 6.5)]
 
 
+def test_csv_bi_and_csv_disagreeing_on_seizures_give_a_warning_naming_both(tmp_path):
+    rec = write_recording(tmp_path, "r", duration_s=70, events=[Event(5, 15, "seiz")])
+    write_annotation(tmp_path / "r.csv", 70)  # background only
+    warning = annotation_disagreement(rec.edf, DEFAULT_CONFIG)
+    assert warning == ("r.csv_bi has 1 seizure event but r.csv has none; the recording is "
+                       "labelled from r.csv_bi")
+    # the parsed .csv_bi the build already has gives the same answer
+    primary = parse_annotation(rec.annotation, DEFAULT_CONFIG)
+    assert annotation_disagreement(rec.edf, DEFAULT_CONFIG, primary=primary) == warning
+
+    # the other way round: the per-channel file has the seizures (on any channel)
+    write_annotation(rec.annotation, 70)
+    write_annotation(tmp_path / "r.csv", 70, [Event(0, 70, "bckg", "FP1-F7"),
+                                              Event(20, 30, "TCSZ", "F7-T3"),
+                                              Event(22, 31, "tcsz", "T3-T5")])
+    assert annotation_disagreement(rec.edf, DEFAULT_CONFIG) == (
+        "r.csv has 2 seizure events but r.csv_bi has none; the recording is labelled from "
+        "r.csv_bi")
+
+
+def test_annotation_files_that_agree_or_cannot_be_compared_give_no_warning(tmp_path):
+    rec = write_recording(tmp_path, "r", duration_s=70, events=[Event(5, 15, "seiz")])
+    assert annotation_disagreement(rec.edf, DEFAULT_CONFIG) is None  # no .csv
+    # both with seizures, at other times: they agree on whether there are seizures
+    write_annotation(tmp_path / "r.csv", 70, [Event(6, 14, "fnsz", "F7-T3")])
+    assert annotation_disagreement(rec.edf, DEFAULT_CONFIG) is None
+    write_annotation(rec.annotation, 70)
+    write_annotation(tmp_path / "r.csv", 70)
+    assert annotation_disagreement(rec.edf, DEFAULT_CONFIG) is None  # both seizure-free
+    # a .csv that cannot be parsed says nothing about the labels (the build never reads it)
+    (tmp_path / "r.csv").write_text("# duration = 70.0 secs\nchannel,start_time\n")
+    assert annotation_disagreement(rec.edf, DEFAULT_CONFIG) is None
+    rec.annotation.unlink()  # a .csv alone: it is the annotation, nothing to compare
+    write_annotation(tmp_path / "r.csv", 70, [Event(6, 14, "fnsz", "F7-T3")])
+    assert annotation_disagreement(rec.edf, DEFAULT_CONFIG) is None
+
+
 def test_find_annotation_preference(tmp_path):
     edf = tmp_path / "r.edf"
     with pytest.raises(AnnotationError, match="never assumed seizure-free"):
@@ -226,6 +321,16 @@ def test_build_unknown_label_quarantines_with_file_and_line(tmp_path):
     [bad] = report.quarantined
     assert "r.csv_bi line 8" in bad.reason and "artf" in bad.reason
     assert not list(cache.glob("*.npz"))
+
+
+def test_extra_columns_end_to_end(tmp_path):
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    rec = write_recording(data, "r", duration_s=70, events=[Event(1, 2, "seiz")])
+    with_extra_column(rec.annotation, "annotator", "rater 2", at=2)
+    report = build_split(data, cache, "train", workers=1, progress=None)
+    assert report.quarantined == []
+    [entry] = report.built
+    assert entry.seizure_samples == [256, 0]
 
 
 def test_columns_permuted_end_to_end(tmp_path):

@@ -583,7 +583,8 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.cache.discovery import recorded_npz
 report = build_split(sys.argv[1], sys.argv[2], "train", workers=1, progress=None)
-print("built", len(report.built), "quarantined", len(report.quarantined))
+print("built", len(report.built), "quarantined", len(report.quarantined), "failed",
+      len(report.failed))
 """
 
 
@@ -595,7 +596,7 @@ def test_failed_write_leaves_nothing_and_is_retried(tmp_path):
     done = subprocess.run([sys.executable, "-c", _LIMITED_BUILD, str(data), str(cache)],
                           capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
-    assert "built 0 quarantined 1" in done.stdout
+    assert "built 0 quarantined 0 failed 1" in done.stdout
     assert sorted(p.name for p in cache.iterdir()) == [".build.lock", "_ledger.sqlite",
                                                        "_raw_listing.json"]
     entry = Ledger(cache).entries()["r.edf"]

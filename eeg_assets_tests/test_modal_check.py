@@ -6,6 +6,7 @@ the ping is a real call of each deployed app's ``ping`` function in a "container
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from eeg_assets.remote.modal_check import estimate
@@ -15,7 +16,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {"PYTHONPATH": str(TESTS), "EEG_ASSETS_MODAL_CLIENT": "stand_in_modal:StandInModal",
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), "EEG_ASSETS_MODAL_CLIENT": "stand_in_modal:StandInModal",
             "EEG_ASSETS_STAND_IN_RAW_VOLUME": str(tmp_path / "raw"),
             "EEG_ASSETS_STAND_IN_VOLUME": str(tmp_path / "results"),
             "EEG_ASSETS_STAND_IN_SERVER": str(tmp_path / "server"),

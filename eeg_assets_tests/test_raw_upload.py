@@ -121,7 +121,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 def cli_env(raw_root: Path, volume: Path, **extra: str) -> dict[str, str]:
-    return {"PYTHONPATH": str(TESTS), "EEG_ASSETS_MODAL_CLIENT": "stand_in_modal:StandInModal",
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])), "EEG_ASSETS_MODAL_CLIENT": "stand_in_modal:StandInModal",
             "EEG_ASSETS_RAW_ROOT": str(raw_root), "EEG_ASSETS_STAND_IN_RAW_VOLUME": str(volume),
             "EEG_ASSETS_STAND_IN_SERVER": str(volume.parent / "server"),
             "EEG_ASSETS_STAND_IN_NO_TOKEN": "", **extra}

@@ -120,7 +120,8 @@ def test_recordings_of_a_dead_container_fail_and_the_next_run_retries_them(sampl
         return None
 
     report, _ = fan_out_build(raw_root, cache_dir, state_dir, fail=out_of_memory, batch_size=1)
-    (failed,) = [e for e in report.quarantined if e.status == FAILED]
+    (failed,) = report.failed
+    assert failed.status == FAILED and not report.quarantined
     assert "aaaaarjw" in failed.source and len(report.built) == 3
     assert failed.reason == ("build container failed (MemoryError: container exceeded its "
                              "memory); retried next run")
@@ -144,7 +145,7 @@ def test_an_npz_missing_from_the_volume_after_its_build_is_not_trusted(sample_ra
             yield outcome
 
     report, _ = fan_out_build(raw_root, cache_dir, state_dir, mapper=never_committed)
-    (failed,) = report.quarantined
+    (failed,) = report.failed
     assert failed.status == FAILED and "aaaaasxe" in failed.source
     assert "is not on the volume after the build (found nothing); retried next run" \
         in failed.reason

@@ -99,6 +99,9 @@ def test_typed_dagster_and_dg_launch_build_and_record_the_train_manifest(sample_
 
     again = typed(manifest_alone, env)
     assert again.returncode == 0, (again.stdout + again.stderr)[-6000:]
+    # results at INFO for a person; Dagster's DEBUG event lines stay in the event log
+    assert " - DEBUG - " not in again.stdout + again.stderr
+    assert "STEP_START" not in again.stdout + again.stderr
 
     with open_instance(home) as instance:
         runs = instance.get_runs()[::-1]  # oldest first: the three commands above, in order

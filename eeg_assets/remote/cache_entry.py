@@ -33,7 +33,9 @@ from typing import Any
 
 from dagster_pipes import PipesContext
 
+from eeg_assets.lib.cache.build import guard_ledger
 from eeg_assets.lib.cache.discovery import source_fingerprints
+from eeg_assets.lib.cache.ledger import LEDGER_NAME, Ledger, LedgerError
 from eeg_assets.lib.cache.lease import LeaseHeld, split_lease
 from eeg_assets.lib.cache.raw_upload import upload_stamps
 from eeg_assets.lib.cache.remote_build import Batch, FanOut, fetch_ledger, publish_ledger
@@ -104,7 +106,18 @@ def run_remote(request: ChainRequest, volumes: Volumes, log) -> StepOutcome:
         cache_dir = volumes.cache_root / request.split
         cache_dir.mkdir(parents=True, exist_ok=True)
         state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger.")))
+        try:
+            guard_ledger(cache_dir, cache_dir)
+        except LedgerError as exc:
+            raise StepError(str(exc)) from None
         fetch_ledger(cache_dir, state_dir)
+        if not (cache_dir / LEDGER_NAME).exists():
+            # A first build publishes its (empty) ledger before any NPZ exists, so NPZs without
+            # a ledger always mean a lost ledger, never a first build killed early.
+            with Ledger(state_dir):
+                pass
+            publish_ledger(state_dir, cache_dir)
+            volumes.sync()
         fan_out = FanOut(
             lambda batches: volumes.map_batches(batches, request),
             volumes.raw_root, cache_dir, sync=volumes.sync,

@@ -2,7 +2,8 @@
 
 Parsing is strict: every problem raises :class:`AnnotationError` naming the file and line, because
 a silently skipped row turns a seizure into background. Columns are read by header name
-(``channel,start_time,stop_time,label,confidence``), never by position.
+(``channel,start_time,stop_time,label,confidence``), never by position: the header may order them
+as it likes and add columns of its own (ignored), but must name every one of these.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def parse_annotation(path: Path, config: CacheConfig, *,
         raise AnnotationError(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     duration: float | None = None
     columns: dict[str, int] | None = None
+    width = 0  # fields per row: the header's, extra columns included
     seizures: list[SeizureEvent] = []
     rows = 0
     known = config.seizure_labels | config.background_labels
@@ -93,11 +95,12 @@ def parse_annotation(path: Path, config: CacheConfig, *,
             continue
         fields = [f.strip() for f in line.split(",")]
         if columns is None:
-            columns = _header(fields, path, line_no)
+            columns, width = _header(fields, path, line_no), len(fields)
             continue
-        if len(fields) != len(columns):
+        if len(fields) != width:
+            # a row one field short or long would put its values under the wrong names
             raise AnnotationError(
-                f"{path.name} line {line_no}: expected {len(columns)} fields, got {len(fields)}: {raw!r}")
+                f"{path.name} line {line_no}: expected {width} fields, got {len(fields)}: {raw!r}")
         rows += 1
         start = _number(fields[columns["start_time"]], path, line_no, "start_time")
         stop = _number(fields[columns["stop_time"]], path, line_no, "stop_time")
@@ -130,13 +133,66 @@ def parse_annotation(path: Path, config: CacheConfig, *,
 
 
 def _header(fields: list[str], path: Path, line_no: int) -> dict[str, int]:
+    """``{required column: its index}`` from the column header line; other columns are ignored.
+
+    Raises :class:`AnnotationError` naming the file, the line and the required columns the
+    header lacks, or names twice (which of the two to read would be a guess).
+    """
     names = [f.lower() for f in fields]
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
         raise AnnotationError(
             f"{path.name} line {line_no}: column header lacks {', '.join(missing)} "
-            f"(expected {','.join(REQUIRED_COLUMNS)}, got {','.join(fields)})")
+            f"(required: {','.join(REQUIRED_COLUMNS)}; got {','.join(fields)})")
+    twice = [c for c in REQUIRED_COLUMNS if names.count(c) > 1]
+    if twice:
+        raise AnnotationError(
+            f"{path.name} line {line_no}: column header names {', '.join(twice)} more than once "
+            f"(got {','.join(fields)})")
     return {name: names.index(name) for name in REQUIRED_COLUMNS}
+
+
+def annotation_disagreement(edf_path: Path, config: CacheConfig, *,
+                            primary: Annotation | None = None) -> str | None:
+    """A warning when the ``.csv_bi`` and ``.csv`` beside ``edf_path`` disagree on seizures.
+
+    The annotation rule labels a recording from its ``.csv_bi`` and never reads its ``.csv``; when
+    one of the two has seizure events (labels in ``config.seizure_labels``) and the other has
+    none, the recording's labels hang on which file is right, which deserves a line in the build.
+
+    Parameters
+    ----------
+    edf_path
+        The recording's EDF; its annotation files are found beside it by
+        :func:`annotation_names`.
+    config
+        Its seizure and background labels are those the build parses with.
+    primary
+        The ``.csv_bi`` already parsed (by the build), so that it is not parsed twice.
+
+    Returns
+    -------
+    str or None
+        One sentence naming both files and which has the seizures; ``None`` when they agree,
+        when either file is missing (there is nothing to compare), or when either cannot be
+        parsed: a bad ``.csv_bi`` is the build's own quarantine, and a bad ``.csv`` is never read
+        by the build, so neither says anything about the labels the recording gets.
+    """
+    edf_path = Path(edf_path)
+    paths = [edf_path.with_name(name) for name in annotation_names(edf_path.name)]
+    if not all(path.is_file() for path in paths):
+        return None
+    try:
+        chosen = primary if primary is not None else parse_annotation(paths[0], config)
+        other = parse_annotation(paths[1], config)
+    except (AnnotationError, OSError):
+        return None
+    if bool(chosen.seizures) == bool(other.seizures):
+        return None
+    with_events, without = (chosen, other) if chosen.seizures else (other, chosen)
+    count = len(with_events.seizures)
+    return (f"{with_events.path.name} has {count} seizure event{'s' if count != 1 else ''} but "
+            f"{without.path.name} has none; the recording is labelled from {paths[0].name}")
 
 
 def _number(text: str, path: Path, line_no: int, what: str) -> float:

@@ -11,10 +11,12 @@ An empty NPZ is never written: a recording shorter than one window is recorded a
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import sys
 import threading
 import time
@@ -31,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from eeg_assets.lib.cache.annotations import (
     AnnotationError,
+    annotation_disagreement,
     missing_annotation,
     parse_annotation,
 )
@@ -45,8 +48,10 @@ from eeg_assets.lib.cache.ledger import (
     FAILED,
     QUARANTINED,
     TOO_SHORT,
+    LEDGER_NAME,
     FileFingerprint,
     Ledger,
+    LedgerError,
     RecordingEntry,
 )
 from eeg_assets.lib.cache.npzio import NPZ_SUFFIX, WindowedArray, npz_name_for, write_npz
@@ -63,7 +68,7 @@ from eeg_assets.lib.cache.windows import (
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.files import remove_stale_temporaries
 from eeg_assets.lib.signals.channels import ChannelError, plan_channels
-from eeg_assets.lib.signals.edf import EdfError, EdfRecording
+from eeg_assets.lib.signals.edf import EdfError, EdfRecording, EdfUnavailable
 from eeg_assets.lib.signals.preprocess import (
     condition_channel,
     normalise_inplace,
@@ -85,6 +90,10 @@ class OutputWriteError(OSError):
     """The cache file could not be written (disk full, permissions)."""
 
 
+#: ``RecordingEntry.details["cause"]`` of a failed entry: the operating system, not the content.
+READ_FAILURE, WRITE_FAILURE = "read", "write"
+
+
 @dataclass
 class BuildReport:
     split: str
@@ -95,17 +104,32 @@ class BuildReport:
     built: list[RecordingEntry] = field(default_factory=list)
     skipped: int = 0
     too_short: list[RecordingEntry] = field(default_factory=list)
+    #: The content says no (bad header, missing channels, bad annotation row...): kept until
+    #: the recording changes.
     quarantined: list[RecordingEntry] = field(default_factory=list)  # built now or still
+    #: The operating system said no (input gone or unreadable, cache not writable, disk full):
+    #: tried again on the next run.
+    failed: list[RecordingEntry] = field(default_factory=list)
+    #: Recordings whose rebuild failed: their previous NPZ and ledger entry are kept (stale)
+    #: until a replacement is written.
+    kept_stale: list[str] = field(default_factory=list)
     #: Built recordings with warnings (e.g. a seizure clipped at the end), built now or before.
     warned: list[RecordingEntry] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # e.g. symlinks leaving the data dir
+    #: Folders and files the walk could not read this time (tried again next run).
+    unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
     eeg_seconds_built: float = 0.0
 
     @property
     def all_failed(self) -> bool:
         return self.recordings > 0 and len(self.quarantined) == self.recordings
+
+    @property
+    def write_failures(self) -> list[RecordingEntry]:
+        """Failures to write the cache (disk full, permissions): the build did not do its job."""
+        return [e for e in self.failed if e.details.get("cause") == WRITE_FAILURE]
 
     @property
     def windows_built(self) -> int:
@@ -137,14 +161,22 @@ def build_recording(recording: Recording, cache_dir: Path,
             raise missing_annotation(edf_path.name)
         entry.details["annotation_file"] = annotation_path.name
         _build_into(entry, edf_path, annotation_path, Path(cache_dir), config)
-    except (EdfError, ChannelError, AnnotationError, RecordingError) as exc:
-        entry.status, entry.reason = QUARANTINED, str(exc)
     except OutputWriteError as exc:
         # Not the recording's fault (disk full, permissions): retried on the next run.
         entry.status, entry.reason = FAILED, str(exc)
-    except OSError as exc:
-        entry.status = QUARANTINED
-        entry.reason = f"{edf_path.name}: cannot read input: {exc}"
+        entry.details["cause"] = WRITE_FAILURE
+    except (EdfUnavailable, OSError) as exc:
+        # The file was gone or unreadable this time (moved, permissions, I/O): no verdict on
+        # its content, so it is tried again next run, not quarantined for good.
+        entry.status = FAILED
+        if isinstance(exc, EdfUnavailable):
+            entry.reason = f"{exc}; tried again next run"
+        else:
+            name = Path(exc.filename).name if exc.filename else edf_path.name
+            entry.reason = f"{name}: cannot read: {exc.strerror or exc}; tried again next run"
+        entry.details["cause"] = READ_FAILURE
+    except (EdfError, ChannelError, AnnotationError, RecordingError) as exc:
+        entry.status, entry.reason = QUARANTINED, str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad recording must not abort the split
         entry.status = QUARANTINED
         entry.reason = f"{edf_path.name}: unexpected error {type(exc).__name__}: {exc}"
@@ -156,6 +188,7 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
                 config: CacheConfig) -> None:
     annotation = parse_annotation(annotation_path, config)
     entry.details[REFERENCE_KEY] = reference_details(annotation)  # what scoring compares with
+    disagreement = annotation_disagreement(edf_path, config, primary=annotation)
     with EdfRecording(edf_path) as recording:
         plan = plan_channels(recording.labels, config)
         used = [s for s in plan.sources if s is not None]
@@ -173,6 +206,8 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
                 f"{edf_path.name}: annotation {annotation_path.name} says duration "
                 f"{annotation.duration_s:g} s but the EDF signal lasts {duration_s:g} s")
         entry.warnings = _overrun_warnings(annotation.seizures, duration_s, annotation_path)
+        if disagreement:
+            entry.warnings.append(disagreement)
         entry.details.update(
             fs=fs, duration_s=duration_s, n_signals=len(recording.labels),
             reconstructed=plan.describe_reconstruction(), header_repair=recording.header_repair,
@@ -194,12 +229,27 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
         write_npz(npz_path, windows=WindowedArray(data, n_windows, window, stride),
                   labels=WindowedArray(mask, n_windows, window, stride))
     except OSError as exc:
-        raise OutputWriteError(f"{edf_path.name}: could not write {npz_path}: {exc}") from exc
+        raise OutputWriteError(_write_failure(exc, npz_path, n_windows, config)) from exc
     entry.status = BUILT
     entry.npz_name = npz_path.name
     entry.npz_fingerprint = str(FileFingerprint.of(npz_path))
     entry.n_windows = n_windows
     entry.seizure_samples = window_seizure_counts(mask, config)
+
+
+def _write_failure(exc: OSError, npz_path: Path, n_windows: int, config: CacheConfig) -> str:
+    """Why an NPZ could not be written, with the space it needs where the disk is full."""
+    message = f"could not write {npz_path}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # windows (n, channels, window) and labels (n, window), float32, plus the zip's headers
+        needed = n_windows * config.window_samples * (len(config.channels) + 1) * 4 + 4096
+        try:
+            free = shutil.disk_usage(npz_path.parent).free
+        except OSError:
+            free = 0
+        message += (f": it needs {needed / 1e6:.1f} MB and {free / 1e6:.1f} MB are free on the "
+                    f"file system of {npz_path.parent}")
+    return message + "; tried again next run"
 
 
 def _overrun_warnings(seizures, duration_s: float, annotation_path: Path) -> list[str]:
@@ -343,17 +393,32 @@ def build_split(
     version = config.version()
     report = BuildReport(split=split, data_dir=data_dir, cache_dir=cache_dir,
                          config_version=version, recordings=len(recordings),
-                         ignored=list(listing.ignored))
+                         ignored=list(listing.ignored), unreadable=list(listing.unreadable))
     for line in listing.ignored:
         log(f"ignored {line}")
+    for line in listing.unreadable:
+        log(f"could not read {line}; the rest of the split is built, this is tried again next "
+            "run")
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with split_lock(state_dir, log), Ledger(state_dir) as ledger:
+    with split_lock(state_dir, log):
+        if state_dir == cache_dir:  # a fan-out guards the published ledger before fetching it
+            guard_ledger(cache_dir, cache_dir)
+        return _build_locked(listing, recordings, report, config, state_dir, run_tag, runner,
+                             workers, progress, log, started)
+
+
+def _build_locked(listing: SplitListing, recordings: list[Recording], report: BuildReport,
+                  config: CacheConfig, state_dir: Path, run_tag: str, runner: Runner | None,
+                  workers: int | None, progress: str | None, log: Callable[[str], None],
+                  started: float) -> BuildReport:
+    cache_dir, split, version = report.cache_dir, report.split, report.config_version
+    with Ledger(state_dir) as ledger:
         write_listing(cache_dir, listing, run_tag)
         entries = ledger.entries()
         _remove_leftovers(cache_dir)
         npz_on_disk = _npz_on_disk(cache_dir)
-        report.removed = _remove_vanished(listing.sources, cache_dir, ledger, entries, npz_on_disk)
+        report.removed = _remove_vanished(listing, cache_dir, ledger, entries, npz_on_disk)
 
         todo: list[Recording] = []
         stems: dict[str, str] = {}
@@ -388,6 +453,13 @@ def build_split(
                     else _run(todo, cache_dir, config, workers, progress, split))
         for entry in outcomes:
             previous = entries.get(entry.source)
+            if (entry.status == FAILED and previous is not None and previous.status == BUILT
+                    and previous.npz_name in npz_on_disk):
+                # Good output is never removed before its replacement exists: the previous NPZ
+                # and its entry stay (its inputs no longer match, so the next run tries again).
+                report.failed.append(entry)
+                report.kept_stale.append(entry.source)
+                continue
             if entry.status != BUILT and previous is not None and previous.npz_name:
                 (cache_dir / previous.npz_name).unlink(missing_ok=True)
             ledger.put(entry)
@@ -398,6 +470,8 @@ def build_split(
                     report.warned.append(entry)
             elif entry.status == TOO_SHORT:
                 report.too_short.append(entry)
+            elif entry.status == FAILED:
+                report.failed.append(entry)
             else:
                 report.quarantined.append(entry)
             if entry.status == BUILT:
@@ -411,6 +485,35 @@ def build_split(
     return report
 
 
+def guard_ledger(ledger_dir: Path, cache_dir: Path) -> None:
+    """Refuse to build when the ledger is missing or empty but NPZs are there.
+
+    Without its ledger a build would take every NPZ for an unowned leftover and delete it (on
+    full TUSZ, 628 GB to rebuild). A first build creates the ledger before it writes any NPZ,
+    so NPZs without one mean the ledger was lost.
+
+    Raises
+    ------
+    LedgerError
+        Naming the ledger, the number of NPZs, and the command that recovers them.
+    """
+    path = Path(ledger_dir) / LEDGER_NAME
+    try:
+        lost = path.stat().st_size == 0
+    except FileNotFoundError:
+        lost = True
+    if not lost:
+        return
+    present = _npz_on_disk(cache_dir) if Path(cache_dir).is_dir() else {}
+    if present:
+        raise LedgerError(path, (
+            f"missing or empty, but {cache_dir} holds {len(present)} NPZ file(s). Nothing was "
+            f"deleted. Run `python -m eeg_assets adopt-cache --data-dir <the split's raw folder> "
+            f"--cache-dir {cache_dir}` to take back the NPZs that verify and match their "
+            "recordings (the rest is rebuilt by the next build), or delete the NPZs to rebuild "
+            "the split from scratch"))
+
+
 def _remove_leftovers(cache_dir: Path) -> None:
     """Temporary files of killed writers. The split lock keeps other builds out, but not the
     index and manifest writers (another build-cache refreshing them, the Dagster assets): their
@@ -418,10 +521,15 @@ def _remove_leftovers(cache_dir: Path) -> None:
     remove_stale_temporaries(cache_dir)
 
 
-def _remove_vanished(listed: frozenset[str], cache_dir: Path, ledger: Ledger,
+def _remove_vanished(listing: SplitListing, cache_dir: Path, ledger: Ledger,
                      entries: dict[str, RecordingEntry], npz_on_disk: dict[str, str]) -> list[str]:
-    """Drop outputs of recordings no longer listed, and NPZs that no ledger entry owns."""
-    vanished = [s for s in entries if s not in listed]
+    """Drop outputs of recordings no longer listed, and NPZs that no ledger entry owns.
+
+    A recording under a folder or beside a file that could not be read this time is not gone:
+    its output stays until the walk can tell.
+    """
+    listed = listing.sources
+    vanished = [s for s in entries if s not in listed and not listing.within_unreadable(s)]
     for source in vanished:
         if entries[source].npz_name:
             (cache_dir / entries[source].npz_name).unlink(missing_ok=True)
@@ -537,13 +645,23 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def write_failure_message(report: BuildReport) -> str:
+    """Why a build that could not write its cache failed, naming the first file."""
+    first = report.write_failures[0]
+    kept = (f"; the previous NPZ of {len(report.kept_stale)} recording(s) is kept (stale) with "
+            "its index and manifest entries" if report.kept_stale else "")
+    return (f"{len(report.write_failures)} recording(s) could not be written to "
+            f"{report.cache_dir}: {first.source}: {first.reason}{kept}")
+
+
 def format_report(report: BuildReport) -> str:
     lines = [
         f"[build-cache] split {report.split}: {report.recordings} recordings under {report.data_dir}",
         f"[build-cache] built {len(report.built)} ({report.windows_built} windows, "
         f"{report.eeg_seconds_built / 3600:.2f} EEG-hours) | skipped {report.skipped} unchanged | "
         f"too short {len(report.too_short)} | quarantined {len(report.quarantined)} | "
-        f"removed {len(report.removed)} | {report.seconds:.1f} s",
+        f"failed, will retry {len(report.failed)} | removed {len(report.removed)} | "
+        f"{report.seconds:.1f} s",
         f"[build-cache] cache {report.cache_dir} (config {report.config_version})",
     ]
     for entry in report.too_short:
@@ -551,10 +669,14 @@ def format_report(report: BuildReport) -> str:
     for entry in report.warned:
         lines += [f"  built with warnings: {entry.source}: {warning}" for warning in entry.warnings]
     for entry in report.quarantined:
-        label = "failed (will retry)" if entry.status == FAILED else "quarantined"
-        lines.append(f"  {label}: {entry.source}: {entry.reason}")
+        lines.append(f"  quarantined: {entry.source}: {entry.reason}")
+    for entry in report.failed:
+        kept = " (its previous NPZ is kept, stale)" if entry.source in report.kept_stale else ""
+        lines.append(f"  failed, will retry: {entry.source}: {entry.reason}{kept}")
     for source in report.removed:
         lines.append(f"  removed (EDF gone): {source}")
     for line in report.ignored:
         lines.append(f"  ignored: {line}")
+    for line in report.unreadable:
+        lines.append(f"  could not read (tried again next run): {line}")
     return "\n".join(lines)

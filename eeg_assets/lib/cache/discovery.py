@@ -6,7 +6,13 @@ gets them from :func:`list_recordings`:
 * **Walk.** ``os.scandir`` of every folder under the split, recursively. A regular file's type
   comes from its directory entry, so it costs nothing; an EDF and its chosen annotation cost one
   ``stat`` each (their fingerprints), a folder one ``scandir`` (4 system calls). Only symlinks
-  cost more.
+  cost more (resolving the link and checking its target).
+* **Unreadable paths.** A folder the walk cannot list, or an EDF or annotation it cannot
+  ``stat`` (a permission, an I/O error), is reported in :attr:`SplitListing.unreadable` with the
+  OS's message, and the walk goes on with the rest of the split. Its recordings are not listed
+  (an unreadable annotation: its recording is not listed, rather than labelled from the other
+  annotation file or from none), and it is tried again at the next walk: an unreadable folder is
+  never kept in the folder snapshot.
 * **Folder snapshot.** Given the split's state folder, the walk keeps each folder's listing
   (names and kinds) there with the folder's mtime (``_raw_folders.json``), and the next walk lists
   a folder again only when its mtime moved (adding, removing or renaming an entry moves it); an
@@ -17,7 +23,10 @@ gets them from :func:`list_recordings`:
   file makes the next walk a full one.
 * **Symlink rule.** An EDF symlink whose target lies outside the split folder is ignored with a
   reason, as is a broken one; a symlinked folder is not followed (its recordings would come from
-  outside the split or be listed twice) and is reported too.
+  outside the split or be listed twice) and is reported too. An EDF symlink to an EDF the walk
+  reaches directly (through real folders) is ignored with a reason as well, so that a recording
+  is built once, under its real path; one whose target the walk does not reach otherwise (not
+  named ``.edf``, say) is listed under the link's path, once however many links lead to it.
 * **Annotation rule.** :func:`eeg_assets.lib.cache.annotations.annotation_names` (``.csv_bi``
   over ``.csv``), applied to the folder's listing: no extra ``stat`` or ``exists`` calls.
 
@@ -34,7 +43,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 
 from eeg_assets.lib.cache.annotations import annotation_names
 from eeg_assets.lib.cache.ledger import FileFingerprint
@@ -119,6 +128,11 @@ class SplitListing:
     data_dir: Path
     recordings: tuple[Recording, ...]
     ignored: tuple[str, ...] = ()
+    #: The paths the walk could not read, sorted: ``"<path relative to the split>: <OS error>"``
+    #: (``"."`` for the split folder itself). A folder it could not list, or an EDF or annotation
+    #: it could not ``stat``: their recordings are missing from :attr:`recordings` although they
+    #: may well still exist (see :meth:`within_unreadable`).
+    unreadable: tuple[str, ...] = ()
     #: Who recorded this listing with :func:`write_listing` (a Dagster run id); "" for nobody.
     run_tag: str = ""
     #: When the walk was made (seconds since the epoch).
@@ -135,6 +149,22 @@ class SplitListing:
         """``{source: Recording.inputs}``."""
         return {r.source: r.inputs for r in self.recordings}
 
+    def within_unreadable(self, source: str) -> bool:
+        """Whether the recording ``source`` (an EDF path relative to the split) may be missing
+        from this listing only because the walk could not read it.
+
+        True when ``source`` is an unreadable path, lies in an unreadable folder, or has an
+        unreadable annotation file beside it: such a recording has not vanished, and whatever
+        was built from it should be kept until a walk can read it again.
+        """
+        folder, _, name = source.rpartition("/")
+        beside = {f"{folder}/{n}" if folder else n for n in annotation_names(name)}
+        for line in self.unreadable:
+            path = line.partition(": ")[0]
+            if path in (".", source) or source.startswith(path + "/") or path in beside:
+                return True
+        return False
+
 
 def list_recordings(data_dir: Path, snapshot_dir: Path | None = None) -> SplitListing:
     """Every ``*.edf`` under ``data_dir`` (recursive) with its annotation and fingerprints.
@@ -143,22 +173,26 @@ def list_recordings(data_dir: Path, snapshot_dir: Path | None = None) -> SplitLi
     listings recorded there (:data:`SNAPSHOT_NAME`) for every folder whose mtime has not moved,
     and records the new ones if any folder was listed again. A missing ``data_dir`` gives an empty
     listing. A file that vanishes while the folder is walked is simply not listed (the next walk
-    sees the folder as it is then).
+    sees the folder as it is then). A folder or file that cannot be read is reported in
+    :attr:`SplitListing.unreadable` and the walk goes on; it never raises for one.
     """
     data_dir = Path(data_dir)
     started = time.time()
-    recordings: list[Recording] = []
-    ignored: list[str] = []
     before = _read_snapshot(snapshot_dir, data_dir) if snapshot_dir is not None else None
     after: dict[str, list] = {}
-    if data_dir.is_dir():
-        walk = _Walk(os.path.realpath(data_dir), before, after, recordings, ignored)
-        walk.folder(str(data_dir), "")
-    recordings.sort(key=lambda r: r.source.split("/"))  # as paths sort: folder by folder
+    walk = _Walk(os.path.realpath(data_dir), before, after)
+    walk.folder(str(data_dir), "")  # a missing data_dir lists as an empty folder
+    walk.judge_links()
+    recordings = sorted(walk.recordings, key=_path_order)
     if snapshot_dir is not None and after != before and Path(snapshot_dir).is_dir():
         _write_snapshot(snapshot_dir, data_dir, after)
     return SplitListing(data_dir=data_dir, recordings=tuple(recordings),
-                        ignored=tuple(sorted(ignored)), listed_at=started)
+                        ignored=tuple(sorted(walk.ignored)),
+                        unreadable=tuple(sorted(walk.unreadable)), listed_at=started)
+
+
+def _path_order(recording: Recording) -> list[str]:
+    return recording.source.split("/")  # as paths sort: folder by folder
 
 
 def recording_at(path: Path, source: str) -> Recording:
@@ -182,23 +216,32 @@ class _Walk:
     """One walk of a split folder, folder by folder.
 
     Each folder costs one ``stat`` when a snapshot is in use and its listing there is still good,
-    else one ``scandir``; each EDF and its chosen annotation one ``stat`` each.
+    else one ``scandir``; each EDF and its chosen annotation one ``stat`` each. EDF symlinks are
+    set aside and judged once every EDF reached directly is known (:meth:`judge_links`).
     """
 
-    def __init__(self, root: str, before: dict[str, list] | None, after: dict[str, list],
-                 recordings: list[Recording], ignored: list[str]):
+    def __init__(self, root: str, before: dict[str, list] | None, after: dict[str, list]):
         self.root, self.before, self.after = root, before, after
-        self.recordings, self.ignored = recordings, ignored
+        self.recordings: list[Recording] = []
+        self.ignored: list[str] = []
+        self.unreadable: list[str] = []
+        #: Sources of the EDFs reached through real folders, listed or not (unreadable).
+        self.reached: set[str] = set()
+        #: ``(target source, recording)`` of the EDF symlinks into the split.
+        self.links: list[tuple[str, Recording]] = []
 
     def folder(self, folder: str, prefix: str) -> None:
         kinds = self._entries(folder, prefix)
         if kinds is None:
-            return  # removed while walked
+            return  # removed while walked, or unreadable (reported)
         for name, kind in kinds.items():
             source, path = prefix + name, os.path.join(folder, name)
-            if kind == _LINK and (reason := _symlink_problem(path, name, self.root)):
-                self.ignored.append(f"{source}: {reason}")
-                continue
+            target = ""
+            if kind == _LINK:
+                reason, target = _symlink(path, name, self.root)
+                if reason:
+                    self.ignored.append(f"{source}: {reason}")
+                    continue
             if kind == _FOLDER:
                 self.folder(path, source + "/")
                 continue
@@ -208,14 +251,48 @@ class _Walk:
                 st = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            annotation_name, annotation = _annotation(folder, name, kinds)
-            self.recordings.append(Recording(
-                source=source, path=Path(path), edf=_fingerprint(path, st),
-                annotation_name=annotation_name, annotation=annotation))
+            except OSError as exc:
+                self._unreadable(source, exc)
+                if kind == _FILE:
+                    self.reached.add(source)
+                continue
+            if kind == _FILE:
+                self.reached.add(source)
+            chosen = self._annotation(folder, prefix, name, kinds)
+            if chosen is None:
+                continue  # its annotation is unreadable: labelled from neither file for now
+            recording = Recording(source=source, path=Path(path), edf=_fingerprint(path, st),
+                                  annotation_name=chosen[0], annotation=chosen[1])
+            if kind == _LINK:
+                self.links.append((target, recording))
+            else:
+                self.recordings.append(recording)
+
+    def judge_links(self) -> None:
+        """List each EDF symlink whose target the walk does not reach otherwise, once.
+
+        A link to an EDF reached directly would build that recording a second time under another
+        name; of several links to one file reached no other way, the first (in path order) is
+        listed and the others are ignored.
+        """
+        listed = {r.source for r in self.recordings}
+        taken: dict[str, str] = {}
+        for target, recording in sorted(self.links, key=lambda link: _path_order(link[1])):
+            if target in listed:
+                self.ignored.append(f"{recording.source}: symlink to {target}, listed there")
+            elif target in self.reached:
+                self.ignored.append(f"{recording.source}: symlink to {target}, reached "
+                                    "directly (and unreadable there)")
+            elif target in taken:
+                self.ignored.append(f"{recording.source}: symlink to {target}, listed as "
+                                    f"{taken[target]}")
+            else:
+                taken[target] = recording.source
+                self.recordings.append(recording)
 
     def _entries(self, folder: str, prefix: str) -> dict[str, str] | None:
         """``{name: kind}`` of the folder: from the snapshot when its mtime is where the
-        snapshot's listing saw it, else listed now."""
+        snapshot's listing saw it, else listed now; ``None`` when it is gone or unreadable."""
         mtime_ns = listed_ns = 0
         try:
             if self.before is not None:
@@ -232,9 +309,38 @@ class _Walk:
                 kinds = {entry.name: _kind(entry) for entry in listing}
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            # Not recorded in the snapshot (self.after): the next walk lists it again, where
+            # an empty listing kept here would hide its recordings until its mtime moved.
+            self._unreadable(prefix.rstrip("/"), exc)
+            return None
         if self.before is not None:
             self.after[prefix] = [mtime_ns, listed_ns, kinds]
         return kinds
+
+    def _annotation(self, folder: str, prefix: str, edf_name: str, kinds: dict[str, str]
+                    ) -> tuple[str, FileFingerprint | None] | None:
+        """The chosen annotation's name and fingerprint (``("", None)`` without one); ``None``
+        when the preferred one present cannot be read (reported)."""
+        for name in annotation_names(edf_name):
+            kind = kinds.get(name)
+            path = os.path.join(folder, name)
+            if kind != _FILE and not (kind == _LINK and os.path.isfile(path)):
+                continue
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                # Falling back to the .csv would label the recording from the file the rule
+                # ranks second, silently; it is tried again at the next walk instead.
+                self._unreadable(prefix + name, exc)
+                return None
+            return name, _fingerprint(path, st)
+        return "", None
+
+    def _unreadable(self, source: str, exc: OSError) -> None:
+        self.unreadable.append(f"{source or '.'}: {exc.strerror or exc}")
 
 
 def _kind(entry: os.DirEntry) -> str:
@@ -245,33 +351,20 @@ def _kind(entry: os.DirEntry) -> str:
     return _FILE if entry.is_file(follow_symlinks=False) else ""
 
 
-def _symlink_problem(path: str, name: str, root: str) -> str:
-    """Why a symlink is not used ("" when it is an EDF symlink into the split: it is listed)."""
+def _symlink(path: str, name: str, root: str) -> tuple[str, str]:
+    """Why a symlink is not used ("" when it is not ruled out here) and, for an EDF symlink into
+    the split, its target's path relative to the split (POSIX), the source it would have if the
+    walk reached it directly."""
     target = os.path.realpath(path)
     if os.path.isdir(path):
-        return f"symlinked folder (to {target}), not followed"
+        return f"symlinked folder (to {target}), not followed", ""
     if not name.lower().endswith(EDF_SUFFIX):
-        return ""  # an annotation or any other file: judged with its recording, or not at all
+        return "", ""  # an annotation or any other file: judged with its recording, or not at all
     if target != root and not target.startswith(root + os.sep):
-        return f"symlink to {target} outside {root}"
+        return f"symlink to {target} outside {root}", ""
     if not os.path.exists(target):
-        return "broken symlink"
-    return ""
-
-
-def _annotation(folder: str, edf_name: str, kinds: dict[str, str]
-                ) -> tuple[str, FileFingerprint | None]:
-    for name in annotation_names(edf_name):
-        kind = kinds.get(name)
-        path = os.path.join(folder, name)
-        if kind != _FILE and not (kind == _LINK and os.path.isfile(path)):
-            continue
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        return name, _fingerprint(path, st)
-    return "", None
+        return "broken symlink", ""
+    return "", PurePath(os.path.relpath(target, root)).as_posix()
 
 
 def _read_snapshot(snapshot_dir: Path, data_dir: Path) -> dict[str, list]:
@@ -307,7 +400,8 @@ def write_listing(cache_dir: Path, listing: SplitListing, run_tag: str = "") -> 
             for r in listing.recordings]
     payload = {"format": LISTING_FORMAT, "data_dir": str(Path(listing.data_dir).absolute()),
                "run_tag": run_tag, "listed_at": listing.listed_at,
-               "ignored": list(listing.ignored), "recordings": rows,
+               "ignored": list(listing.ignored), "unreadable": list(listing.unreadable),
+               "recordings": rows,
                "npz": None if listing.npz is None else [list(row) for row in listing.npz]}
     path = Path(cache_dir) / LISTING_NAME
     write_bytes_atomic(path, json.dumps(payload, separators=(",", ":")).encode())
@@ -328,7 +422,10 @@ def read_listing(cache_dir: Path) -> SplitListing | None:
             for source, size, mtime, name, a_size, a_mtime in payload["recordings"])
         npz = payload.get("npz")
         return SplitListing(data_dir=data_dir, recordings=recordings,
-                            ignored=tuple(payload["ignored"]), run_tag=payload["run_tag"],
+                            ignored=tuple(payload["ignored"]),
+                            # absent from the listings recorded before it was reported
+                            unreadable=tuple(payload.get("unreadable", ())),
+                            run_tag=payload["run_tag"],
                             listed_at=float(payload["listed_at"]),
                             npz=None if npz is None else tuple((n, f) for n, f in npz))
     except (ValueError, KeyError, TypeError):

@@ -3,10 +3,11 @@
 One SQLite file per cache split (``_ledger.sqlite``). For every source recording it records the
 input fingerprints, the config version, the outcome (built, too short, quarantined with a reason),
 the warnings a built recording was built with, the per-window facts that the dataset index and the
-manifest need, so neither ever has to reopen an NPZ, and the NPZ fingerprint at which the file last
-passed the schema verification (:mod:`eeg_assets.lib.cache.verify`), so each content is verified
-once. SQLite gives atomic per-file updates: a build killed at any point leaves a ledger that
-describes exactly the files whose NPZ was renamed into place before the kill.
+manifest need, so neither ever has to reopen an NPZ, and the NPZ fingerprint and content checksum
+(its members' CRC-32s) at which the file last passed the verification
+(:mod:`eeg_assets.lib.cache.verify`), so each content is verified once. SQLite gives atomic
+per-file updates: a build killed at any point leaves a ledger that describes exactly the files
+whose NPZ was renamed into place before the kill.
 
 A ledger written before a column existed gets it added (with its empty default) when it is opened.
 """
@@ -28,6 +29,32 @@ TOO_SHORT = "too_short"
 QUARANTINED = "quarantined"
 #: Output could not be written (disk full, permissions): retried on every run.
 FAILED = "failed"
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used (damaged, unwritable, disk full); the message says what to do.
+
+    Nothing in the cache is deleted when it is raised.
+    """
+
+    def __init__(self, path: Path, cause: BaseException | str):
+        text = str(cause)
+        if isinstance(cause, str):
+            advice = ""
+        elif "malformed" in text or "not a database" in text:
+            advice = (f": the file is damaged. Nothing was deleted. Move it aside (`mv {path} "
+                      f"{path}.damaged`), then run `python -m eeg_assets adopt-cache --data-dir "
+                      f"<split folder> --cache-dir {path.parent}` to take back the NPZs that "
+                      "verify (or delete the split's NPZs to rebuild it)")
+        elif "readonly" in text or "read-only" in text or isinstance(cause, PermissionError) \
+                or "unable to open" in text:
+            advice = f": the cache folder {path.parent} must be writable by this user"
+        elif "full" in text or getattr(cause, "errno", None) == 28:
+            advice = f": the disk holding {path.parent} is full; free some space and run again"
+        else:
+            advice = ""
+        super().__init__(f"build ledger {path}: {text}{advice}")
+        self.path = path
 
 
 @dataclass
@@ -74,6 +101,10 @@ class RecordingEntry:
     #: ``npz_fingerprint`` at which the NPZ last passed verification; "" = never (or it failed).
     #: A rebuild writes a new entry, so new content is always verified again.
     verified_fingerprint: str = ""
+    #: The content checksum that pass was made with: the members' CRC-32s as the NPZ's zip
+    #: records them (``"labels.npy:<hex>,windows.npy:<hex>"``); "" = none recorded. A sampled
+    #: file whose zip records others was replaced with its size and mtime kept.
+    verified_checksum: str = ""
 
     @property
     def input_fingerprint(self) -> str:
@@ -83,7 +114,7 @@ class RecordingEntry:
 _COLUMNS = tuple(RecordingEntry.__dataclass_fields__)
 _JSON_COLUMNS = {"seizure_samples", "details", "warnings"}
 #: Columns added after the first ledgers were written, with the value their rows get.
-_ADDED_COLUMNS = {"warnings": "[]", "verified_fingerprint": ""}
+_ADDED_COLUMNS = {"warnings": "[]", "verified_fingerprint": "", "verified_checksum": ""}
 
 
 class Ledger:
@@ -114,6 +145,20 @@ class Ledger:
         held.close()
 
     def _open(self) -> sqlite3.Connection:
+        with self._translated():
+            return self._open_raw()
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """SQLite's and the OS's errors as a :class:`LedgerError` naming the file and the fix."""
+        try:
+            yield
+        except LedgerError:
+            raise
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise LedgerError(self.path, exc) from exc
+
+    def _open_raw(self) -> sqlite3.Connection:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=60)
         try:
@@ -132,12 +177,13 @@ class Ledger:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        if self._held is not None:
-            with self._held:
-                yield self._held
-            return
-        with closing(self._open()) as conn, conn:
-            yield conn
+        with self._translated():
+            if self._held is not None:
+                with self._held:
+                    yield self._held
+                return
+            with closing(self._open()) as conn, conn:
+                yield conn
 
     def entries(self) -> dict[str, RecordingEntry]:
         if not self.exists():
@@ -170,19 +216,23 @@ class Ledger:
         with self._connect() as conn:
             conn.executemany("DELETE FROM recordings WHERE source = ?", [(s,) for s in sources])
 
-    def record_verification(self, passed: Mapping[str, str], failed: Iterable[str]) -> None:
+    def record_verification(self, passed: Mapping[str, str], failed: Iterable[str],
+                            checksums: Mapping[str, str] | None = None) -> None:
         """Record verification outcomes: ``passed`` maps a source to the NPZ fingerprint it passed
-        at, ``failed`` lists sources whose NPZ failed (they lose any earlier mark).
+        at, ``checksums`` (optional) a source to the content checksum it passed with, ``failed``
+        lists sources whose NPZ failed (they lose any earlier mark and checksum).
 
         A pass is recorded only while the entry still describes that fingerprint, so a file
         rebuilt during the verification is not marked verified.
         """
+        checksums = checksums or {}
         with self._connect() as conn:
             conn.executemany(
-                "UPDATE recordings SET verified_fingerprint = ? "
+                "UPDATE recordings SET verified_fingerprint = ?, verified_checksum = ? "
                 "WHERE source = ? AND npz_fingerprint = ?",
-                [(fp, source, fp) for source, fp in passed.items()])
-            conn.executemany("UPDATE recordings SET verified_fingerprint = '' WHERE source = ?",
+                [(fp, checksums.get(source, ""), source, fp) for source, fp in passed.items()])
+            conn.executemany("UPDATE recordings SET verified_fingerprint = '', "
+                             "verified_checksum = '' WHERE source = ?",
                              [(source,) for source in failed])
 
 

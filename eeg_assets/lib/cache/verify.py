@@ -2,13 +2,28 @@
 
 Every run checks every NPZ against the build ledger (present, owned, unchanged since it was built,
 current config), which costs one ``stat`` per file, or none after a build of the same run (it
-recorded the NPZs it left, having checked them against the ledger itself). Opening a file to
-check its arrays (:func:`check_npz_file`: names, shapes, dtypes, storage, three windows' values)
-is done once per content: the ledger records the NPZ fingerprint each file passed at, so a run
-opens the files that are new or rebuilt since their last pass (or never passed), plus a random
-sample of the others (:data:`SAMPLE_FRACTION`), which catches damage that keeps size and mtime.
-``verify_all`` opens every file. A file that fails loses its mark, so it fails again on every run
-until it is rebuilt.
+recorded the NPZs it left, having checked them against the ledger itself).
+
+Opening a file (:func:`verify_npz_file`) checks every byte it vouches for, in one sequential pass
+of a few windows at a time (two buffers of :data:`CHUNK_BYTES`, whatever the file's size):
+
+* members: exactly ``windows.npy`` and ``labels.npy``, stored (uncompressed), float32, shapes
+  ``(n > 0, channels, window_samples)`` and ``(n, window_samples)``;
+* bytes: each member's CRC-32, computed over its ``.npy`` header and data as they are read, equals
+  the one the writer stored in the zip, so bytes changed after writing are found (any burst of up
+  to 32 bits, and all but one in 2**32 other changes);
+* values, in every window: finite and inside ``+-config.clip_sigma``; labels exactly 0 or 1.
+
+A member that breaks a value rule is reported by the windows that break it (which says more than
+its checksum); one whose values pass but whose CRC-32 differs is reported by name with both CRCs.
+
+This is done once per content: the ledger records the NPZ fingerprint (size, mtime) each file
+passed at, and the members' CRC-32s its zip records (its content checksum). A run opens the files
+that are new or rebuilt since their last pass (or never passed), plus a random sample of the
+others (:data:`SAMPLE_FRACTION`); a reopened file also fails when its zip records other CRC-32s
+than those it passed with. Damage that keeps size and mtime is therefore found by the sample and by
+``verify_all``, which opens every file. A file that fails loses its mark, so it fails again on
+every run until it is rebuilt.
 """
 
 from __future__ import annotations
@@ -16,19 +31,32 @@ from __future__ import annotations
 import math
 import random
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger
-from eeg_assets.lib.cache.npzio import NpzFormatError, open_member
+from eeg_assets.lib.cache.npzio import (
+    NpzChecksumError,
+    NpzFormatError,
+    locate_member,
+    read_member_chunks,
+)
 from eeg_assets.lib.config import CacheConfig
 
 #: Share of the already-verified, unchanged NPZs re-verified on each run, rounded up: 10 of
-#: TUSZ train's 4,667 files (~37 MB read at full size), 1 of a handful.
+#: TUSZ train's 4,667 files (~0.8 GB read in full, about a second), 1 of a handful.
 SAMPLE_FRACTION = 0.002
+
+#: Bytes read per step of a file's check (3 full-size windows, or the label rows of 68): a check
+#: holds two such buffers, whatever the file's size. Smaller steps cost more per byte, larger
+#: ones gained nothing (``benchmarks/bench_verify.py``).
+CHUNK_BYTES = 4 << 20
+
+#: Window indices named per problem before "and N more".
+_LISTED = 5
 
 
 @dataclass
@@ -42,6 +70,8 @@ class VerifyReport:
     #: Of ``verified``: unchanged files that had passed before, re-checked by random sample.
     sampled: list[str] = field(default_factory=list)
     windows_checked: int = 0
+    #: Bytes of the NPZs read to check them (their members, headers and data).
+    bytes_read: int = 0
     problems: list[str] = field(default_factory=list)
     #: NPZs that failed (a problem names each of them); none of them is marked verified.
     failed: list[str] = field(default_factory=list)
@@ -54,43 +84,193 @@ class VerifyReport:
         return not self.problems and self.files > 0
 
 
-def check_npz_file(path: Path, config: CacheConfig, sample_windows: int = 3) -> tuple[int, list[str]]:
-    """Names, shapes, dtype, storage and values of one NPZ; returns (windows checked, problems).
+@dataclass
+class FileCheck:
+    """What opening one NPZ found (:func:`verify_npz_file`)."""
 
-    Values are checked in windows 0, n/2 and n-1 (``sample_windows`` >= 3) or window 0: about
-    3.7 MB read from a full-size file.
+    #: Windows whose values were checked: all of them, unless the file is malformed.
+    windows: int = 0
+    problems: list[str] = field(default_factory=list)
+    #: The members' CRC-32s as the zip records them, ``"labels.npy:<crc>,windows.npy:<crc>"``
+    #: (hex): the content a pass is recorded with; "" when the zip could not be read.
+    checksum: str = ""
+    bytes_read: int = 0
+
+
+def format_checksum(crcs: dict[str, int]) -> str:
+    """A content checksum as the ledger records it, from ``{member: CRC-32}``."""
+    return ",".join(f"{member}:{crc:08x}" for member, crc in sorted(crcs.items()))
+
+
+def check_npz_file(path: Path, config: CacheConfig) -> tuple[int, list[str]]:
+    """``(windows checked, problems)`` of one NPZ: :func:`verify_npz_file` without a recorded
+    checksum."""
+    check = verify_npz_file(path, config)
+    return check.windows, check.problems
+
+
+def verify_npz_file(path: Path, config: CacheConfig, verified_checksum: str = "") -> FileCheck:
+    """Check one NPZ: members, storage, dtypes, shapes, every byte's CRC-32 and every window's
+    values (see the module's docstring).
+
+    Parameters
+    ----------
+    path : Path
+        The NPZ.
+    config : CacheConfig
+        Its channels, window length (samples) and clip range (sigma).
+    verified_checksum : str, optional
+        The content checksum the file passed with before (:attr:`FileCheck.checksum`); a file
+        whose zip now records other CRC-32s fails. "" compares nothing.
+
+    Returns
+    -------
+    FileCheck
+        Problems are one line each, starting with the file's name.
     """
-    problems: list[str] = []
+    path = Path(path)
+    name = path.name
+    check = FileCheck()
     expected_tail = (len(config.channels), config.window_samples)
     try:
         with zipfile.ZipFile(path) as zf:
-            names = sorted(zf.namelist())
-        if names != ["labels.npy", "windows.npy"]:
-            return 0, [f"{path.name}: arrays {names}, expected labels.npy and windows.npy"]
-        windows = open_member(path, "windows")
-        labels = open_member(path, "labels")
+            crcs = {info.filename: info.CRC for info in zf.infolist()}
+            check.checksum = format_checksum(crcs)
+            if sorted(crcs) != ["labels.npy", "windows.npy"]:
+                check.problems.append(f"{name}: arrays {sorted(crcs)}, expected labels.npy and "
+                                      "windows.npy")
+                return check
+            windows = locate_member(path, "windows", zf)
+            labels = locate_member(path, "labels", zf)
     except (zipfile.BadZipFile, NpzFormatError, OSError, ValueError) as exc:
-        return 0, [f"{path.name}: unreadable: {exc}"]
+        check.problems.append(f"{name}: unreadable: {exc}")
+        return check
+    if verified_checksum and check.checksum != verified_checksum:
+        check.problems.append(
+            f"{name}: its zip records CRC-32s {check.checksum}, but it passed verification with "
+            f"{verified_checksum}: its content was replaced with size and mtime unchanged")
+    layout = []
     if windows.dtype != np.float32 or labels.dtype != np.float32:
-        problems.append(f"{path.name}: dtypes {windows.dtype}/{labels.dtype}, expected float32")
-    if windows.ndim != 3 or windows.shape[1:] != expected_tail or windows.shape[0] == 0:
-        problems.append(f"{path.name}: windows shape {windows.shape}, expected (n>0, *{expected_tail})")
+        layout.append(f"{name}: dtypes {windows.dtype}/{labels.dtype}, expected float32")
+    if len(windows.shape) != 3 or windows.shape[1:] != expected_tail or windows.shape[0] == 0:
+        layout.append(f"{name}: windows shape {windows.shape}, expected (n>0, *{expected_tail})")
     if labels.shape != (windows.shape[0], config.window_samples):
-        problems.append(f"{path.name}: labels shape {labels.shape} does not match windows {windows.shape}")
-    if problems:
-        return 0, problems
-    n = windows.shape[0]
-    picks = sorted({0, n // 2, n - 1} if sample_windows >= 3 else {0})
-    for i in picks:
-        window = np.asarray(windows[i])
-        if not np.isfinite(window).all():
-            problems.append(f"{path.name}: window {i} has NaN/Inf")
-        elif np.abs(window).max() > config.clip_sigma + 1e-4:
-            problems.append(f"{path.name}: window {i} exceeds +-{config.clip_sigma} sigma")
-        label = np.asarray(labels[i])
-        if not np.isin(label, (0.0, 1.0)).all():
-            problems.append(f"{path.name}: labels of window {i} are not binary")
-    return len(picks), problems
+        layout.append(f"{name}: labels shape {labels.shape} does not match windows "
+                      f"{windows.shape}")
+    if layout:
+        check.problems += layout
+        return check
+    rules = {windows.member: _WindowRules(config.clip_sigma), labels.member: _LabelRules()}
+    # In file order (the writer puts windows first), so the whole file is one sequential read.
+    for member in sorted((windows, labels), key=lambda m: m.start):
+        found = rules[member.member]
+        try:
+            row_bytes = member.data_bytes // member.shape[0]
+            for first, chunk in _numbered(read_member_chunks(
+                    path, member, CHUNK_BYTES // row_bytes)):
+                found.check(first, chunk)
+        except NpzChecksumError as exc:
+            found.crc_problem = exc.detail
+        except (NpzFormatError, OSError) as exc:
+            check.problems.append(f"{name}: unreadable: {exc}")
+            return check
+        check.bytes_read += member.size
+        check.problems += [f"{name}: {line}" for line in found.lines()]
+    check.windows = windows.shape[0]
+    return check
+
+
+def _numbered(chunks) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index of the chunk's first row, chunk)``."""
+    first = 0
+    for chunk in chunks:
+        yield first, chunk
+        first += len(chunk)
+
+
+class _MemberRules:
+    """Value findings of one member, window by window, and its CRC-32 finding."""
+
+    def __init__(self) -> None:
+        self.crc_problem = ""
+
+    def findings(self) -> list[str]:
+        raise NotImplementedError
+
+    def lines(self) -> list[str]:
+        """The value findings or, when there are none, the CRC-32 mismatch."""
+        return self.findings() or ([self.crc_problem] if self.crc_problem else [])
+
+
+class _WindowRules(_MemberRules):
+    """Every window finite and inside the clip range."""
+
+    def __init__(self, clip_sigma: float):
+        super().__init__()
+        self.clip_sigma = clip_sigma
+        self.limit = clip_sigma + 1e-4  # float32 rounding of a value clipped at the limit
+        self.not_finite: list[int] = []
+        self.outside: list[int] = []
+        self.largest = 0.0
+
+    def check(self, first: int, chunk: np.ndarray) -> None:
+        flat = chunk.reshape(len(chunk), -1)
+        # max and min need no temporary the size of the chunk (abs would), and both propagate
+        # NaN, so a window is flagged by one comparison unless every value is in range.
+        inside = (flat.max(axis=1) <= self.limit) & (flat.min(axis=1) >= -self.limit)
+        for row in np.flatnonzero(~inside).tolist():
+            values = flat[row]
+            if not np.isfinite(values).all():
+                self.not_finite.append(first + row)
+            else:
+                self.outside.append(first + row)
+                self.largest = max(self.largest, float(np.abs(values).max()))
+
+    def findings(self) -> list[str]:
+        lines = []
+        if self.not_finite:
+            lines.append(f"{_windows(self.not_finite)} {_verb(self.not_finite, 'has', 'have')} "
+                         "NaN/Inf")
+        if self.outside:
+            lines.append(f"{_windows(self.outside)} {_verb(self.outside, 'exceeds', 'exceed')} "
+                         f"+-{self.clip_sigma} sigma (|value| up to {self.largest:.6g})")
+        return lines
+
+
+class _LabelRules(_MemberRules):
+    """Every label exactly 0 or 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.not_binary: list[int] = []
+        self.example = 0.0
+
+    def check(self, first: int, chunk: np.ndarray) -> None:
+        binary = ((chunk == 0) | (chunk == 1)).all(axis=1)
+        bad = np.flatnonzero(~binary).tolist()
+        if bad and not self.not_binary:
+            row = chunk[bad[0]]
+            self.example = float(row[(row != 0) & (row != 1)][0])
+        self.not_binary += [first + row for row in bad]
+
+    def findings(self) -> list[str]:
+        if not self.not_binary:
+            return []
+        return [f"labels of {_windows(self.not_binary)} are not binary "
+                f"({self.example:g} among them)"]
+
+
+def _windows(indices: list[int]) -> str:
+    """``window 3``, ``windows 3, 4, 5`` or ``windows 3, 4, 5, 6, 7 and 12 more``."""
+    if len(indices) == 1:
+        return f"window {indices[0]}"
+    listed = ", ".join(map(str, indices[:_LISTED]))
+    more = f" and {len(indices) - _LISTED} more" if len(indices) > _LISTED else ""
+    return f"windows {listed}{more}"
+
+
+def _verb(indices: list[int], one: str, many: str) -> str:
+    return one if len(indices) == 1 else many
 
 
 def sample_size(n_verified: int, fraction: float = SAMPLE_FRACTION) -> int:
@@ -159,20 +339,27 @@ def verify_split(cache_dir: Path, config: CacheConfig, *, verify_all: bool = Fal
     to_open = unverified + (verified_before if verify_all else report.sampled)
 
     passed: dict[str, str] = {}
+    checksums: dict[str, str] = {}
+    unchanged = set(verified_before)
     for name in sorted(to_open):
-        checked, problems = check_npz_file(on_disk[name], config)
-        problems = ledger_problems.get(name, []) + problems
-        report.verified.append(name)
-        report.windows_checked += checked
-        report.problems.extend(problems)
         entry = entries.get(name)
+        # Only a file whose size and mtime are those it passed at must hold the content it
+        # passed with; any other is checked as new.
+        recorded_checksum = entry.verified_checksum if name in unchanged else ""
+        check = verify_npz_file(on_disk[name], config, recorded_checksum)
+        problems = ledger_problems.get(name, []) + check.problems
+        report.verified.append(name)
+        report.windows_checked += check.windows
+        report.bytes_read += check.bytes_read
+        report.problems.extend(problems)
         if problems:
             report.failed.append(name)
         elif entry is not None:
             passed[entry.source] = entry.npz_fingerprint
+            checksums[entry.source] = check.checksum
     failed_sources = [entries[name].source for name in report.failed if name in entries]
     if passed or failed_sources:
-        ledger.record_verification(passed, failed_sources)
+        ledger.record_verification(passed, failed_sources, checksums)
     return report
 
 

@@ -23,14 +23,19 @@ from typing import Protocol
 
 import numpy as np
 
-from eeg_assets.lib.cache.build import BuildError, Runner, build_split, format_report
+from eeg_assets.lib.cache.build import (
+    BuildError,
+    Runner,
+    build_split,
+    format_report,
+    write_failure_message,
+)
 from eeg_assets.lib.cache.discovery import recorded_listing, recorded_npz
 from eeg_assets.lib.cache.ledger import (
     BUILT,
-    FAILED,
-    QUARANTINED,
     FileFingerprint,
     Ledger,
+    LedgerError,
     RecordingEntry,
 )
 from eeg_assets.lib.cache.npzio import NpzFormatError, open_member
@@ -50,6 +55,7 @@ from eeg_assets.lib.dataset.index import (
     DatasetError,
     SplitFacts,
     collect_facts,
+    index_staleness,
     name_list,
     update_index,
 )
@@ -59,6 +65,7 @@ from eeg_assets.lib.dataset.manifest import (
     NO_SEIZURE,
     PARTIAL,
     ManifestTable,
+    manifest_staleness,
     manifest_warnings,
     update_manifest_table,
 )
@@ -159,7 +166,7 @@ def run(request: ChainRequest, raw_root: Path, cache_root: Path, log: Log, *,
         if request.step == MANIFEST:
             return _manifest(request, cache_dir, log)
         return _balanced_dataset(request, cache_dir, log)
-    except (BuildError, DatasetError, NpzFormatError) as exc:
+    except (BuildError, DatasetError, NpzFormatError, LedgerError) as exc:
         raise StepError(str(exc)) from exc
 
 
@@ -184,6 +191,13 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
         log.info("built " + name_list([e.source for e in report.built], shown=MAX_NAMED))
     for entry in report.quarantined:
         log.warning(f"quarantined {entry.source}: {entry.reason}")
+    for entry in report.failed:
+        log.warning(f"failed, will retry {entry.source}: {entry.reason}")
+    for line in report.unreadable:
+        log.warning(f"could not read {line}; tried again next run")
+    if report.write_failures:
+        # The cache could not be written: the step fails, and what was there stays.
+        raise StepError(write_failure_message(report))
     warning_rows = [{"recording": e.source, "warning": warning}
                     for e in report.warned for warning in e.warnings]
     for row in warning_rows:
@@ -191,15 +205,16 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
     entries = list(Ledger(state_dir or cache_dir).entries().values())
     built = [e for e in entries if e.status == BUILT]
     rows = [{"recording": e.source, "status": e.status, "reason": e.reason}
-            for e in report.quarantined + report.too_short]
+            for e in report.quarantined + report.failed + report.too_short]
     # the NPZs as the build found or wrote them: the sizes of their fingerprints, no stat each
     npz_bytes = sum(FileFingerprint.parse(e.npz_fingerprint).size for e in built)
     return StepOutcome(ledger_data_version(entries), {
         "recordings": report.recordings,
         "files_built": len(report.built),
         "files_skipped": report.skipped,
-        "files_quarantined": sum(e.status == QUARANTINED for e in report.quarantined),
-        "files_failed_to_write": sum(e.status == FAILED for e in report.quarantined),
+        "files_quarantined": len(report.quarantined),
+        "files_failed_will_retry": len(report.failed),
+        "paths_unreadable": len(report.unreadable),
         "files_too_short": len(report.too_short),
         "files_removed": len(report.removed),
         "npz_files": len(built),
@@ -232,8 +247,17 @@ def _dataset_index(request: ChainRequest, cache_dir: Path) -> StepOutcome:
     })
 
 
+def _require_current(reason: str | None, name: str, upstream: str, split: str) -> None:
+    """A step run alone must not build on an upstream file that is missing, edited or stale."""
+    if reason:
+        raise StepError(f"{name} is not what the cache's recorded facts give ({reason}): "
+                        f"materialize {upstream}[{split}] first")
+
+
 def _manifest(request: ChainRequest, cache_dir: Path, log: Log) -> StepOutcome:
     facts = run_facts(cache_dir, request.cache, request.run_tag)
+    _require_current(index_staleness(cache_dir, request.cache, facts), INDEX_NAME,
+                     "dataset_index", request.split)
     for warning in manifest_warnings(facts):
         log.warning(warning)
     table = update_manifest_table(cache_dir, request.cache, facts)
@@ -268,8 +292,10 @@ def _example_window_png(cache_dir: Path, table: ManifestTable, config: CacheConf
 
 
 def _balanced_dataset(request: ChainRequest, cache_dir: Path, log: Log) -> StepOutcome:
-    composition = compose_split(cache_dir, request.balance, request.cache,
-                                run_facts(cache_dir, request.cache, request.run_tag))
+    facts = run_facts(cache_dir, request.cache, request.run_tag)
+    _require_current(manifest_staleness(cache_dir, request.cache, facts), MANIFEST_NAME,
+                     "manifest", request.split)
+    composition = compose_split(cache_dir, request.balance, request.cache, facts)
     for line in dataset_log_lines(composition):
         log.info(line)
     path = write_balanced(cache_dir, composition, request.balance)

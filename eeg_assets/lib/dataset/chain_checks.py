@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from eeg_assets.lib.cache.discovery import listing_for, recorded_npz
-from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED, TOO_SHORT, Ledger
+from eeg_assets.lib.cache.ledger import (
+    BUILT,
+    FAILED,
+    QUARANTINED,
+    TOO_SHORT,
+    Ledger,
+    LedgerError,
+)
 from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.lib.cache.verify import verify_split
 from eeg_assets.lib.config import DEFAULT_BALANCE, DEFAULT_CONFIG, BalanceConfig, CacheConfig
@@ -31,13 +38,14 @@ from eeg_assets.lib.dataset.manifest import (
     PARTIAL,
     check_manifest,
     count_categories,
+    manifest_staleness,
 )
 from eeg_assets.lib.dataset.splits import find_leaks, patient_id, patients_of
 
 #: Names listed in a check's markdown before "... and N more".
 MAX_LISTED = 20
 #: A check reports these as a failure with their message instead of erroring.
-CACHE_ERRORS = (DatasetError, NpzFormatError)
+CACHE_ERRORS = (DatasetError, NpzFormatError, LedgerError)
 ERROR, WARN = "ERROR", "WARN"
 
 
@@ -236,6 +244,9 @@ def balanced_matches_recipe(request, raw_root, cache_root, log) -> CheckOutcome:
     except CACHE_ERRORS as exc:
         return _failed(str(exc))
     problems = []
+    stale = manifest_staleness(cache_dir, request.cache, _facts(request, cache_dir))
+    if stale:  # composed from an edited or stale manifest: the recipe was not applied to the cache
+        problems.append(f"{MANIFEST_NAME} is not what the cache's recorded facts give ({stale})")
     if stored.manifest_version != expected.manifest_version:
         problems.append(f"composed from manifest version {stored.manifest_version}, "
                         f"{MANIFEST_NAME} is now {expected.manifest_version}")

@@ -7,8 +7,9 @@ Format (the seed's, nothing added)::
 
 Entries are ordered by NPZ name, then window index, and serialised in one fixed JSON format, so
 the incremental path (facts recorded by the ledger) and the full rescan (``scan-cache``, reading
-only ``labels``) write byte-identical files. Both go through :class:`ManifestTable`, whose
-categories come from :func:`window_categories`.
+only ``labels``) write byte-identical files. The rescan checks each ``labels`` array against the
+CRC-32 its zip records and takes no label from an NPZ whose bytes fail it. Both go through
+:class:`ManifestTable`, whose categories come from :func:`window_categories`.
 
 A manifest is current when its content equals the manifest derived from the current facts (see
 :mod:`eeg_assets.lib.dataset.index`) and no NPZ was built with another configuration; anything else is
@@ -23,6 +24,7 @@ when they differ.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,13 +33,24 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.cache.npzio import NpzFormatError
+from eeg_assets.lib.cache.ledger import built_entries
+from eeg_assets.lib.cache.npzio import (
+    NpzChecksumError,
+    NpzFormatError,
+    locate_member,
+    member_names,
+    member_shape,
+    read_member_chunks,
+)
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.dataset.index import (
+    INDEX_NAME,
     DatasetError,
     Log,
     NpzFacts,
     SplitFacts,
+    _agrees,
+    _npz_on_disk,
     collect_facts,
     config_change_reason,
     dumps_canonical,
@@ -354,18 +367,141 @@ def update_manifest_table(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG,
 @dataclass(frozen=True)
 class ScanResult:
     manifest: Manifest
+    #: Facts of the NPZs the manifest and the index were written from (the damaged ones left out).
     facts: SplitFacts
+    #: ``"<npz name>: <member> fails its CRC-32 check (...)"`` per NPZ whose labels were not
+    #: taken because their bytes are not the ones written.
+    damaged: tuple[str, ...] = ()
+
+
+class DamagedNpzError(ManifestError):
+    """A scan found NPZs whose ``labels`` fail their CRC-32 check, and took no labels from them.
+
+    ``damaged`` lists them (as :attr:`ScanResult.damaged`); ``result`` is what was written from the
+    other files, ``None`` when nothing was.
+    """
+
+    def __init__(self, message: str, damaged: tuple[str, ...], result: ScanResult | None):
+        super().__init__(message)
+        self.damaged, self.result = damaged, result
+
+
+#: Bytes of ``labels`` read per step of a scan; a file's scan holds two such buffers.
+_SCAN_CHUNK_BYTES = 4 << 20
 
 
 def scan_manifest(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG) -> ScanResult:
     """Rebuild the manifest by reading every NPZ's ``labels`` (the seed's ``scan-cache``).
 
-    The index is refreshed from the same facts, since they are at hand.
+    Each ``labels`` array is read once, and its bytes are checked against the CRC-32 the NPZ's zip
+    records for them as they are counted (:func:`scan_facts`). The index is refreshed from the
+    same facts, since they are at hand.
+
+    Raises
+    ------
+    DamagedNpzError
+        When the labels of some NPZs fail their CRC-32 check. No label of theirs is used: the
+        manifest and the index are written from the other NPZs first (unless none of those has
+        labelled windows), and the error names each damaged file and member.
     """
-    facts = collect_facts(cache_dir, config, scan_all=True)
-    manifest = update_manifest(cache_dir, config, facts)
+    facts, damaged = scan_facts(cache_dir, config)
+    try:
+        manifest = update_manifest(cache_dir, config, facts)
+    except ManifestError as exc:
+        if damaged:
+            raise DamagedNpzError(_damaged_message(facts.cache_dir, damaged, f"nothing was "
+                                                   f"written ({exc})"), damaged, None) from None
+        raise
     update_index(cache_dir, config, facts)
-    return ScanResult(manifest=manifest, facts=facts)
+    result = ScanResult(manifest=manifest, facts=facts, damaged=damaged)
+    if damaged:
+        written = (f"{MANIFEST_NAME} and {INDEX_NAME} were written without them "
+                   f"({describe_counts(category_counts(manifest))})")
+        raise DamagedNpzError(_damaged_message(facts.cache_dir, damaged, written), damaged,
+                              result)
+    return result
+
+
+def _damaged_message(cache_dir: Path, damaged: tuple[str, ...], outcome: str) -> str:
+    shown = 20  # each line names a file; the count says how many more
+    more = [f"  ... and {len(damaged) - shown} more"] if len(damaged) > shown else []
+    return "\n".join(
+        [f"the labels of {len(damaged)} NPZ file(s) in {cache_dir} fail their CRC-32 check, so "
+         "scan-cache took no labels from them:"]
+        + [f"  {line}" for line in damaged[:shown]] + more
+        + [f"{outcome}; delete them and run build-cache to rebuild them, then scan-cache again"])
+
+
+def scan_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG
+               ) -> tuple[SplitFacts, tuple[str, ...]]:
+    """The facts of every NPZ read from its ``labels``, checked against their CRC-32.
+
+    As ``collect_facts(cache_dir, config, scan_all=True)``, but an NPZ whose labels fail their
+    CRC-32 check is left out of the facts and described instead.
+
+    Returns
+    -------
+    SplitFacts
+        Of the NPZs with intact labels, and of those without a ``labels`` array.
+    tuple of str
+        ``"<npz name>: <member> fails its CRC-32 check (stored ..., read ...): ..."`` per NPZ left
+        out, by name.
+
+    Raises
+    ------
+    NpzFormatError
+        For an NPZ that cannot be read at all (as ``collect_facts`` does).
+    """
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        raise DatasetError(f"cache folder {cache_dir} does not exist")
+    recorded = {entry.npz_name: entry for entry in built_entries(cache_dir)}
+    files, disagreements, damaged = [], [], []
+    for name, fingerprint in _npz_on_disk(cache_dir):
+        entry = recorded.get(name)
+        if entry is not None and entry.npz_fingerprint != fingerprint:
+            entry = None  # the file was replaced after the ledger recorded it
+        try:
+            facts = _scan_npz_checked(cache_dir / name, fingerprint,
+                                      entry.config_version if entry is not None else None)
+        except NpzChecksumError as exc:
+            damaged.append(f"{name}: {exc.detail}")
+            continue
+        if entry is not None and not _agrees(entry, facts):
+            disagreements.append(name)
+        files.append(facts)
+    split = SplitFacts(cache_dir=cache_dir, config_version=config.version(), files=tuple(files),
+                       scanned=tuple(f.npz_name for f in files),
+                       ledger_disagreements=tuple(disagreements))
+    return split, tuple(damaged)
+
+
+def _scan_npz_checked(path: Path, fingerprint: str, config_version: str | None) -> NpzFacts:
+    """As ``index.scan_npz``, reading ``labels`` once through its CRC-32 check.
+
+    Raises :class:`NpzChecksumError` when the labels' bytes are not the ones written.
+    """
+    try:
+        members = member_names(path)
+        if "windows" not in members:
+            raise NpzFormatError(f"{path}: no 'windows' array (members: {', '.join(members)})")
+        windows_shape, _dtype = member_shape(path, "windows")
+        labels = locate_member(path, "labels") if "labels" in members else None
+    except zipfile.BadZipFile as exc:
+        raise NpzFormatError(f"{path}: not a readable NPZ ({exc})") from None
+    counts, window_samples = None, int(windows_shape[-1])
+    if labels is not None:
+        if len(labels.shape) != 2 or labels.shape[0] != windows_shape[0]:
+            raise NpzFormatError(f"{path}: labels shape {labels.shape} does not match windows "
+                                 f"shape {windows_shape}")
+        row_bytes = max(1, labels.shape[1] * labels.dtype.itemsize)
+        found: list[int] = []
+        for chunk in read_member_chunks(path, labels, _SCAN_CHUNK_BYTES // row_bytes):
+            found.extend(np.count_nonzero(chunk > 0, axis=1).tolist())
+        counts, window_samples = tuple(found), int(labels.shape[1])
+    return NpzFacts(npz_name=path.name, fingerprint=fingerprint, n_windows=int(windows_shape[0]),
+                    window_samples=window_samples, seizure_samples=counts,
+                    config_version=config_version)
 
 
 def ensure_manifest(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *, force: bool = False,

@@ -26,6 +26,11 @@ class EdfError(ValueError):
     """The EDF file cannot be read as a recording."""
 
 
+class EdfUnavailable(EdfError):
+    """The operating system would not give the file (gone, permission, I/O error): no verdict
+    on its content, so the build tries again next run."""
+
+
 def header_duration_s(path: Path) -> float | None:
     """Recording duration in seconds from the fixed 256-byte EDF header.
 
@@ -79,6 +84,7 @@ class EdfRecording:
         except OSError as exc:
             message = str(exc)
             if "startdate" not in message and "starttime" not in message:
+                _require_readable(self.path)
                 raise EdfError(f"{self.path.name}: unreadable EDF: {_pyedflib_reason(message)}") from None
         repaired = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="eeg_assets_edf_"))
         copy = Path(repaired) / "repaired.edf"
@@ -171,11 +177,20 @@ def _reader(path: Path) -> pyedflib.EdfReader:
     return pyedflib.EdfReader(str(path), annotations_mode=pyedflib.DO_NOT_READ_ANNOTATIONS)
 
 
+def _require_readable(path: Path) -> None:
+    """pyedflib says "cannot open" for a bad header and a missing file alike: ask the OS."""
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise EdfUnavailable(f"{path.name}: cannot read: {exc.strerror}") from None
+
+
 def _file_size(path: Path) -> int:
     try:
         return os.stat(path).st_size
     except OSError as exc:
-        raise EdfError(f"{path.name}: cannot read: {exc.strerror}") from None
+        raise EdfUnavailable(f"{path.name}: cannot read: {exc.strerror}") from None
 
 
 def _check_size(path: Path, size: int) -> None:
