@@ -10,16 +10,31 @@ CACHE_CHAIN := raw_edf_recordings,npz_windows,dataset_index,manifest,balanced_da
 TYPED_COMMANDS := ASSET_MATERIALIZE ASSET_LIST JOB_EXECUTE
 TYPED_VARIABLES := $(foreach command,$(TYPED_COMMANDS),DAGSTER_CLI_$(command)_MODULE_NAME)
 
-.PHONY: setup sample test ui clean-cache
+.PHONY: setup sample test ui clean-cache lock
 
-$(BIN)/.installed: pyproject.toml
+# Quiet unless something fails: pip's own output goes to $(VENV)/setup.log, shown on failure.
+SETUP_LOG := $(VENV)/setup.log
+QUIETLY = >>$(SETUP_LOG) 2>&1 || { tail -40 $(SETUP_LOG); echo "[setup] failed: see $(SETUP_LOG)"; exit 1; }
+
+$(BIN)/.installed: pyproject.toml requirements.lock
 	@echo "[setup] creating $(VENV)"
 	@python3 -m venv $(VENV)
+	@: > $(SETUP_LOG)
 	@echo "[setup] upgrading pip"
-	@$(BIN)/pip install -q --upgrade pip
-	@echo "[setup] installing eeg_assets and its dependencies (torch, dagster, dg; 1-3 min)"
-	@$(BIN)/pip install -q -e '.[dev]'
+	@$(BIN)/pip install -q --upgrade pip $(QUIETLY)
+	@echo "[setup] installing the locked dependencies (requirements.lock: torch, dagster, dg; 1-3 min)"
+	@$(BIN)/pip install -q -r requirements.lock $(QUIETLY)
+	@echo "[setup] installing eeg_assets (editable)"
+	@$(BIN)/pip install -q --no-deps -e '.[dev]' $(QUIETLY)
 	@touch $@
+
+# Re-pin every dependency after a change to pyproject.toml (then commit requirements.lock).
+lock: $(BIN)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	@{ sed -n '1,3p' requirements.lock; $(BIN)/pip freeze --exclude-editable \
+		| sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > requirements.lock.new
+	@mv requirements.lock.new requirements.lock
+	@echo "[lock] requirements.lock: $$(grep -vc '^#' requirements.lock) pinned packages"
 
 # Sourced at the end of bin/activate, so that the commands a person types find the project and
 # its instance; `deactivate` takes them away again. A DAGSTER_HOME already set wins, as above.
