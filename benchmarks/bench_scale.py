@@ -6,7 +6,7 @@ per session) and prints one table, one column per N:
 
 * ``build-cache``: first build (seconds per file), peak RSS (main process / largest worker), a
   no-op rebuild, and adding one recording (total, and its index + manifest refresh);
-* ``scan-cache`` (the seed's full rescan of the labels);
+* ``scan-cache`` (the full rescan of the labels);
 * the drop sensor: its first tick after the build (and the runs it requests within two ticks for
   recordings that are already built), a tick with nothing new, a tick that sees one new file and
   the one that requests it, and the cursor's size (which Dagster stores in every tick row);

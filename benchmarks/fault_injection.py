@@ -10,7 +10,14 @@ Every bad input is made from a good recording at run time (:mod:`eeg_assets.synt
 * scenarios: a file still being copied (drop-sensor ticks), recordings deleted or damaged after
   they were cached, changes behind the manifest's back, ``build-cache`` killed with SIGKILL at
   seeded random points (then rerun and compared with an uninterrupted build), a full disk
-  (file-size limit), and two builds of the same split at once.
+  (file-size limit) on a first build and during a rebuild (the previous NPZ kept; build-cache
+  and the ``npz_windows`` step), and two builds of the same split at once;
+* issue 21: an EDF or annotation moved away during a build and back (retried, not
+  quarantined), the build ledger truncated to 0 bytes, deleted or truncated to 8 KB (nothing
+  deleted; ``adopt-cache`` takes the NPZs back), ``manifest.json`` edited or
+  ``_dataset_index.json`` deleted and the next step materialized alone (refused), NPZ bytes
+  changed with size and mtime kept (``verify-cache --all``, ``scan-cache``). What is not played
+  (an unreadable folder: these machines run as root) is listed after the per-case details.
 
 Columns: inputs tried; inputs rejected with the expected reason (of those that must be rejected);
 good files built (of those that must be); files lost (good files missing at the end); half-written
@@ -31,6 +38,7 @@ from pathlib import Path
 
 from eeg_assets.synthetic import faults
 from eeg_assets.synthetic.faults import BUILT, IGNORED, QUARANTINED, ScenarioResult
+from eeg_assets.synthetic.faults.checks import cli_line
 
 
 def catalogue_results(work: Path, with_dagster: bool) -> tuple[list[ScenarioResult], list[str]]:
@@ -75,6 +83,9 @@ def catalogue_results(work: Path, with_dagster: bool) -> tuple[list[ScenarioResu
             (line for line in proc.stdout.splitlines() if line.startswith(f"  ignored: {source}")),
             "(not reported)").strip()
         shown = reason if case.outcome != BUILT else f"built ({facts.get(source, ('?',))[0]})"
+        if case.outcome == BUILT and case.warnings:
+            line = cli_line(proc.stdout, "built with warnings", source)
+            shown += f", {line.strip() if line else 'no built-with-warnings line'}"
         details.append(f"[{'ok' if not problems else 'FAIL'}] {case.group:10s} {case.name:26s} "
                        f"{case.description}\n        -> {shown}"
                        + "".join(f"\n        !! {p}" for p in problems))
@@ -103,7 +114,8 @@ def catalogue_results(work: Path, with_dagster: bool) -> tuple[list[ScenarioResu
     return [*groups.values(), good_row], details
 
 
-def scenario_results(work: Path, seeds: list[int]) -> list[ScenarioResult]:
+def scenario_results(work: Path, seeds: list[int], with_dagster: bool = True
+                     ) -> list[ScenarioResult]:
     template = faults.write_template(work / "template2")
     results = [faults.settling_scenario(work / "settling", template),
                faults.drops_after_caching_scenario(work / "drops", template)]
@@ -122,10 +134,20 @@ def scenario_results(work: Path, seeds: list[int]) -> list[ScenarioResult]:
         results.append(faults.crash_scenario(work / "crash", data, reference, seed=0,
                                              workers=workers, trigger="mid-write"))
     results.append(faults.disk_full_scenario(work / "diskfull"))
+    results.append(faults.rebuild_disk_full_scenario(work / "rebuild_diskfull",
+                                                     with_dagster=with_dagster))
     results.append(faults.concurrency_scenario(work / "concurrency", data, reference,
                                                how="cli", rounds=2))
     results.append(faults.concurrency_scenario(work / "concurrency", data, reference,
                                                how="library", rounds=3))
+    # issue 21: passing read errors, ledger damage, steps run alone, NPZ damage
+    for what in ("edf", "annotation"):
+        results.append(faults.moved_away_scenario(work / f"moved_{what}", template, what))
+    for how in faults.LEDGER_CASES:
+        results.append(faults.ledger_scenario(work / "ledger", small_data, small_cache, how))
+    if with_dagster:
+        results += faults.step_alone_scenarios(work / "step_alone", data, reference)
+    results.append(faults.npz_damage_scenario(work / "npz_damage", reference))
     return results
 
 
@@ -170,25 +192,35 @@ def main() -> int:
                              "the start, one at a random point of the build)")
     parser.add_argument("--dir", default=None, help="parent of the temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--no-dagster", action="store_true", help="skip the npz_windows asset")
+    parser.add_argument("--no-dagster", action="store_true",
+                        help="skip the Dagster runs (the npz_windows asset, steps run alone)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="eeg_fault_injection_", dir=args.dir))
     started = time.monotonic()
     try:
         rows, details = catalogue_results(work / "catalogue", with_dagster=not args.no_dagster)
-        scenarios = scenario_results(work / "scenarios", args.seeds)
+        scenarios = scenario_results(work / "scenarios", args.seeds,
+                                     with_dagster=not args.no_dagster)
         rows += scenarios
-        print(f"\nfault injection: {time.monotonic() - started:.0f} s, working folder {work}\n")
+        print(f"\nfault injection: {time.monotonic() - started:.0f} s, working folder {work} "
+              "($WORK below)\n")
         print(table(rows))
         print("\nper case:")
+
+        def short(text: str) -> str:
+            return text.replace(str(work), "$WORK")
+
         for line in details:
-            print(line)
+            print(short(line))
         for r in scenarios:
-            print(f"[{'ok' if r.ok else 'FAIL'}] {r.group:10s} {r.name}\n        -> {r.detail}"
-                  + "".join(f"\n        !! {p}" for p in r.problems))
+            print(short(f"[{'ok' if r.ok else 'FAIL'}] {r.group:10s} {r.name}\n        -> "
+                        f"{r.detail}" + "".join(f"\n        !! {p}" for p in r.problems)))
         for r in rows:
             if r.group == "good" and r.problems:
                 print("".join(f"!! good recordings: {p}\n" for p in r.problems), end="")
+        print("\nnot played:")
+        for line in faults.NOT_PLAYED:
+            print(f"  - {line}")
         return 0 if all(r.ok for r in rows) else 1
     finally:
         if not args.keep:

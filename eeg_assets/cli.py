@@ -1,7 +1,7 @@
-"""The seed's command line: ``python -m eeg_assets <command>``.
+"""The command line, ``python -m eeg_assets <command>``: thin wrappers over the pure library.
 
-Each command is a thin wrapper over the pure library; exit codes: 0 success, 1 the data says no
-(nothing to build, no seizure windows, ...), 2 usage errors.
+The help text the parser prints is :data:`DESCRIPTION` and :data:`EPILOG` (plain text). The files
+the commands write are specified in docs/cache-format.md.
 """
 
 from __future__ import annotations
@@ -9,6 +9,31 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+
+#: What ``python -m eeg_assets --help`` says above the commands (plain text: argparse prints it).
+DESCRIPTION = """\
+The eeg_assets command line: build, check and score the TUSZ window cache without Dagster.
+The Dagster assets call the same functions and write identical files."""
+
+#: What ``--help`` says below the commands.
+EPILOG = """\
+exit codes: 0 success; 1 the data says no (nothing to build, no seizure windows, a damaged
+ledger, ...), with one line saying why; 2 a usage error.
+
+The files, the environment flags and the log lines are specified in docs/cache-format.md.
+BGB_SMOKE_TEST=1, BGB_LIMIT_FILES=N and BGB_FORCE_MANIFEST_REBUILD=1 are the environment flags
+of the upstream training scripts whose cache format this project keeps, read under the same
+names so that the same commands work (build-cache and balanced-info: see their --help; a
+training run reads all three)."""
+
+#: The ``BGB_*`` flags each command reads, shown below its options.
+_BUILD_FLAGS = ("environment: BGB_LIMIT_FILES=N builds at most N recordings, BGB_SMOKE_TEST=1 at "
+                "most 3 (--limit-files wins over both); docs/cache-format.md, \"Environment "
+                "flags\".")
+_BALANCE_FLAGS = ("environment: BGB_LIMIT_FILES=N and BGB_SMOKE_TEST=1 (3 files) use only the "
+                  "first files by name; BGB_FORCE_MANIFEST_REBUILD=1 rebuilds manifest.json by "
+                  "reading every NPZ's labels; docs/cache-format.md, \"Environment flags\".")
 
 
 class CommandError(Exception):
@@ -204,15 +229,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _command(sub, name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+    """A command whose own --help starts with its one-line summary ``help``, as a sentence."""
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m eeg_assets", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m eeg_assets", description=DESCRIPTION,
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("make-sample-corpus", help="write the deterministic TUSZ-format sample corpus")
+    p = _command(sub, "make-sample-corpus",
+                 help="write the deterministic TUSZ-format sample corpus")
     p.add_argument("--out", required=True, help="folder to create (gets edf/{train,dev,eval}/...)")
     p.set_defaults(func=_cmd_make_sample_corpus)
 
-    p = sub.add_parser("build-cache", help="build the NPZ window cache of one split (incremental)")
+    p = _command(sub, "build-cache", help="build the NPZ window cache of one split (incremental)",
+                 epilog=_BUILD_FLAGS)
     p.add_argument("--data-dir", required=True, help="TUSZ split folder, searched recursively")
     p.add_argument("--cache-dir", required=True, help="cache split folder (e.g. cache/tusz/train)")
     p.add_argument("--split", required=True, help="split name recorded with the outputs")
@@ -222,42 +256,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_build_cache)
 
-    p = sub.add_parser("adopt-cache", help="after a lost ledger: take back the NPZs that verify "
-                       "and match their recordings (the rest is rebuilt by the next build)")
+    p = _command(sub, "adopt-cache", help="after a lost ledger: take back the NPZs that verify "
+                 "and match their recordings (the rest is rebuilt by the next build)")
     p.add_argument("--data-dir", required=True, type=_existing_path,
                    help="the split's TUSZ folder the cache was built from")
     p.add_argument("--cache-dir", required=True, type=_existing_path)
     p.set_defaults(func=_cmd_adopt_cache)
 
-    p = sub.add_parser("scan-cache", help="rebuild manifest.json by scanning the NPZs' labels")
+    p = _command(sub, "scan-cache", help="rebuild manifest.json by scanning the NPZs' labels")
     p.add_argument("--cache-dir", required=True)
     p.set_defaults(func=_cmd_scan_cache)
 
-    p = sub.add_parser("verify-cache", help="verify the NPZs of a split (new ones, a sample, or all)")
+    p = _command(sub, "verify-cache",
+                 help="verify the NPZs of a split (new ones, a sample, or all)")
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--all", action="store_true",
                    help="open every NPZ, not only new or rebuilt ones and a 0.2%% sample")
     p.set_defaults(func=_cmd_verify_cache)
 
-    p = sub.add_parser("balanced-info", help="print the balanced training set of a split")
+    p = _command(sub, "balanced-info", help="print the balanced training set of a split",
+                 epilog=_BALANCE_FLAGS)
     p.add_argument("--cache-dir", required=True)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of the balanced draw (default 42)")
     p.set_defaults(func=_cmd_balanced_info)
 
-    p = sub.add_parser("upload-raw", help="upload new or changed raw recordings to the Modal "
-                       "raw volume (incremental, resumable)")
+    p = _command(sub, "upload-raw", help="upload new or changed raw recordings to the Modal "
+                 "raw volume (incremental, resumable)")
     p.add_argument("--raw-root", default=None,
                    help="folder holding train/ dev/ eval/ (default: EEG_ASSETS_RAW_ROOT)")
     p.add_argument("--folder", action="append", default=None,
                    help="a TUSZ split folder to upload (repeatable; default: train, dev, eval)")
     p.set_defaults(func=_cmd_upload_raw)
 
-    p = sub.add_parser("modal-check", help="before a first Modal run: token, volumes, deployed "
-                       "apps (one small round trip), and the time and cost of a full run")
+    p = _command(sub, "modal-check", help="before a first Modal run: token, volumes, deployed "
+                 "apps (one small round trip), and the time and cost of a full run")
     p.set_defaults(func=_cmd_modal_check)
 
-    p = sub.add_parser("score", help="score hypotheses against references: NEDC OVERLAP and TAES, "
-                       "SzCORE")
+    p = _command(sub, "score", help="score hypotheses against references: NEDC OVERLAP and "
+                 "TAES, SzCORE")
     p.add_argument("--ref", required=True, type=_existing_path,
                    help="folder of reference .csv_bi files, or an NEDC list file (one path a line)")
     p.add_argument("--hyp", required=True, type=_existing_path,

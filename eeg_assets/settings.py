@@ -3,9 +3,10 @@
 :meth:`Settings.from_env` is called once, when ``eeg_assets.definitions`` builds the Dagster
 ``Definitions``; the resources, code versions and freshness policies are all computed from that
 one object (:func:`eeg_assets.orchestration.build_defs`). The only other readers of the
-environment are the seed's ``BGB_*`` flags (:mod:`eeg_assets.lib.flags`, read where a training
-run executes) and the Modal apps, whose decorators need static values: they read
-:class:`ModalSettings` from here too. The README's configuration table lists every variable.
+environment are the upstream training scripts' ``BGB_*`` flags (:mod:`eeg_assets.lib.flags`,
+read where a training run executes; docs/cache-format.md, "Environment flags") and the Modal apps,
+whose decorators need static values: they read :class:`ModalSettings` from here too. The README's
+configuration table lists every variable.
 
 This module imports no torch (``TrainConfig`` is imported when it is needed): the Modal app of the
 cache chain imports it in a container whose image has no torch.
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from eeg_assets.lib.model.training import TrainConfig
 
 SPLITS = ("train", "val", "eval")
-#: Cache split -> TUSZ folder (the seed names the splits {train,val}; val is built from TUSZ dev).
+#: Cache split -> TUSZ folder (the upstream cache format names the splits {train,val}; val is built
+#: from TUSZ dev; eval is ours).
 DEFAULT_SPLIT_FOLDERS = {"train": "train", "val": "dev", "eval": "eval"}
 DEFAULT_RAW_ROOT = "data/sample_corpus/edf"
 DEFAULT_CACHE_ROOT = "cache/tusz"

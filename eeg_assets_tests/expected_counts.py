@@ -1,5 +1,6 @@
-"""Sample and window counts as DOMAIN.md defines them, computed independently of the library (in
-exact integer arithmetic), for tests to compare the cache against."""
+"""Sample and window counts as docs/tusz.md ("Windows and labels") defines them, computed
+independently of the library (in exact integer arithmetic), for tests to compare the cache
+against."""
 
 from __future__ import annotations
 
@@ -15,5 +16,5 @@ def expected_n_samples(n_raw: int, fs: int, target_fs: int = 256) -> int:
 
 
 def expected_n_windows(n_samples_256: int, window: int = 15360, stride: int = 2560) -> int:
-    """DOMAIN.md's ``(n - window) // stride + 1``, 0 when shorter than one window."""
+    """The ``(n - window) // stride + 1`` of docs/tusz.md, 0 when shorter than one window."""
     return 0 if n_samples_256 < window else (n_samples_256 - window) // stride + 1

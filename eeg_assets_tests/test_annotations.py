@@ -1,4 +1,5 @@
-"""TUSZ annotation files (annotations.py): the 20 real ``.csv_bi`` files and DOMAIN.md's pitfalls.
+"""TUSZ annotation files (annotations.py): the 20 real ``.csv_bi`` files and the pitfalls
+of docs/tusz.md ("Annotation files").
 
 The build-level pitfalls (missing file quarantined, ``.csv`` fallback, ``.csv_bi`` preferred) are
 checked through ``build_split`` as well, since that is where a wrong choice would mislabel data.

@@ -2,8 +2,8 @@
 TUSZ headers: windows and labels, channels, short recordings, incremental rebuild rules,
 atomicity and crash recovery.
 
-Expected numbers are computed here from DOMAIN.md's formulas (exact integer/decimal arithmetic),
-never by calling the library's own helpers.
+Expected numbers are computed here from the formulas of docs/tusz.md, "Windows and labels" (exact
+integer/decimal arithmetic), never by calling the library's own helpers.
 """
 
 from __future__ import annotations
@@ -243,9 +243,9 @@ def test_labels_at_fractional_event_times(tmp_path):
 
 
 def test_seizure_overrunning_the_signal_is_clipped_with_a_warning(tmp_path):
-    """DOMAIN.md: a seizure that starts inside the signal and runs past its end is clipped to the
-    signal and the recording is built with a recorded warning; one that starts at or after the
-    end cannot be placed and quarantines the recording."""
+    """docs/tusz.md, "Windows and labels": a seizure that starts inside the signal and runs past
+    its end is clipped to the signal and the recording is built with a recorded warning; one that
+    starts at or after the end cannot be placed and quarantines the recording."""
     data, cache = tmp_path / "data", tmp_path / "cache"
     write_recording(data, "clip", duration_s=70, events=[Event(65, 70.8)])
     write_recording(data, "past", duration_s=70, events=[Event(30, 35), Event(65, 80)])

@@ -19,8 +19,8 @@ PINNED = ["FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ",
 
 
 def _my_normalise(label: str) -> str:
-    """DOMAIN.md's rule, written independently: no spaces, no leading EEG, one reference suffix,
-    case-insensitive, T7/T8/P7/P8 synonyms."""
+    """The rule of docs/tusz.md ("Channels"), written independently: no spaces, no leading EEG,
+    one reference suffix, case-insensitive, T7/T8/P7/P8 synonyms."""
     name = re.sub(r"\s+", "", label).upper()
     name = re.sub(r"^EEG", "", name)
     name = re.sub(r"-(REF|LE|AR)$", "", name)

@@ -130,7 +130,7 @@ def test_paths_agree_with_the_backend(monkeypatch, tmp_path):
     backend = ModalBackend(settings=make_settings(tmp_path / "raw", tmp_path / "cache"))
     assert backend.cache_dir("val") == volume_layout.CACHE_ROOT + "/val" == \
         "/results/cache/tusz/val"
-    assert backend.raw_dir("val") == "/data/edf/dev"  # the seed's val is built from TUSZ dev
+    assert backend.raw_dir("val") == "/data/edf/dev"  # the cache split val is built from TUSZ dev
 
 
 class Leases(dict):

@@ -117,7 +117,7 @@ def test_chain_writes_the_files_metadata_and_passing_checks(built_eval):
     for name, m in mats.items():
         assert m.tags["dagster/code_version"] == _code_version(name)
 
-    # files, named as in the seed
+    # files, named as docs/cache-format.md specifies
     assert sorted(_npz_digests(cache_dir)) == [f"{s}_windows.npz" for s in EVAL_STEMS]
     for name in ("_dataset_index.json", "manifest.json", "balanced_dataset.json"):
         assert (cache_dir / name).is_file(), name
@@ -154,15 +154,17 @@ def test_chain_writes_the_files_metadata_and_passing_checks(built_eval):
     _png_in_markdown(meta["categories"])
     _png_in_markdown(meta["example_window"])
 
-    # balanced_dataset: exact ratio and pos_weight, the same as the file
+    # balanced_dataset: the file holds the exact ratio and pos_weight; the metadata shows them
+    # to 4 significant digits
     meta = mats["balanced_dataset"].metadata
-    ratio = meta["seizure_ratio"].value
-    assert ratio == balanced["seizure_ratio"]
+    ratio = balanced["seizure_ratio"]
     seizure = meta["partial_seizure"].value + meta["full_seizure"].value
     assert ratio == seizure / meta["windows"].value
+    assert meta["seizure_ratio"].value == float(f"{ratio:.4g}")
     assert meta["partial_seizure"].value == counts["partial_seizure"]  # recipe keeps all partials
-    assert math.isclose(meta["pos_weight"].value, math.sqrt((1 - ratio) / ratio), rel_tol=1e-12)
-    assert meta["pos_weight"].value == balanced["pos_weight"] == pos_weight(ratio)
+    assert math.isclose(balanced["pos_weight"], math.sqrt((1 - ratio) / ratio), rel_tol=1e-12)
+    assert balanced["pos_weight"] == pos_weight(ratio)
+    assert meta["pos_weight"].value == float(f"{pos_weight(ratio):.4g}")
     _png_in_markdown(meta["composition"])
 
     # every check ran for the partition and passed, and the instance recorded it
@@ -400,7 +402,7 @@ def test_dagster_definitions_validate(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# The seed's CLI and the assets write the same files
+# The CLI and the assets write the same files
 # ------------------------------------------------------------------------------------------------
 
 def _index_without_mtimes(cache_dir: Path) -> dict:

@@ -1,5 +1,6 @@
 """Signal conditioning (preprocess.py): exact resampled lengths, filter responses, zero phase,
-normalisation. Expected values come from DOMAIN.md's numbers and scipy/numpy directly."""
+normalisation. Expected values come from the numbers of docs/tusz.md ("Preprocessing") and
+scipy/numpy directly."""
 
 from __future__ import annotations
 

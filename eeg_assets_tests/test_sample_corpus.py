@@ -269,7 +269,8 @@ def test_focal_seizures_start_on_few_channels_and_spread(corpus):
 # --- windows and learnability --------------------------------------------------------------------
 
 def _window_categories(recording: SampleRecording) -> list[str]:
-    """DOMAIN.md windowing at 256 Hz: 60 s windows, 10 s stride, r >= 0.99 is full."""
+    """docs/tusz.md windowing ("Windows and labels") at 256 Hz: 60 s windows, 10 s stride,
+    r >= 0.99 is full."""
     n = int(recording.duration_s * 256)
     mask = np.zeros(n)
     for start, stop in recording.seizures:

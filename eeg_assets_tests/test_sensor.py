@@ -232,7 +232,7 @@ def test_files_outside_the_raw_root_are_ignored(ticker, raw_root, tmp_path):
 # At the corpus's size, what the ledger knows, observations
 # ------------------------------------------------------------------------------------------------
 
-#: TUSZ's recordings per split folder (DOMAIN.md).
+#: TUSZ's recordings per split folder (docs/tusz.md, "Corpus layout and splits").
 TUSZ_FILES = {"train": 4667, "dev": 1832, "eval": 865}
 
 

@@ -125,6 +125,7 @@ def test_seed_flags_take_the_standalone_startup_and_say_so(pinned):
     _, request = pinned
     lines: list[str] = []
     run_training(request, log=lines.append, flags=EnvFlags(smoke_test=True))
-    assert any(line.startswith("[DATASET] BGB_SMOKE_TEST=1: the seed's standalone startup")
-               for line in lines), lines
+    assert any(line.startswith(
+        "[DATASET] BGB_SMOKE_TEST=1: the upstream scripts' standalone startup")
+        for line in lines), lines
     assert "[DATASET] Using the first 3 of 4 files (BGB_SMOKE_TEST=1)" in lines

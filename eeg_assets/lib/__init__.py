@@ -2,7 +2,7 @@
 
 The stages follow the data, and imports only point down this list::
 
-    config, flags, files   the bottom: configuration, the seed's BGB_* flags, atomic files
+    config, flags, files   the bottom: configuration, the BGB_* flags, atomic files
     signals/               EDF reading, channel mapping, preprocessing       (imports the bottom)
     cache/                 annotations, windows, NPZ files, ledger, build,   (+ signals)
                            discovery, verification, raw upload, the Modal

@@ -3,7 +3,8 @@
 Every parameter that changes an NPZ byte (rates, filters, channel order, label set, windowing,
 category thresholds) lives in :class:`CacheConfig`. Its :meth:`~CacheConfig.version` is a hash of
 all of them, recorded with every output; a different version makes the whole cache stale, which is
-exactly the seed's list of "when to rebuild the manifest".
+exactly the upstream training scripts' list of "when to rebuild the manifest" (docs/cache-format.md,
+"When the cache and the manifest must be rebuilt").
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-#: The pinned channel order of the cache (DOMAIN.md). Index ``i`` of axis 1 of ``windows``.
+#: The pinned channel order of the cache (docs/tusz.md, "Channels"). Index ``i`` of axis 1 of
+#: ``windows``.
 CANONICAL_CHANNELS: tuple[str, ...] = (
     "FP1", "F3", "C3", "P3", "F7", "T3", "T5", "O1", "FZ",
     "CZ", "PZ", "FP2", "F4", "C4", "P4", "F8", "T4", "T6", "O2",
@@ -32,7 +34,8 @@ CACHE_FORMAT = 2  # 2: resampling as a matrix product (float32 rounding differs)
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """Preprocessing, labelling and windowing parameters (defaults: DOMAIN.md)."""
+    """Preprocessing, labelling and windowing parameters (defaults: docs/tusz.md, "Preprocessing"
+    and "Windows and labels")."""
 
     target_fs: int = 256
     bandpass_hz: tuple[float, float] = (0.5, 120.0)

@@ -1,4 +1,7 @@
-"""The seed's environment flags, read in one place."""
+"""The upstream training scripts' environment flags (``BGB_*``), read in one place.
+
+Kept under their names so that the same commands work; docs/cache-format.md, "Environment flags".
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ and automation.
 """
 
 import base64
+import math
 import hashlib
 import json
 from datetime import timedelta
@@ -62,6 +63,9 @@ def _metadata_value(value) -> dg.MetadataValue:
             [dg.TableRecord(row) for row in value["rows"]],
             schema=dg.TableSchema(columns=[dg.TableColumn(name, type_)
                                            for name, type_ in value["columns"]]))
+    if isinstance(value, float) and math.isfinite(value):
+        # For people: 4 significant digits (the exact values are in the files the step wrote).
+        return dg.MetadataValue.float(float(f"{value:.4g}"))
     return value
 
 
@@ -79,6 +83,8 @@ def _run_step(context: dg.AssetExecutionContext, backend: Backend, step: str,
     try:
         return backend.run_step(context, step, split)
     except StepError as exc:
+        # the hint is for a cache that is not there yet, not for one that is stale
+        hint = hint if "does not exist" in str(exc) else ""
         raise dg.Failure(f"{step}[{split}] on the {backend.name} backend: {exc}{hint}") from exc
 
 
@@ -116,9 +122,9 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={"json"},
         automation_condition=dg.AutomationCondition.eager(),
-        description="`<cache>/<split>/_dataset_index.json`: files and window_counts (the "
-                    "seed's keys) with per-file fingerprints and config version, from the "
-                    "build ledger.",
+        description="`<cache>/<split>/_dataset_index.json`: files and window_counts (the keys "
+                    "of the cache format, docs/cache-format.md) with per-file fingerprints and "
+                    "config version, from the build ledger.",
     )
     def dataset_index(context: dg.AssetExecutionContext,
                       backend: Backend) -> dg.MaterializeResult:

@@ -1,4 +1,5 @@
-"""Asset checks on npz_windows: the seed's verification checklist for the NPZ files.
+"""Asset checks on npz_windows: the verification checklist of docs/cache-format.md for the NPZ
+files.
 
 Every check of the chain is a thin shell over :mod:`eeg_assets.lib.dataset.chain_checks`: it
 builds a :class:`~eeg_assets.lib.dataset.chain_checks.CheckRequest` and lets the configured

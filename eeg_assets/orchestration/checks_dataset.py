@@ -52,8 +52,8 @@ def seizure_windows_present(context: dg.AssetCheckExecutionContext,
 
 @dg.asset_check(asset="balanced_dataset", blocking=True, partitions_def=split_partitions,
                 description="The stored composition is the recipe applied to the current manifest "
-                            "(same windows for the seed, composed from its current version) with "
-                            "the exact seizure_ratio and pos_weight = sqrt((1 - r) / r).")
+                            "(same windows for the balance seed, drawn from its current version) "
+                            "with the exact seizure_ratio and pos_weight = sqrt((1 - r) / r).")
 def balanced_matches_recipe(context: dg.AssetCheckExecutionContext,
                             backend: Backend) -> dg.AssetCheckResult:
     return run_chain_check(context, backend, "balanced_matches_recipe")

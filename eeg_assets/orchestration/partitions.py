@@ -10,8 +10,8 @@ for _preview in ("Specifying a partitions_def on an AssetCheckSpec",
                  "Function `PipesMessageReader.expected_writer_count`"):
     warnings.filterwarnings("ignore", message=_preview, category=dg.PreviewWarning)
 
-#: Cache splits (seed folder names); per-file work happens inside a split's run, not as
-#: thousands of partitions (see DESIGN.md).
+#: Cache splits (the folder names of docs/cache-format.md); per-file work happens inside a
+#: split's run, not as thousands of partitions (see docs/design.md, "Splits and partitions").
 split_partitions = dg.StaticPartitionsDefinition(list(SPLITS))
 
 #: The splits a model is evaluated on: val chooses the operating threshold, eval applies it.

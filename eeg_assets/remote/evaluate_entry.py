@@ -20,16 +20,16 @@ CHECKS = ("one_hypothesis_per_reference", "durations_match_references", "files_r
 
 
 def _figures(summary: dict) -> dict:
-    """Each scorer's headline figures: sensitivity (a fraction, 6 decimals: NEDC prints
-    percentages to 4), FA/24h (4 decimals, as NEDC), and its counts."""
+    """Each scorer's headline figures: sensitivity (a fraction), FA/24h and PPV, rounded for
+    people (scores.json keeps them whole), and its counts."""
     metadata = {}
     for scorer in SCORERS:
         counts = summary[scorer]
-        metadata[f"{scorer}_sensitivity"] = float_value(counts["sensitivity"], 6)
-        metadata[f"{scorer}_fa_per_24h"] = float_value(counts["fa_per_24h"], 4)
-        metadata[f"{scorer}_ppv"] = float_value(counts["ppv"], 6)
+        metadata[f"{scorer}_sensitivity"] = float_value(counts["sensitivity"])
+        metadata[f"{scorer}_fa_per_24h"] = float_value(counts["fa_per_24h"])
+        metadata[f"{scorer}_ppv"] = float_value(counts["ppv"])
         for name in ("targets", "hits", "false_alarms"):
-            metadata[f"{scorer}_{name}"] = float_value(counts[name], 2)
+            metadata[f"{scorer}_{name}"] = float_value(counts[name])
     return metadata
 
 
@@ -48,21 +48,22 @@ def _report(pipes: PipesContext, summary: dict) -> None:
         metadata={
             **_figures(summary),
             "auroc": float_value(metrics["auroc"]),
-            "auroc_error_bound": float_value(metrics["auroc_error_bound"], 8),
+            "auroc_error_bound": float_value(metrics["auroc_error_bound"]),
             # Unrounded: model_evaluation[eval] applies exactly this value.
             "threshold": {"raw_value": summary["threshold"], "type": "float"},
             "threshold_chosen_on": {"raw_value": "this split (val)" if chosen else "val",
                                     "type": "text"},
             "threshold_rule": {"raw_value": summary["threshold_rule"], "type": "text"},
             "max_fa_per_24h": {"raw_value": summary["max_fa_per_24h"], "type": "float"},
-            "threshold_target_met": {"raw_value": bool(chosen["target_met"]) if chosen else None,
-                                     "type": "bool" if chosen else "null"},
+            # Only where the threshold was chosen (val): eval applies it, it meets no target.
+            **({"threshold_target_met": {"raw_value": bool(chosen["target_met"]), "type": "bool"}}
+               if chosen else {}),
             "recordings_scored": {"raw_value": summary["recordings_scored"], "type": "int"},
             "recordings_without_windows": {
                 "raw_value": len(summary["recordings_without_windows"]), "type": "int"},
             "recordings_excluded": {"raw_value": len(summary["excluded"]), "type": "int"},
             "excluded": {"raw_value": summary["excluded"], "type": "json"},
-            "hours": float_value(metrics["hours"], 3),
+            "hours": float_value(metrics["hours"]),
             "sweep": {"raw_value": _sweep(summary), "type": "json"},
             "model_version": {"raw_value": summary["model_version"], "type": "text"},
             "index_version": {"raw_value": summary["index_version"], "type": "text"},

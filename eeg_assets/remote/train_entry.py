@@ -50,7 +50,7 @@ def _report(pipes: PipesContext, summary: dict) -> None:
             "train_windows": {"raw_value": summary["train_windows"], "type": "int"},
             "val_windows": {"raw_value": summary["val_windows"], "type": "int"},
             "checkpoint": {"raw_value": summary["best_checkpoint"], "type": "path"},
-            "checkpoint_mb": _float(summary["checkpoint_bytes"] / 1e6, 2),
+            "checkpoint_mb": _float(summary["checkpoint_bytes"] / 1e6),
             "hypotheses_dir": {"raw_value": summary["hypotheses_dir"], "type": "path"},
             # What the run trained and validated on, by content (the upstream data versions).
             **{f"consumed_{name}_version": {"raw_value": version, "type": "text"}
@@ -63,8 +63,8 @@ def _report(pipes: PipesContext, summary: dict) -> None:
         or abs(reported_auroc - reproduced_auroc) <= REPRODUCTION_TOLERANCE))
     pipes.report_asset_check(
         "checkpoint_reproduces_metrics", passed=bool(reproduces),
-        metadata={"reported_val_auroc": {"raw_value": reported_auroc, "type": "float"},
-                  "reproduced_val_auroc": {"raw_value": reproduced_auroc, "type": "float"},
+        metadata={"reported_val_auroc": _float(reported_auroc),
+                  "reproduced_val_auroc": _float(reproduced_auroc),
                   "tolerance": {"raw_value": REPRODUCTION_TOLERANCE, "type": "float"}})
     non_finite = non_finite_metrics(summary)
     pipes.report_asset_check(

@@ -1,4 +1,4 @@
-"""Where the Modal backend keeps things: two volumes and the seed's paths on them.
+"""Where the Modal backend keeps things: two volumes and the paths of docs/cache-format.md on them.
 
 The raw volume (``EEG_ASSETS_MODAL_RAW_VOLUME``) is mounted at ``/data`` and mirrors the local raw
 root under ``edf/`` (``/data/edf/{train,dev,eval}``); the results volume

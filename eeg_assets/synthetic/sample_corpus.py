@@ -2,8 +2,9 @@
 
 ``write_sample_corpus(out)`` writes ``out/edf/{train,dev,eval}/<patient>/<sNNN_YYYY>/<montage>/``
 ``<patient>_<sNNN>_<tNNN>.edf`` with ``.csv_bi`` and ``.csv`` annotations beside each EDF, in the
-formats of TUSZ v2.0 (DOMAIN.md), and returns a :class:`SampleCorpusSummary` that lists every
-recording with its seizure events, so tests can compute the labels they expect.
+formats of TUSZ v2.0 (docs/tusz.md, "Corpus layout and splits" and "Annotation files"), and
+returns a :class:`SampleCorpusSummary` that lists every recording with its seizure events, so
+tests can compute the labels they expect.
 
 It reproduces what the real corpus throws at a reader:
 

@@ -254,8 +254,8 @@ def _write_failure(exc: OSError, npz_path: Path, n_windows: int, config: CacheCo
 
 def _overrun_warnings(seizures, duration_s: float, annotation_path: Path) -> list[str]:
     """Warnings for seizures that start inside the signal and run past its end (their mask is
-    clipped to the signal, DOMAIN.md); a seizure that starts at or after the end cannot be placed
-    and quarantines the recording."""
+    clipped to the signal: docs/tusz.md, "Windows and labels"); a seizure that starts at or after
+    the end cannot be placed and quarantines the recording."""
     unplaceable = [e for e in seizures if e.start_s >= duration_s]
     if unplaceable:
         event = unplaceable[0]

@@ -28,7 +28,7 @@ import numpy as np
 from eeg_assets.lib.cache.crc32 import crc32_combine, windows_crc32
 from eeg_assets.lib.files import atomic_path
 
-#: Suffix of a cache file, ``<edf_stem>_windows.npz`` (the seed's cache layout).
+#: Suffix of a cache file, ``<edf_stem>_windows.npz`` (docs/cache-format.md).
 NPZ_SUFFIX = "_windows.npz"
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")

@@ -1,4 +1,4 @@
-"""Verification of a cache split against the seed's schema, once per NPZ content.
+"""Verification of a cache split against the schema of docs/cache-format.md, once per NPZ content.
 
 Every run checks every NPZ against the build ledger (present, owned, unchanged since it was built,
 current config), which costs one ``stat`` per file, or none after a build of the same run (it

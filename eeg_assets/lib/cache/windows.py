@@ -1,4 +1,4 @@
-"""Windowing and label masks exactly as DOMAIN.md defines them."""
+"""Windowing and label masks exactly as docs/tusz.md ("Windows and labels") defines them."""
 
 from __future__ import annotations
 

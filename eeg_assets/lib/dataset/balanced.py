@@ -97,7 +97,7 @@ class BalancedComposition:
 
 
 def pos_weight(seizure_ratio: float) -> float:
-    """``sqrt((1 - r) / r)``: the seed's class weight for the seizure class."""
+    """``sqrt((1 - r) / r)``: the class weight of the seizure class (docs/cache-format.md)."""
     if not 0.0 < seizure_ratio < 1.0:
         raise ValueError(f"pos_weight needs a seizure ratio strictly between 0 and 1, "
                          f"got {seizure_ratio}")
@@ -235,7 +235,7 @@ def _drawn(composition: BalancedComposition) -> dict[str, tuple[WindowRef, ...]]
 
 
 def dataset_log_lines(composition: BalancedComposition) -> list[str]:
-    """The seed's verification lines, exactly."""
+    """The verification lines of docs/cache-format.md ("Log lines"), exactly."""
     return [
         f"[DATASET] BalancedSeizureDataset: {composition.total} windows from manifest",
         "[DATASET] Using BalancedSeizureDataset known distribution",

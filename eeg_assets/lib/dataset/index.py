@@ -9,7 +9,7 @@ and its ``labels`` array. Both the index and the manifest are pure functions of 
 
 Index format (``_dataset_index.json``, one JSON object; lists aligned and sorted by NPZ name)::
 
-    {"files": ["<stem>_windows.npz", ...],     # the seed's keys
+    {"files": ["<stem>_windows.npz", ...],     # the upstream keys
      "window_counts": [int, ...],
      "fingerprints": ["size:mtime_ns", ...],  # provenance: the NPZ the counts describe
      "config_versions": [str | null, ...],    # the ledger's config version; null = not in ledger
@@ -125,8 +125,8 @@ def collect_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *,
 
     By default the ledger supplies the facts of each NPZ it describes exactly (same fingerprint,
     same config version); others are scanned. ``scan_all`` reads every NPZ's labels instead (the
-    seed's full rescan) and reports NPZs whose labels disagree with the ledger. ``on_disk`` gives
-    the NPZs' ``(name, fingerprint)`` where a build of the same run recorded them
+    full rescan of ``scan-cache``) and reports NPZs whose labels disagree with the ledger.
+    ``on_disk`` gives the NPZs' ``(name, fingerprint)`` where a build of the same run recorded them
     (:func:`~eeg_assets.lib.cache.discovery.recorded_npz`); by default the folder is listed and
     each NPZ stat-ed.
     """

@@ -1,6 +1,6 @@
 """The window manifest (``manifest.json``): every labelled window of a split, by category.
 
-Format (the seed's, nothing added)::
+Format (the upstream one of docs/cache-format.md, nothing added)::
 
     {"partial_seizure": [{"cache_file": "<name>.npz", "window_idx": <int>}, ...],
      "full_seizure": [...], "no_seizure": [...]}
@@ -207,7 +207,7 @@ def category_counts(manifest: Manifest) -> dict[str, int]:
 
 
 def read_manifest(cache_dir: Path) -> Manifest:
-    """The stored manifest, checked against the seed's schema."""
+    """The stored manifest, checked against the schema of docs/cache-format.md."""
     return _parse_manifest(_stored_bytes(cache_dir))
 
 
@@ -391,7 +391,7 @@ _SCAN_CHUNK_BYTES = 4 << 20
 
 
 def scan_manifest(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG) -> ScanResult:
-    """Rebuild the manifest by reading every NPZ's ``labels`` (the seed's ``scan-cache``).
+    """Rebuild the manifest by reading every NPZ's ``labels`` (``scan-cache``).
 
     Each ``labels`` array is read once, and its bytes are checked against the CRC-32 the NPZ's zip
     records for them as they are counted (:func:`scan_facts`). The index is refreshed from the

@@ -221,7 +221,7 @@ class TrainingDataset:
 def select_training_dataset(cache_dir: Path, balance: BalanceConfig = DEFAULT_BALANCE,
                             flags: EnvFlags | None = None, log: Log = print,
                             config: CacheConfig = DEFAULT_CONFIG) -> TrainingDataset:
-    """Pick the training dataset as the seed does.
+    """Pick the training dataset as the upstream training scripts do.
 
     Validates or rebuilds the index and the manifest (BGB_FORCE_MANIFEST_REBUILD=1 deletes and
     rebuilds the manifest), applies BGB_LIMIT_FILES / BGB_SMOKE_TEST to the index's files, and

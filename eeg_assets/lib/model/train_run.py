@@ -4,10 +4,11 @@ A run launched by Dagster is *pinned*: its request names the ``balanced_dataset.
 train split and the ``_dataset_index.json`` of the val split that the upstream assets wrote,
 with their content versions, and the run trains on exactly those or refuses to start
 (:mod:`eeg_assets.lib.dataset.pinned`). A run without pinned inputs, or one that sets one of the
-seed's ``BGB_*`` flags, follows the seed's standalone startup instead: validate or rebuild the
-index and manifest, pick ``BalancedSeizureDataset`` (or the smoke-test fallback), take the exact
-``pos_weight``. Either way it verifies the official patient-disjoint splits, trains,
-re-evaluates the best checkpoint and writes ``.csv_bi`` hypotheses for standard scorers.
+upstream training scripts' ``BGB_*`` flags (docs/cache-format.md), follows their standalone
+startup instead: validate or rebuild the index and manifest, pick ``BalancedSeizureDataset`` (or
+the smoke-test fallback), take the exact ``pos_weight``. Either way it verifies the official
+patient-disjoint splits, trains, re-evaluates the best checkpoint and writes ``.csv_bi``
+hypotheses for standard scorers.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class TrainingRequest:
     train: TrainConfig = TrainConfig()
     balance: BalanceConfig = DEFAULT_BALANCE
     cache: CacheConfig = DEFAULT_CONFIG
-    #: ``None``: the seed's standalone startup (no Dagster).
+    #: ``None``: the upstream training scripts' standalone startup (no Dagster).
     inputs: PinnedInputs | None = None
 
     def to_dict(self) -> dict:
@@ -112,7 +113,7 @@ def _pinned_startup(request: TrainingRequest, log: Callable[[str], None]) -> _St
 
 def _standalone_startup(request: TrainingRequest, flags: EnvFlags,
                         log: Callable[[str], None]) -> _Startup:
-    """The seed's startup: validate or rebuild the index and manifest, then compose."""
+    """The upstream scripts' startup: validate or rebuild the index and manifest, then compose."""
     verify_patient_disjointness({"train": request.train_cache, "val": request.val_cache},
                                 log=log, config=request.cache)
     training = select_training_dataset(request.train_cache, request.balance, flags=flags, log=log,
@@ -124,7 +125,7 @@ def _standalone_startup(request: TrainingRequest, flags: EnvFlags,
         "cache_config": request.cache.version(), "balance": request.balance.version()})
 
 
-def _seed_flags_set(flags: EnvFlags) -> list[str]:
+def _bgb_flags_set(flags: EnvFlags) -> list[str]:
     return [name for name, on in (("BGB_SMOKE_TEST=1", flags.smoke_test),
                                   ("BGB_LIMIT_FILES", flags.limit_files is not None),
                                   ("BGB_FORCE_MANIFEST_REBUILD=1", flags.force_manifest_rebuild))
@@ -136,11 +137,11 @@ def run_training(request: TrainingRequest, log: Callable[[str], None] = print,
                  flags: EnvFlags | None = None) -> dict:
     """Train and return a JSON-able summary (also written to ``out_dir/training_summary.json``)."""
     flags = flags if flags is not None else EnvFlags.from_env()
-    if request.inputs is not None and _seed_flags_set(flags):
-        log(f"[DATASET] {', '.join(_seed_flags_set(flags))}: the seed's standalone startup "
-            "(index and manifest validated or rebuilt, balanced set composed here) instead of "
-            "the materialized balanced_dataset[train]")
-    if request.inputs is not None and not _seed_flags_set(flags):
+    if request.inputs is not None and _bgb_flags_set(flags):
+        log(f"[DATASET] {', '.join(_bgb_flags_set(flags))}: the upstream scripts' standalone "
+            "startup (index and manifest validated or rebuilt, balanced set composed here) "
+            "instead of the materialized balanced_dataset[train]")
+    if request.inputs is not None and not _bgb_flags_set(flags):
         startup = _pinned_startup(request, log)
     else:
         startup = _standalone_startup(request, flags, log)

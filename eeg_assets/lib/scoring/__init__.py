@@ -5,8 +5,8 @@ written from the published definitions, identical to NEDC on its own sample) and
 scoring (``szcore``, through the ``timescoring`` package), with reading and pairing of
 ``.csv_bi``/``.csv`` files and NEDC list files (``events``), summable counts (``counts``) and the
 reports of the ``score`` command (``report``). Totals sum counts and durations over recordings and
-derive the figures from the sums (DOMAIN.md); sensitivities are fractions, NaN on a zero
-denominator.
+derive the figures from the sums (docs/tusz.md, "Evaluation conventions"); sensitivities are
+fractions, NaN on a zero denominator.
 
 Pure: no Dagster. May import ``cache.annotations`` (the annotation parser) and the bottom modules
 (``config``, ``flags``, ``files``), nothing else of the library.

@@ -17,7 +17,8 @@ class EventCounts:
     """Hits, misses and false alarms of one scorer on one or more recordings.
 
     Counts add up across recordings (``a + b``, ``sum(counts, EventCounts())``), and the derived
-    figures are computed from the sums, never averaged: the convention of NEDC and of DOMAIN.md.
+    figures are computed from the sums, never averaged: the convention of NEDC and of docs/tusz.md
+    ("Evaluation conventions").
     TAES counts are fractional; the other scorers' are whole numbers.
 
     Attributes

@@ -19,7 +19,7 @@ from eeg_assets.lib.scoring.events import Interval
 #: ``EventScoring`` works at 10 Hz whatever the input rate; giving it 10 Hz loses nothing more.
 ANNOTATION_FS = 10
 
-#: The SzCORE parameters (DOMAIN.md), under timescoring's own names.
+#: The SzCORE parameters (docs/tusz.md, "Evaluation conventions"), under timescoring's own names.
 SZCORE_PARAMETERS = {
     "toleranceStart": 30.0,            # seconds before a reference event still counted a hit
     "toleranceEnd": 60.0,              # seconds after it

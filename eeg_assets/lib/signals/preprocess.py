@@ -1,6 +1,6 @@
 """Signal conditioning: resample, zero-phase band-pass + notch, z-score, clip.
 
-Choices (DOMAIN.md leaves them to us):
+Choices (docs/tusz.md, "Preprocessing", leaves them to us):
 - Resampling is polyphase with the exact rational ratio (250 -> 256 is 128/125) and the filter,
   alignment and zero padding of ``scipy.signal.resample_poly``; unlike an FFT resample it needs no
   whole-recording transform and adds no wrap-around at the edges. It is computed as a matrix

@@ -1,6 +1,6 @@
 """Fault injection: bad inputs made from good files, and the crash, disk-full, concurrency and
-staleness scenarios. Shared by ``eeg_assets_tests/test_fault_injection.py`` and
-``benchmarks/fault_injection.py``.
+staleness scenarios. Shared by ``eeg_assets_tests/test_fault_injection.py``,
+``eeg_assets_tests/test_fault_scenarios.py`` and ``benchmarks/fault_injection.py``.
 
 Every bad input is made at run time from a *good* recording (written with
 :mod:`eeg_assets.synthetic.edf_writer`): the good EDF or annotation is copied, then truncated,
@@ -26,8 +26,12 @@ Modules:
 - ``checks``: how a case was handled (ledger, CLI summary, Dagster metadata) and what a cache
   folder was left holding;
 - ``runs``: ``build-cache`` subprocesses, reference builds, the ``npz_windows`` asset;
-- ``process_scenarios`` (SIGKILL, disk full, concurrent builds) and ``cache_scenarios`` (drops
-  after caching, stale manifests, a file still being copied).
+- ``process_scenarios`` (SIGKILL, disk full on a first build and during a rebuild, concurrent
+  builds) and ``cache_scenarios`` (drops after caching, stale manifests, a file still being
+  copied);
+- ``damage_scenarios`` (issue 21): a file moved away during a build, a lost or damaged ledger
+  and ``adopt-cache``, steps run alone on edited or missing upstream files, NPZ bytes changed
+  with size and mtime kept; :data:`NOT_PLAYED` says what is not played, and why.
 """
 
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, QUARANTINED
@@ -43,19 +47,26 @@ from eeg_assets.synthetic.faults.catalogue import (
 from eeg_assets.synthetic.faults.checks import (
     check_case, ledger_facts, staleness, temporary_files, untrustworthy_files,
 )
+from eeg_assets.synthetic.faults.damage_scenarios import (
+    LEDGER_CASES, NOT_PLAYED, STEP_ALONE_CASES, ledger_scenario, moved_away_scenario,
+    npz_damage_scenario, step_alone_scenarios,
+)
 from eeg_assets.synthetic.faults.process_scenarios import (
-    concurrency_scenario, crash_scenario, disk_full_scenario,
+    concurrency_scenario, crash_scenario, disk_full_scenario, rebuild_disk_full_scenario,
 )
 from eeg_assets.synthetic.faults.runs import (
-    ScenarioResult, build_reference, materialize_npz_windows, metadata_rows_of, run_build_cache,
-    warning_rows_of, write_corpus,
+    ScenarioResult, build_reference, materialize_chain, materialize_npz_windows, metadata_rows_of,
+    run_build_cache, step_failure_message, warning_rows_of, write_corpus,
 )
 
 __all__ = [
-    "BUILT", "CATALOGUE", "FAILED", "IGNORED", "QUARANTINED", "Catalogue", "FaultCase",
-    "ScenarioResult", "Template", "build_reference", "check_case", "concurrency_scenario",
-    "crash_scenario", "disk_full_scenario", "drops_after_caching_scenario", "lay_out_catalogue",
-    "ledger_facts", "materialize_npz_windows", "metadata_rows_of", "run_build_cache",
-    "settling_scenario", "stale_manifest_scenario", "staleness", "temporary_files",
-    "untrustworthy_files", "warning_rows_of", "write_corpus", "write_template",
+    "BUILT", "CATALOGUE", "FAILED", "IGNORED", "LEDGER_CASES", "NOT_PLAYED", "QUARANTINED",
+    "STEP_ALONE_CASES", "Catalogue", "FaultCase", "ScenarioResult", "Template", "build_reference",
+    "check_case", "concurrency_scenario", "crash_scenario", "disk_full_scenario",
+    "drops_after_caching_scenario", "lay_out_catalogue", "ledger_facts", "ledger_scenario",
+    "materialize_chain", "materialize_npz_windows", "metadata_rows_of", "moved_away_scenario",
+    "npz_damage_scenario", "rebuild_disk_full_scenario", "run_build_cache", "settling_scenario",
+    "stale_manifest_scenario", "staleness", "step_alone_scenarios", "step_failure_message",
+    "temporary_files", "untrustworthy_files", "warning_rows_of", "write_corpus",
+    "write_template",
 ]

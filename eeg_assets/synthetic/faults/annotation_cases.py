@@ -1,11 +1,12 @@
 """Fault cases of the ``.csv_bi`` annotation: missing, cut, malformed rows and header lines, and
-the harmless variants (CRLF, BOM, spaces, column order, ``.csv`` only) that must still build."""
+the harmless variants (CRLF, BOM, spaces, column order, an extra column, ``.csv`` only) that must
+still build; a ``.csv_bi`` and ``.csv`` that disagree on seizures build with a warning."""
 
 from __future__ import annotations
 
 from eeg_assets.lib.cache.ledger import BUILT
 from eeg_assets.synthetic.faults.catalogue import (
-    BCKG_LINE, SEIZURE_LINE, Placed, annotation_fault,
+    BCKG_LINE, SEIZURE_LINE, TEMPLATE_SECONDS, Placed, annotation_fault,
 )
 from eeg_assets.synthetic.faults.edf_surgery import edit_lines, replace_line, truncate
 
@@ -89,6 +90,14 @@ def ann_missing_column(p: Placed) -> None:
     edit_lines(p.annotation, replace_line(6, "channel,start_time,stop_time,label"))
 
 
+@annotation_fault("line 6: column header lacks start_time",
+                  description="'start_time' column dropped from the header and every row")
+def ann_missing_start_time(p: Placed) -> None:
+    edit_lines(p.annotation, lambda lines: [
+        x if x.startswith("#") else ",".join(f for i, f in enumerate(x.split(",")) if i != 1)
+        for x in lines])
+
+
 @annotation_fault("no '# duration = ... secs' header line",
                   description="the '# duration' comment line removed")
 def ann_no_duration(p: Placed) -> None:
@@ -137,3 +146,51 @@ def ann_bom_crlf_spaces(p: Placed) -> None:
 @annotation_fault(outcome=BUILT, description="only a .csv annotation (no .csv_bi)")
 def ann_csv_only(p: Placed) -> None:
     p.annotation.rename(p.annotation.with_suffix(".csv"))
+
+
+@annotation_fault(outcome=BUILT,
+                  description="an extra named column ('comment', between start_time and "
+                              "stop_time): read by header name, ignored")
+def ann_extra_column(p: Placed) -> None:
+    def edit(lines: list[str]) -> list[str]:
+        out = []
+        for x in lines:
+            if x.startswith("#"):
+                out.append(x)
+                continue
+            fields = x.split(",")
+            extra = "comment" if fields[0] == "channel" else "reviewed by hand"
+            out.append(",".join(fields[:2] + [extra] + fields[2:]))
+        return out
+    edit_lines(p.annotation, edit)
+
+
+def _background_only(p: Placed, path) -> None:
+    """``path`` becomes ``p``'s annotation with one bckg row over the whole recording."""
+    lines = p.annotation.read_text().splitlines()[:BCKG_LINE - 1]
+    path.write_text("\n".join(lines + [f"TERM,0.0000,{TEMPLATE_SECONDS:.4f},bckg,1.0000"]) + "\n")
+
+
+#: The files of the disagreement cases (their folder names, see ``FaultCase.folder``).
+_BI_SEIZURE = "ann-csv-bi-has-seizure_s001_t000"
+_CSV_SEIZURE = "ann-csv-has-seizure_s001_t000"
+
+
+@annotation_fault(outcome=BUILT,
+                  warnings=(f"{_BI_SEIZURE}.csv_bi has 1 seizure event but {_BI_SEIZURE}.csv has "
+                            "none", f"the recording is labelled from {_BI_SEIZURE}.csv_bi"),
+                  description="the .csv_bi has the seizure, a .csv beside it has none: labelled "
+                              "from the .csv_bi, with a warning naming both")
+def ann_csv_bi_has_seizure(p: Placed) -> None:
+    _background_only(p, p.annotation.with_suffix(".csv"))
+
+
+@annotation_fault(outcome=BUILT,
+                  warnings=(f"{_CSV_SEIZURE}.csv has 1 seizure event but {_CSV_SEIZURE}.csv_bi has "
+                            "none", f"the recording is labelled from {_CSV_SEIZURE}.csv_bi"),
+                  seizure_samples=(0, 0, 0),
+                  description="the .csv has the seizure, the .csv_bi beside it has none: labelled "
+                              "from the .csv_bi (no seizure), with a warning naming both")
+def ann_csv_has_seizure(p: Placed) -> None:
+    p.annotation.with_suffix(".csv").write_bytes(p.annotation.read_bytes())
+    _background_only(p, p.annotation)

@@ -83,10 +83,11 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
                              for s, e in entries.items()):
         problems.append(f"a rejected input has an NPZ: {entry.npz_name}")
     if cli_output is not None:
-        label = "failed (will retry)" if case.outcome == FAILED else "quarantined"
+        label = "failed, will retry" if case.outcome == FAILED else "quarantined"
         line = cli_line(cli_output, label, source)
         if missing := missing_reasons(line, case.reasons):
-            problems.append(f"CLI output line '{label}: {source}: ...' lacks {missing}: {line!r}")
+            problems.append(f"CLI output line '  {label}: {source}: ...' lacks {missing}: "
+                            f"{line!r}")
     if metadata_rows is not None:
         row = next((r for r in metadata_rows if r["recording"] == source), None)
         if row is None:

@@ -80,19 +80,46 @@ def warning_rows_of(materialize_result) -> list[dict]:
 
 
 def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path, *,
-                            log_level: str = "INFO"):
+                            log_level: str = "INFO", raise_on_error: bool = True):
     """``npz_windows[train]`` materialized in process (an ephemeral Dagster instance)."""
+    return materialize_chain(raw_root, cache_root, results_root, ["npz_windows"],
+                             log_level=log_level, raise_on_error=raise_on_error)
+
+
+#: The cache chain's assets, in order (``eeg_assets.orchestration.assets.build_cache_assets``).
+CHAIN = ("npz_windows", "dataset_index", "manifest", "balanced_dataset")
+
+
+def materialize_chain(raw_root: Path, cache_root: Path, results_root: Path,
+                      keys: list[str] | tuple[str, ...] = CHAIN, *, log_level: str = "ERROR",
+                      raise_on_error: bool = False, workers: int = 0):
+    """The chain assets ``keys`` of partition ``train`` materialized in process (an ephemeral
+    Dagster instance), as a run that selects only them: a step run alone when ``keys`` is one
+    asset. Returns the ``dg.materialize`` result (which does not raise unless asked to)."""
     import dagster as dg  # imported here: the other helpers run without loading Dagster
 
     from eeg_assets.orchestration import build_resources
-    from eeg_assets.orchestration.assets import build_cache_assets
+    from eeg_assets.orchestration.assets import build_cache_assets, raw_edf_recordings
     from eeg_assets.settings import Settings
 
     settings = Settings(raw_root=raw_root, cache_root=cache_root, results_root=results_root,
-                        make_sample_if_missing=False)
-    npz_windows = build_cache_assets(settings)[0]
-    return dg.materialize([npz_windows], resources=build_resources(settings), partition_key="train",
+                        make_sample_if_missing=False, workers=workers)
+    return dg.materialize([raw_edf_recordings, *build_cache_assets(settings)],
+                          resources=build_resources(settings), partition_key="train",
+                          selection=dg.AssetSelection.assets(*keys),
+                          raise_on_error=raise_on_error,
                           run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
+
+
+def step_failure_message(materialize_result) -> str:
+    """What the failed steps of a ``dg.materialize`` result said ("" when none failed)."""
+    messages = []
+    for event in materialize_result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            description = data.user_failure_data.description if data.user_failure_data else ""
+            messages.append((description or (data.error.message if data.error else "")).strip())
+    return " | ".join(messages)
 
 
 @dataclass
