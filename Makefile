@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 DEFAULT_DAGSTER_HOME := $(CURDIR)/.dagster_home
 export DAGSTER_HOME ?= $(DEFAULT_DAGSTER_HOME)
 CACHE_CHAIN := raw_edf_recordings,npz_windows,dataset_index,manifest,balanced_dataset
+# The experiment `make sample` trains (experiments/<name>.toml).
+EXPERIMENT ?= sample
 # The dagster commands that read neither pyproject.toml nor workspace.yaml (only -m/-f): the
 # activated shell names the module for them (click's DAGSTER_CLI_<COMMAND>_<OPTION> variables).
 TYPED_COMMANDS := ASSET_MATERIALIZE ASSET_LIST JOB_EXECUTE
@@ -83,12 +85,14 @@ sample: setup
 		echo "[sample] the cache chain of $$split"; \
 		$(BIN)/dagster asset materialize -m eeg_assets --select '$(CACHE_CHAIN)' --partition $$split $(QUIET_RUN) || exit 1; \
 	done
-	@echo "[sample] trained_model"
-	$(BIN)/dagster asset materialize -m eeg_assets --select trained_model $(QUIET_RUN)
+	@echo "[sample] trained_model[$(EXPERIMENT)]"
+	$(BIN)/dagster asset materialize -m eeg_assets --select trained_model --partition $(EXPERIMENT) $(QUIET_RUN)
 	for split in val eval; do \
-		echo "[sample] model_evaluation[$$split]"; \
-		$(BIN)/dagster asset materialize -m eeg_assets --select model_evaluation --partition $$split $(QUIET_RUN) || exit 1; \
+		echo "[sample] model_evaluation[$(EXPERIMENT)|$$split]"; \
+		$(BIN)/dagster asset materialize -m eeg_assets --select model_evaluation --partition "$(EXPERIMENT)|$$split" $(QUIET_RUN) || exit 1; \
 	done
+	@echo "[sample] model_comparison"
+	$(BIN)/dagster asset materialize -m eeg_assets --select model_comparison $(QUIET_RUN)
 
 test: setup
 	$(BIN)/python -m pytest

@@ -20,14 +20,19 @@ Prepared for a machine with one CUDA GPU (what the Modal function gets). In a te
    bound: a small wait fraction means the loader keeps up.
 
 Run on the GPU machine: ``python benchmarks/gpu_train_smoke.py`` (defaults: 24 + 6 recordings,
-2 epochs, batch 32, 8 workers; a few minutes at most). Local sanity run:
+2 epochs, batch 32, 8 workers, the default compact network; a few minutes at most). Another
+network: ``--factory eeg_assets.lib.model.seizure_transformer:seizure_transformer`` (and
+``--params '{"dropout": 0.1}'``, a JSON object of the factory's keyword arguments;
+``--search-path DIR`` for a module outside the package), ``--optimizer radam``. Local sanity run:
 ``python benchmarks/gpu_train_smoke.py --device cpu --quick``. The last line is a one-line
-summary. Exit status 1 when training fails or a metric is not finite; nothing else is asserted.
+summary. Exit status 1 when training fails or a metric is not finite; nothing else is asserted
+(2 when the factory or its parameters are unusable).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -44,10 +49,14 @@ from torch import nn
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.torch_datasets import select_training_dataset
 from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.model.network import SeizureUNet, count_parameters
+from eeg_assets.lib.model.factory import (
+    DEFAULT_FACTORY, ModelContractError, ModelSpec, ModelSpecError,
+)
+from eeg_assets.lib.model.network import count_parameters
 from eeg_assets.lib.model.train_run import TrainingRequest, non_finite_metrics, run_training
 from eeg_assets.lib.model.training import (
-    EpochSampler, TrainConfig, _make_loader, resolve_device, train_step,
+    EpochSampler, TrainConfig, _make_loader, build_checked_model, make_optimizer, preflight_model,
+    resolve_device, train_step,
 )
 from eeg_assets.synthetic.fake_cache import write_cache_entry
 
@@ -140,12 +149,13 @@ def sync(device: torch.device) -> None:
 
 
 def real_training(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig,
-                  device: torch.device) -> dict:
+                  device: torch.device, search_path: Path | None = None) -> dict:
     """The run the asset makes, on this cache: returns the summary plus timing and memory."""
     reset_peak(device)
     started = time.perf_counter()
     summary = run_training(TrainingRequest(train_cache=train_dir, val_cache=val_dir,
-                                           out_dir=out_dir, train=config),
+                                           out_dir=out_dir, train=config,
+                                           model_search_path=search_path),
                            log=lambda line: log(f"  | {line}"), flags=EnvFlags())
     summary["wall_seconds"] = time.perf_counter() - started
     summary["peak_gib"] = peak_gib(device)
@@ -153,16 +163,14 @@ def real_training(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainCo
 
 
 def instrumented_steps(train_dir: Path, config: TrainConfig, device: torch.device, steps: int,
-                       warmup: int) -> dict:
+                       warmup: int, search_path: Path | None = None) -> dict:
     """Data wait vs compute per training step, with fit's dataset, model, loader and step."""
     training = select_training_dataset(train_dir, flags=EnvFlags(), log=lambda _line: None)
     dataset = training.dataset
-    torch.manual_seed(config.seed)
     if device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
-    model = SeizureUNet(config.model).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    model = build_checked_model(config, device, (CHANNELS, CONFIG.window_samples), search_path)
+    optimizer = make_optimizer(model, config)
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(training.pos_weight, device=device))
     sampler = EpochSampler(len(dataset), config.seed)
     loader = _make_loader(dataset, config.batch_size, config.num_workers, device, config.seed,
@@ -226,6 +234,16 @@ def instrumented_steps(train_dir: Path, config: TrainConfig, device: torch.devic
 
 # ------------------------------------------------------------------------------------------------
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -244,6 +262,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="train on this many random windows per epoch (default: all)")
     parser.add_argument("--cpu-threads", type=int, default=None)
     parser.add_argument("--dir", default=None, help="parent of the temporary folder")
+    parser.add_argument("--factory", default=DEFAULT_FACTORY,
+                        help="model factory 'package.module:callable' (default: %(default)s)")
+    parser.add_argument("--params", default="{}", type=_json_object,
+                        help="the factory's keyword arguments as a JSON object")
+    parser.add_argument("--search-path", type=Path, default=None,
+                        help="folder holding the factory's module when outside the package")
+    parser.add_argument("--optimizer", choices=("adamw", "radam"), default="adamw")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_files, args.windows, args.val_files, args.val_windows = 4, 8, 2, 6
@@ -261,10 +286,19 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     log(f"[env] torch {torch.__version__}, CUDA {torch.version.cuda}, device {gpu}, "
         f"{os.cpu_count()} CPUs")
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                         eval_batch_size=2 * args.batch_size, num_workers=args.workers,
-                         device=device.type, cpu_threads=args.cpu_threads,
-                         max_train_windows_per_epoch=args.max_train_windows)
+    try:
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                             eval_batch_size=2 * args.batch_size, num_workers=args.workers,
+                             device=device.type, cpu_threads=args.cpu_threads,
+                             max_train_windows_per_epoch=args.max_train_windows,
+                             model=ModelSpec(args.factory, args.params),
+                             optimizer=args.optimizer)
+        # Before writing any cache: a wrong factory fails in seconds.
+        preflight_model(config, (CHANNELS, CONFIG.window_samples), args.search_path,
+                        log=lambda line: log(f"[model] {line}"))
+    except (ModelSpecError, ModelContractError) as error:
+        log(f"[model] {error}")
+        return 2
     root = Path(tempfile.mkdtemp(prefix="gpu_train_smoke.", dir=args.dir))
     try:
         train_dir, val_dir = prepare_cache(args, root)
@@ -272,7 +306,8 @@ def main(argv=None) -> int:
         log(f"[fit] run_training: {args.epochs} epochs, batch {args.batch_size}, "
             f"{args.workers} workers, {device.type}"
             + (" with bf16 autocast" if device.type == "cuda" else ""))
-        summary = real_training(train_dir, val_dir, root / "results", config, device)
+        summary = real_training(train_dir, val_dir, root / "results", config, device,
+                                args.search_path)
         reported = summary["best_metrics"]["val_auroc"]
         reproduced = summary["reproduced_metrics"]["val_auroc"]
         delta = abs(reported - reproduced)
@@ -288,7 +323,8 @@ def main(argv=None) -> int:
             f"peak GPU memory {summary['peak_gib']:.2f} GiB")
 
         log(f"[loader] {args.steps} instrumented steps (after warm-up), synchronised per step")
-        steps = instrumented_steps(train_dir, config, device, args.steps, warmup=3)
+        steps = instrumented_steps(train_dir, config, device, args.steps, warmup=3,
+                                   search_path=args.search_path)
         keeps_up = steps["wait_fraction"] <= WAIT_FRACTION_LIMIT
         log(f"[loader] data wait {steps['wait_ms']:.1f} ms/step (p90 {steps['wait_p90_ms']:.1f}), "
             f"compute {steps['compute_ms']:.1f} ms/step -> {steps['wait_fraction']:.0%} of each "
@@ -303,6 +339,7 @@ def main(argv=None) -> int:
         bad = non_finite_metrics(summary)
         total = time.perf_counter() - started
         log(f"SUMMARY device={gpu.replace(' ', '_')} "
+            f"model={args.factory.rsplit(':', 1)[-1]} parameters={steps['parameters']} "
             f"fit_windows_per_s={summary['windows_per_s']:.1f} "
             f"loop_windows_per_s={steps['windows_per_s']:.1f} "
             f"compute_only_windows_per_s={steps['compute_only_windows_per_s']:.1f} "

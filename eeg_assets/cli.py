@@ -164,6 +164,8 @@ def _cmd_balanced_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    """Pooled totals of the three scorers and SzCORE averaged per subject, text or JSON
+    (``szcore_per_subject``); either annotation format (lib.scoring.read_events)."""
     import json
 
     from eeg_assets.lib.scoring import ScoringError, format_report, score_paths
@@ -293,14 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_modal_check)
 
     p = _command(sub, "score", help="score hypotheses against references: NEDC OVERLAP and "
-                 "TAES, SzCORE")
+                 "TAES, SzCORE pooled over files and averaged per subject",
+                 epilog="formats, by suffix: NEDC .csv_bi/.csv files, or SzCORE's HED-SCORE "
+                 "*_events.tsv files (BIDS); a reference and its hypothesis must share one. The "
+                 "subject of a recording is the first _ field of its name (the TUSZ patient id), "
+                 "or the label of a BIDS sub-<label>_ name.")
     p.add_argument("--ref", required=True, type=_existing_path,
-                   help="folder of reference .csv_bi files, or an NEDC list file (one path a line)")
+                   help="folder of reference .csv_bi or *_events.tsv files (searched "
+                   "recursively), or an NEDC list file (one path a line)")
     p.add_argument("--hyp", required=True, type=_existing_path,
-                   help="folder of hypothesis .csv_bi files (paired with --ref by file name), "
-                   "or a list file (paired by position)")
+                   help="folder of hypothesis files in the same format (paired with --ref by "
+                   "file name), or a list file (paired by position)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--per-file", action="store_true", help="add each pair's figures")
+    p.add_argument("--per-file", action="store_true",
+                   help="add each pair's figures, and every subject's")
     p.set_defaults(func=_cmd_score)
     return parser
 

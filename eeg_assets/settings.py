@@ -35,6 +35,8 @@ DEFAULT_SPLIT_FOLDERS = {"train": "train", "val": "dev", "eval": "eval"}
 DEFAULT_RAW_ROOT = "data/sample_corpus/edf"
 DEFAULT_CACHE_ROOT = "cache/tusz"
 DEFAULT_RESULTS_ROOT = "results"
+#: The repository's experiments folder (``sample.toml``, ``seizure_transformer.toml``).
+DEFAULT_EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 #: Where the cache chain, training and evaluation run: this machine, or Modal (volumes, CPU
 #: fan-out, GPU).
 BACKENDS = ("local", "modal")
@@ -107,6 +109,9 @@ class Settings:
     raw_root: Path = Path(DEFAULT_RAW_ROOT)
     cache_root: Path = Path(DEFAULT_CACHE_ROOT)
     results_root: Path = Path(DEFAULT_RESULTS_ROOT)
+    #: One TOML file per experiment (:mod:`eeg_assets.lib.model.experiment`); importable, so a
+    #: user's model factory can live beside its file.
+    experiments_dir: Path = DEFAULT_EXPERIMENTS_DIR
     split_folders: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLIT_FOLDERS))
     #: Build worker processes; 0: all cores.
     workers: int = 0
@@ -145,6 +150,7 @@ class Settings:
             raw_root=env.path("EEG_ASSETS_RAW_ROOT", DEFAULT_RAW_ROOT),
             cache_root=env.path("EEG_ASSETS_CACHE_ROOT", DEFAULT_CACHE_ROOT),
             results_root=env.path("EEG_ASSETS_RESULTS_ROOT", DEFAULT_RESULTS_ROOT),
+            experiments_dir=env.path("EEG_ASSETS_EXPERIMENTS_DIR", str(DEFAULT_EXPERIMENTS_DIR)),
             workers=env.number("EEG_ASSETS_WORKERS", defaults.workers, int),
             notch_hz=env.number("EEG_ASSETS_NOTCH_HZ", defaults.notch_hz, float),
             balance_seed=env.number("EEG_ASSETS_BALANCE_SEED", defaults.balance_seed, int),

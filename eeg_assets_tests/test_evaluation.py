@@ -1,15 +1,24 @@
-"""Stitching, post-processing, the .csv_bi writer, and the accumulator that scores recordings
-against their references with lib.scoring (training's validation and model_evaluation)."""
+"""Stitching, post-processing, the .csv_bi and SzCORE TSV writers, the accumulator that scores
+recordings against their references with lib.scoring (training's validation and
+model_evaluation), and what ``run_evaluation`` writes and reports from it."""
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 import tracemalloc
 
 import numpy as np
 import pytest
 
 from eeg_assets.lib.cache.references import Excluded, Reference, SplitReferences
+from eeg_assets.lib.dataset.pinned import PinnedFile
+from eeg_assets.lib.dataset.splits import patient_id
+from eeg_assets.lib.model import evaluate_run
+from eeg_assets.lib.model.evaluate_run import (
+    EvaluationRequest, check_tsv_files, run_evaluation, write_tsv_files,
+)
 from eeg_assets.lib.model.auroc import sample_auroc
 from eeg_assets.lib.model.evaluation import ValidationAccumulator, bname_from_npz
 from eeg_assets.lib.model.hypotheses import (
@@ -17,10 +26,13 @@ from eeg_assets.lib.model.hypotheses import (
     PostProcessConfig,
     detect_events,
     format_csv_bi,
+    format_events_tsv,
     recording_events,
     write_csv_bi,
+    write_events_tsv,
 )
 from eeg_assets.lib.scoring import (
+    TSV_COLUMNS,
     EventCounts,
     RecordingEvents,
     read_events,
@@ -422,3 +434,162 @@ def test_detect_events_follows_the_rule_on_noisy_timelines(seed):
         post = PostProcessConfig(threshold, merge_gap_s=0.5, min_event_s=1.0)
         assert [(e.start_s, e.stop_s) for e in detect_events(probs, 8, post)] == \
             _events_run_by_run(probs, 8, post)
+
+
+
+# ---------------------------------------------------------------- SzCORE's *_events.tsv
+
+def test_events_tsv_has_the_hed_score_columns_and_the_csv_bi_events(tmp_path):
+    events = recording_events([Event(42.27864, 81.776, 0.91234), Event(100.0, 130.5, 0.5)],
+                              1289.04)
+    lines = format_events_tsv(1289.04, events).splitlines()
+    assert lines[0].split("\t") == list(TSV_COLUMNS) == [
+        "onset", "duration", "eventType", "confidence", "channels", "dateTime",
+        "recordingDuration"]
+    assert [line.split("\t") for line in lines[1:]] == [
+        ["42.2786", "39.4974", "sz", "0.9123", "n/a", "n/a", "1289.0400"],
+        ["100.0000", "30.5000", "sz", "0.5000", "n/a", "n/a", "1289.0400"]]
+    tsv = write_events_tsv(tmp_path / "sub-aaaaaasf" / "aaaaaasf_s001_t000_events.tsv",
+                           1289.04, events)
+    csv_bi = tmp_path / "aaaaaasf_s001_t000.csv_bi"
+    write_csv_bi(csv_bi, "aaaaaasf_s001_t000", 1289.04, events)
+    assert read_events(tsv).seizures == read_events(csv_bi).seizures == (
+        (42.2786, 81.776), (100.0, 130.5))
+    assert read_events(tsv).duration_s == read_events(csv_bi).duration_s == 1289.04
+
+
+def test_events_tsv_without_events_is_one_bckg_row_over_the_recording(tmp_path):
+    assert format_events_tsv(45.5, []).splitlines() == [
+        "\t".join(TSV_COLUMNS), "0.0000\t45.5000\tbckg\tn/a\tn/a\tn/a\t45.5000"]
+    path = write_events_tsv(tmp_path / "x_events.tsv", 45.5, [])
+    assert read_events(path) == RecordingEvents(str(path), 45.5, ())
+
+
+def _three_recordings() -> SplitReferences:
+    """_two_recordings' references and a second recording of patient a without seizures (12 s,
+    shorter than a window): patients a (two recordings) and s."""
+    references, _probs, _mask = _two_recordings()
+    return SplitReferences(references.recordings + (Reference("a_s002_t001", 12.0, ()),),
+                           references.excluded)
+
+
+def test_tsv_files_give_the_figures_of_the_csv_bi_files(tmp_path):
+    references, probs, mask = _two_recordings()
+    accumulator = ValidationAccumulator(FS, _three_recordings(), POST)
+    _add(accumulator, "a_s001_t000_windows.npz", probs, mask)
+    refs, hyps = write_tsv_files(tmp_path, accumulator, 0.5)
+    assert [p.relative_to(tmp_path).as_posix() for p in refs + hyps] == [
+        "ref_tsv/sub-a/a_s001_t000_events.tsv", "ref_tsv/sub-a/a_s002_t001_events.tsv",
+        "ref_tsv/sub-s/s_s001_t000_events.tsv", "hyp_tsv/sub-a/a_s001_t000_events.tsv",
+        "hyp_tsv/sub-a/a_s002_t001_events.tsv", "hyp_tsv/sub-s/s_s001_t000_events.tsv"]
+    rows = [line.split("\t") for line in hyps[0].read_text().splitlines()[1:]]
+    assert rows == [["10.0000", "7.5000", "sz", "0.9000", "n/a", "n/a", "33.5000"],
+                    ["25.0000", "3.0000", "sz", "0.8000", "n/a", "n/a", "33.5000"]]
+    # without seizures: one bckg row, in the reference and in an event-free hypothesis
+    assert refs[1].read_text().splitlines()[1:] == ["0.0000\t12.0000\tbckg\tn/a\tn/a\tn/a\t12.0000"]
+    assert hyps[2].read_text().splitlines()[1:] == ["0.0000\t8.2500\tbckg\tn/a\tn/a\tn/a\t8.2500"]
+    assert read_events(refs[0]).seizures == ((10.0, 17.5), (31.0, 33.0))
+
+    accumulator.write_references(tmp_path / "ref")
+    accumulator.write_hypotheses(tmp_path / "hyp")
+    from_tsv = score_paths(tmp_path / "ref_tsv", tmp_path / "hyp_tsv")
+    from_csv_bi = score_paths(tmp_path / "ref", tmp_path / "hyp")
+    assert from_tsv.totals == from_csv_bi.totals == accumulator.totals().totals
+    assert from_tsv.subjects == from_csv_bi.subjects == accumulator.totals().subjects
+    assert set(accumulator.totals().subjects) == {patient_id(r.bname)
+                                                  for r in accumulator.recordings} == {"a", "s"}
+    check = check_tsv_files(tmp_path / "ref_tsv", tmp_path / "hyp_tsv", accumulator, 0.5)
+    assert check["tsv_files_reproduce_scores"]["passed"], check
+    # a hypothesis that says otherwise is caught
+    write_events_tsv(hyps[2], 8.25, [Event(2.0, 5.0)])
+    check = check_tsv_files(tmp_path / "ref_tsv", tmp_path / "hyp_tsv", accumulator, 0.5)
+    assert not check["tsv_files_reproduce_scores"]["passed"]
+    assert "overlap, taes, szcore, szcore per subject" in check["tsv_files_reproduce_scores"][
+        "detail"]
+    hyps[2].unlink()
+    check = check_tsv_files(tmp_path / "ref_tsv", tmp_path / "hyp_tsv", accumulator, 0.5)
+    assert "s_s001_t000_events.tsv" in check["tsv_files_reproduce_scores"]["detail"]
+
+
+@pytest.fixture
+def evaluated(tmp_path, monkeypatch) -> dict:
+    """``run_evaluation`` on the recordings of :func:`_three_recordings` at threshold 0.5, the
+    model's part (index, checkpoint, predictions) standing in for by this file's accumulator."""
+    references, probs, mask = _two_recordings()
+
+    def score_checkpoint(path, dataset, *args, thresholds=(), **kwargs):
+        accumulator = ValidationAccumulator(FS, _three_recordings(), POST, thresholds)
+        _add(accumulator, "a_s001_t000_windows.npz", probs, mask)
+        return {}, accumulator
+
+    class Dataset:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __len__(self):
+            return 3
+
+        def recordings(self):
+            return ["a_s001_t000_windows.npz"]
+
+    monkeypatch.setattr(evaluate_run, "pinned_index", lambda *args, **kwargs: None)
+    monkeypatch.setattr(evaluate_run, "_checked_checkpoint", lambda request: {"epoch": 1})
+    monkeypatch.setattr(evaluate_run, "EEGWindowDataset", Dataset)
+    monkeypatch.setattr(evaluate_run, "score_checkpoint", score_checkpoint)
+    request = EvaluationRequest(
+        split="val", cache_dir=tmp_path / "cache", checkpoint=tmp_path / "best.pt",
+        index=PinnedFile(tmp_path / "cache" / "_dataset_index.json", "0" * 16),
+        model_version="m" * 16, out_dir=tmp_path / "out", threshold=0.5)
+    return run_evaluation(request, log=lambda line: None)
+
+
+def test_run_evaluation_writes_both_formats_and_szcore_per_subject(evaluated, tmp_path):
+    out = tmp_path / "out"
+    summary = evaluated
+    assert json.loads((out / "scores.json").read_text()) == summary
+    # what was there is still there
+    for key in ("split", "threshold", "metrics", "overlap", "taes", "szcore", "recordings_scored",
+                "sweep", "checks", "paths", "data_version"):
+        assert key in summary, key
+    assert summary["recordings_scored"] == 3 and summary["szcore"]["targets"] == 2
+    assert summary["paths"]["ref_tsv_dir"] == str(out / "ref_tsv")
+    assert summary["paths"]["hyp_tsv_dir"] == str(out / "hyp_tsv")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*_events.tsv")) == [
+        f"{kind}/sub-{stem.split('_')[0]}/{stem}_events.tsv" for kind in ("hyp_tsv", "ref_tsv")
+        for stem in ("a_s001_t000", "a_s002_t001", "s_s001_t000")]
+    assert all(check["passed"] for check in summary["checks"].values()), summary["checks"]
+    assert "tsv_files_reproduce_scores" in summary["checks"]
+    # SzCORE per patient at 0.5: a: its seizures 10-17.5 and 31-33 s merge into one target,
+    # detected (the 25-28 s event lies within it widened), and the 12 s recording adds nothing:
+    # sensitivity 1, precision 1, F1 1, no false alarm. s: one seizure, no event: sensitivity 0,
+    # precision undefined, F1 0. Averages: 1/2, 1 (a alone), 1/2, 0.
+    per_subject = summary["szcore_per_subject"]
+    assert {k: v for k, v in per_subject.items() if k != "by_subject"} == {
+        "subjects": 2, "sensitivity": 0.5, "sensitivity_std": 0.5, "precision": 1.0,
+        "precision_std": 0.0, "f1": 0.5, "f1_std": 0.5, "fa_per_24h": 0.0,
+        "fa_per_24h_std": 0.0}
+    assert per_subject["by_subject"] == [
+        {"subject": "a", "recordings": 2, "duration_s": 45.5, "targets": 1, "hits": 1,
+         "misses": 0, "false_alarms": 0, "sensitivity": 1.0, "precision": 1.0, "f1": 1.0,
+         "fa_per_24h": 0.0},
+        {"subject": "s", "recordings": 1, "duration_s": 8.25, "targets": 1, "hits": 0,
+         "misses": 1, "false_alarms": 0, "sensitivity": 0.0, "precision": None, "f1": 0.0,
+         "fa_per_24h": 0.0}]
+
+
+def test_score_on_the_written_tsv_folders_gives_the_csv_bi_figures(evaluated, tmp_path,
+                                                                   run_cli):
+    out = tmp_path / "out"
+    results = {}
+    for form, ref, hyp in (("tsv", out / "ref_tsv", out / "hyp_tsv"),
+                           ("csv_bi", out / "ref", out / "hyp"),
+                           ("lists", out / "ref.list", out / "hyp.list")):
+        result = run_cli("score", "--ref", ref, "--hyp", hyp, "--json")
+        assert result.returncode == 0, result.stderr
+        results[form] = json.loads(result.stdout)
+    assert results["tsv"] == results["csv_bi"] == results["lists"]
+    for scorer in ("overlap", "taes", "szcore"):
+        assert results["tsv"][scorer] == {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in evaluated[scorer].items()}, scorer
+    assert results["tsv"]["szcore_per_subject"] == evaluated["szcore_per_subject"]

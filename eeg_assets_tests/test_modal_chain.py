@@ -32,6 +32,7 @@ from dagster_fixtures import (  # noqa: F401
     sample_raw_root,
 )
 from stand_in_modal import FolderDict, StandInModal
+from test_trained_model import EXPERIMENT, experiment_of
 
 from eeg_assets.lib.cache.ledger import BUILT, Ledger
 from eeg_assets.lib.model.training import TrainConfig
@@ -277,7 +278,7 @@ def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
                        split_folders={"train": "eval", "val": "dev", "eval": "eval"})
     resources = build_resources(settings)
     assert resources["backend"].name == "modal"  # training follows EEG_ASSETS_BACKEND
-    trained_model = training.build_trained_model(settings)
+    trained_model = training.build_trained_model(settings, [experiment_of(settings)])
     cache = volumes["results"] / "cache" / "tusz"
     with dg.instance_for_test() as instance:
         recorded = {}
@@ -291,14 +292,14 @@ def test_training_on_modal_reads_exactly_the_cache_the_chain_wrote(
 
         def train():
             return dg.materialize([trained_model], instance=instance, raise_on_error=False,
-                                  resources=resources)
+                                  resources=resources, partition_key=EXPERIMENT)
 
         trained = train()
         assert trained.success, failure_message(trained)
         meta = values(trained.get_asset_materialization_events()[0].materialization)
         assert meta["consumed_val_index_version"] == recorded["dataset_index", "val"]
         assert meta["consumed_balanced_set_version"] == recorded["balanced_dataset", "train"]
-        assert (cache.parent.parent / "trained_model" / "best.pt").is_file()
+        assert (cache.parent.parent / "trained_model" / EXPERIMENT / "best.pt").is_file()
 
         balanced = cache / "train" / "balanced_dataset.json"
         data = json.loads(balanced.read_text())

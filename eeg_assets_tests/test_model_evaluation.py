@@ -37,10 +37,12 @@ from eeg_assets.orchestration import build_resources, evaluation, training
 from eeg_assets.settings import Settings
 from eeg_assets.synthetic.fake_cache import write_quarantined, write_recording, write_too_short
 from eeg_assets_tests.test_trained_model import (
+    EXPERIMENT,
     SHORT_TRAINING,
     STAND_IN,
     STAND_IN_SWITCHES,
     TRAIN_FILES,
+    experiment_of,
     write_split,
 )
 from eeg_assets.lib.files import content_version
@@ -51,7 +53,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: raises none, and an agreement of zeros would show little).
 TRAINING = dataclasses.replace(SHORT_TRAINING, threshold=0.35)
 CHECKS = {"one_hypothesis_per_reference", "durations_match_references", "files_reproduce_scores",
-          "scores_finite"}
+          "tsv_files_reproduce_scores", "scores_finite"}
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,11 @@ class Lab:
     def run(self, asset: str, partition: str | None = None,
             keep: bool = True) -> dg.ExecuteInProcessResult:
         """Materialize ``asset[partition]``; ``keep``: record the result for later tests."""
-        defs = [training.build_trained_model(self.settings),
-                evaluation.build_model_evaluation(self.settings)]
+        experiments = [experiment_of(self.settings)]
+        defs = [training.build_trained_model(self.settings, experiments),
+                evaluation.build_model_evaluation(self.settings, experiments)]
+        # trained_model is partitioned by experiment; model_evaluation by experiment and split
+        key = EXPERIMENT if asset == "trained_model" else f"{EXPERIMENT}|{partition}"
         with pytest.MonkeyPatch.context() as mp:
             for name in ("BGB_SMOKE_TEST", "BGB_LIMIT_FILES", "BGB_FORCE_MANIFEST_REBUILD",
                          *STAND_IN_SWITCHES):
@@ -125,7 +130,7 @@ class Lab:
             mp.setenv("EEG_ASSETS_STAND_IN_VOLUME", str(self.root / "volume"))
             mp.setenv("EEG_ASSETS_STAND_IN_RAW_VOLUME", str(self.root / "raw_volume"))
             mp.setenv("EEG_ASSETS_STAND_IN_SERVER", str(self.root / "server"))
-            result = dg.materialize(defs, instance=self.instance, partition_key=partition,
+            result = dg.materialize(defs, instance=self.instance, partition_key=key,
                                     selection=dg.AssetSelection.assets(asset),
                                     resources=build_resources(self.settings),
                                     raise_on_error=False)
@@ -191,7 +196,7 @@ def local(tmp_path_factory) -> Lab:
 
 
 def split_dir(lab: Lab, split: str) -> Path:
-    return lab.results / "evaluation" / split
+    return lab.results / "evaluation" / EXPERIMENT / split
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,7 +312,7 @@ def test_eval_applies_the_threshold_chosen_on_val(local):
 def test_all_checks_pass_for_the_partition(local, split):
     checks = checks_of(local.runs[("model_evaluation", split)])
     assert set(checks) == CHECKS
-    assert {check.partition for check in checks.values()} == {split}
+    assert {check.partition for check in checks.values()} == {f"{EXPERIMENT}|{split}"}
     assert all(check.passed for check in checks.values()), {
         name: check.metadata for name, check in checks.items()}
 
@@ -315,7 +320,8 @@ def test_all_checks_pass_for_the_partition(local, split):
 def test_val_numbers_agree_with_training_validation_at_the_training_threshold(local):
     """Training validated the same model on the same references: at its threshold the three
     scorers' figures equal model_evaluation[val]'s sweep at that threshold."""
-    summary = json.loads((local.results / "trained_model" / "training_summary.json").read_text())
+    summary = json.loads((local.results / "trained_model" / EXPERIMENT /
+                          "training_summary.json").read_text())
     trained = summary["best_metrics"]
     scores = json.loads((split_dir(local, "val") / "scores.json").read_text())
     (row,) = [row for row in scores["sweep"] if row["threshold"] == TRAINING.threshold]
@@ -337,27 +343,27 @@ def test_eval_before_val_fails_clearly(tmp_path):
     result = lab.run("model_evaluation", "eval")
     assert not result.success
     message = failure_of(result)
-    assert ("model_evaluation[eval] applies the threshold chosen on val, and "
-            "model_evaluation[val] has not been materialized") in message, message
+    assert (f"model_evaluation[{EXPERIMENT}|eval] applies the threshold chosen on val, and "
+            f"model_evaluation[{EXPERIMENT}|val] has not been materialized") in message, message
     assert not (lab.results / "evaluation").exists()
 
 
 def test_eval_refuses_a_threshold_chosen_for_another_model(local):
     local.instance.report_runless_asset_event(dg.AssetMaterialization(
-        "model_evaluation", partition="val",
+        "model_evaluation", partition=f"{EXPERIMENT}|val",
         metadata={"threshold": 0.35, "model_version": "other:0123", "max_fa_per_24h": 1e6}))
     try:
         result = local.run("model_evaluation", "eval")
         assert not result.success
-        assert ("model_evaluation[val] chose its threshold for trained_model version other:0123"
-                in failure_of(result))
+        assert (f"model_evaluation[{EXPERIMENT}|val] chose its threshold for trained_model "
+                "version other:0123" in failure_of(result))
     finally:  # the module's later tests read val's real materialization again
         assert local.run("model_evaluation", "val").success
 
 
 def test_a_checkpoint_other_than_the_materialized_model_is_refused(local):
     """best.pt overwritten behind Dagster (another training's inputs): the process refuses it."""
-    best = local.results / "trained_model" / "best.pt"
+    best = local.results / "trained_model" / EXPERIMENT / "best.pt"
     saved = best.read_bytes()
     checkpoint = torch.load(best, weights_only=True)
     checkpoint["data_versions"] = {**checkpoint["data_versions"], "val_index": "elsewhere"}
@@ -377,7 +383,7 @@ def test_evaluation_without_a_trained_model_fails_before_launching(tmp_path):
     lab = make_lab(tmp_path)
     result = lab.run("model_evaluation", "val")
     assert not result.success
-    assert "trained_model has not been materialized" in failure_of(result)
+    assert f"trained_model[{EXPERIMENT}] has not been materialized" in failure_of(result)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -400,15 +406,15 @@ def test_modal_evaluation_writes_under_the_volume(on_modal):
     context = decode_param(calls[1]["call"]["pipes_env"]["DAGSTER_PIPES_CONTEXT"])
     request = context["data"]["extras"]["request"]
     assert request["cache_dir"] == "/results/cache/tusz/val"
-    assert request["checkpoint"] == "/results/trained_model/best.pt"
-    assert request["out_dir"] == "/results/evaluation/val"
+    assert request["checkpoint"] == f"/results/trained_model/{EXPERIMENT}/best.pt"
+    assert request["out_dir"] == f"/results/evaluation/{EXPERIMENT}/val"
     assert request["index"]["path"] == "/results/cache/tusz/val/_dataset_index.json"
-    folder = on_modal.root / "volume" / "evaluation" / "val"
+    folder = on_modal.root / "volume" / "evaluation" / EXPERIMENT / "val"
     assert {p.name for p in folder.iterdir()} >= {"hyp", "ref", "ref.list", "hyp.list",
                                                   "scores.json"}
     assert not (on_modal.root / "results" / "evaluation").exists()
     meta = metadata_of(on_modal.runs[("model_evaluation", "val")])
-    assert Path(meta["hyp_list"]) == Path("/results/evaluation/val/hyp.list")
+    assert Path(meta["hyp_list"]) == Path(f"/results/evaluation/{EXPERIMENT}/val/hyp.list")
     assert all(check.passed for check in checks_of(
         on_modal.runs[("model_evaluation", "val")]).values())
 

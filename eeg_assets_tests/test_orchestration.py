@@ -67,20 +67,25 @@ def _manifest_refs(cache_dir: Path) -> dict[str, list[dict]]:
 def test_definitions_wire_the_chain_partitions_versions_and_blocking_checks():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_edf_recordings", *CHAIN, "trained_model", "model_evaluation"}
+    assert keys == {"raw_edf_recordings", *CHAIN, "experiments", "trained_model",
+                    "model_evaluation", "model_comparison"}
     split_keys = ["train", "val", "eval"]
     for name in ("raw_edf_recordings", *CHAIN):
         assert graph.get(dg.AssetKey(name)).partitions_def.get_partition_keys() == split_keys
-    assert graph.get(dg.AssetKey("trained_model")).partitions_def is None
+    experiments = ["sample", "seizure_transformer"]  # the repository's experiments/ folder
+    for name in ("experiments", "trained_model"):
+        assert graph.get(dg.AssetKey(name)).partitions_def.get_partition_keys() == experiments
     assert graph.get(dg.AssetKey("model_evaluation")).partitions_def.get_partition_keys() == [
-        "val", "eval"]
+        f"{experiment}|{split}" for experiment in experiments for split in ("val", "eval")]
+    assert graph.get(dg.AssetKey("model_comparison")).partitions_def is None
     # linked partition to partition
     parents = {name: {p.to_user_string() for p in graph.get(dg.AssetKey(name)).parent_keys}
-               for name in (*CHAIN, "trained_model", "model_evaluation")}
+               for name in (*CHAIN, "trained_model", "model_evaluation", "model_comparison")}
     assert parents == {"npz_windows": {"raw_edf_recordings"}, "dataset_index": {"npz_windows"},
                        "manifest": {"dataset_index"}, "balanced_dataset": {"manifest"},
-                       "trained_model": {"balanced_dataset", "dataset_index"},
-                       "model_evaluation": {"trained_model", "dataset_index"}}
+                       "trained_model": {"experiments", "balanced_dataset", "dataset_index"},
+                       "model_evaluation": {"trained_model", "dataset_index"},
+                       "model_comparison": {"model_evaluation", "trained_model"}}
     for name in (*CHAIN, "trained_model", "model_evaluation"):
         assert _code_version(name), f"{name} has no code_version"
     raw = graph.get(dg.AssetKey("raw_edf_recordings"))
@@ -88,7 +93,8 @@ def test_definitions_wire_the_chain_partitions_versions_and_blocking_checks():
     # the checks the design lists, blocking where they guard training
     assert {key.name for key in graph.asset_check_keys} == ALL_CHECKS | {
         "checkpoint_reproduces_metrics", "metrics_finite", "one_hypothesis_per_reference",
-        "durations_match_references", "files_reproduce_scores", "scores_finite"}
+        "durations_match_references", "files_reproduce_scores", "tsv_files_reproduce_scores",
+        "scores_finite"}
     specs = [spec for checks_def in defs.asset_checks for spec in checks_def.check_specs]
     assert {spec.name for spec in specs} == ALL_CHECKS
     assert {spec.name: spec.asset_key.to_user_string() for spec in specs} == {

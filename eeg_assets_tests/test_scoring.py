@@ -2,21 +2,24 @@
 
 The sample figures are the ones NEDC EEG Eval v6.0.0 prints for its 30 shipped pairs
 (eeg_assets_tests/data/nedc_sample/README.md). The small cases' expected values are worked out by hand from
-the definitions in the comments; SzCORE is compared with ``timescoring`` called directly.
+the definitions in the comments; SzCORE is compared with ``timescoring`` called directly, and its
+per-subject averages with what SzCORE's own ``szcore-evaluation`` 0.0.7 printed for the same files.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from timescoring.annotations import Annotation
 from timescoring.scoring import EventScoring
 
 from eeg_assets.lib.scoring import (
-    RecordingEvents, ScoreReport, ScoringError, merge_events, read_events, read_pairs,
-    score_overlap, score_paths, score_recording, score_szcore, score_taes,
+    TSV_COLUMNS, RecordingEvents, ScoreReport, ScoringError, merge_events, read_events,
+    read_pairs, score_overlap, score_paths, score_recording, score_szcore, score_taes,
+    subject_of, tsv_path, write_events_tsv,
 )
 from eeg_assets.lib.scoring.events import pair_files
 from eeg_assets.synthetic.edf_writer import Event, write_annotation
@@ -356,3 +359,224 @@ def test_folder_with_list_and_missing_paths(tmp_path, run_cli):
     result = run_cli("score", "--ref", tmp_path / "ref", "--hyp", tmp_path / "missing")
     assert result.returncode == 2
     assert "no such folder or file" in result.stderr and "missing" in result.stderr
+
+
+
+# --------------------------------------------------------------------------------------------
+# SzCORE's format (HED-SCORE *_events.tsv) and its per-subject averages
+# --------------------------------------------------------------------------------------------
+
+#: What szcore-evaluation 0.0.7 (``python -m szcore_evaluation ref hyp out.json``, its
+#: "event_results", on Python 3.12) printed for the NEDC sample as ``_as_tsv_folders`` writes it:
+#: 19 subjects, each figure NumPy's nanmean / nanstd over them.
+SZCORE_EVALUATION_SAMPLE = {
+    "sensitivity": 0.9096377306903622, "sensitivity_std": 0.20887037264658725,
+    "precision": 0.9924812030075189, "precision_std": 0.031899554038490874,
+    "f1": 0.9351503759398496, "f1_std": 0.1500996051226259,
+    "fa_per_24h": 0.6314912402517194, "fa_per_24h_std": 2.679190429451365,   # its "fpRate"
+}
+
+
+def _as_tsv_folders(source: Path, target: Path) -> Path:
+    """The .csv_bi files of ``source/{ref,hyp}`` as SzCORE TSV files under ``target``, in the
+    subject folders szcore-evaluation reads (``sub-<patient>/<stem>_events.tsv``)."""
+    for kind in ("ref", "hyp"):
+        for path in sorted((source / kind).glob("*.csv_bi")):
+            events = read_events(path)
+            write_events_tsv(tsv_path(target / kind, path.stem, subject_of(path.stem)),
+                             events.duration_s, events.seizures)
+    return target
+
+
+def _without_names(out: dict) -> dict:
+    return {key: value for key, value in out.items() if key != "files"}
+
+
+def test_tsv_folders_give_the_figures_of_the_csv_bi_folders(nedc_sample, tmp_path, run_cli):
+    tsv = _as_tsv_folders(nedc_sample, tmp_path)
+    assert (tsv / "ref" / "sub-aaaaaasf" / "aaaaaasf_s001_t000_events.tsv").is_file()
+    from_tsv = run_cli("score", "--ref", tsv / "ref", "--hyp", tsv / "hyp", "--json",
+                       "--per-file")
+    from_csv_bi = run_cli("score", "--ref", nedc_sample / "ref", "--hyp", nedc_sample / "hyp",
+                          "--json", "--per-file")
+    assert from_tsv.returncode == 0 and from_csv_bi.returncode == 0, from_tsv.stderr
+    tsv_out, csv_bi_out = json.loads(from_tsv.stdout), json.loads(from_csv_bi.stdout)
+    _assert_nedc_figures(tsv_out["overlap"], tsv_out["taes"])
+    assert _without_names(tsv_out) == _without_names(csv_bi_out)   # pooled and per subject
+    for from_file, expected in zip(tsv_out["files"], csv_bi_out["files"]):
+        assert Path(from_file["ref"]).name == Path(expected["ref"]).name.replace(
+            ".csv_bi", "_events.tsv")
+        assert {k: v for k, v in from_file.items() if k not in ("ref", "hyp")} == \
+            {k: v for k, v in expected.items() if k not in ("ref", "hyp")}
+    # the text report too, line for line but for nothing
+    text_tsv = run_cli("score", "--ref", tsv / "ref", "--hyp", tsv / "hyp")
+    text_csv_bi = run_cli("score", "--ref", nedc_sample / "ref", "--hyp", nedc_sample / "hyp")
+    assert text_tsv.stdout == text_csv_bi.stdout
+
+
+def test_szcore_per_subject_equals_szcore_evaluation_on_the_nedc_sample(nedc_sample, tmp_path):
+    tsv = _as_tsv_folders(nedc_sample, tmp_path)
+    for ref, hyp in ((nedc_sample / "ref", nedc_sample / "hyp"), (tsv / "ref", tsv / "hyp")):
+        per_subject = score_paths(ref, hyp).per_subject()
+        assert per_subject["subjects"] == 19
+        assert {k: per_subject[k] for k in SZCORE_EVALUATION_SAMPLE} == pytest.approx(
+            SZCORE_EVALUATION_SAMPLE, rel=1e-12)
+        # the subjects' counts add up to the pooled SzCORE counts
+        report = score_paths(ref, hyp)
+        rows = per_subject["by_subject"]
+        for key in ("targets", "hits", "false_alarms", "duration_s"):
+            assert sum(row[key] for row in rows) == pytest.approx(
+                report.totals["szcore"].as_dict()[key])
+        assert sum(row["recordings"] for row in rows) == 30
+        assert rows[0]["subject"] == "aaaaates" and rows[0]["false_alarms"] == 1
+
+
+def _hand_recordings() -> list[tuple[RecordingEvents, RecordingEvents]]:
+    """Three patients. p1: two 1000 s recordings, one seizure each, one detected, one missed
+    with a false alarm far from it. p2: 1000 s without seizures, one false alarm. p3: 500 s,
+    one seizure, nothing detected."""
+    def pair(name, duration, ref, hyp):
+        return (RecordingEvents.from_intervals(name, duration, ref),
+                RecordingEvents.from_intervals(name, duration, hyp))
+    return [pair("p1_s001_t000", 1000, [(100, 150)], [(120, 130)]),
+            pair("p1_s001_t001", 1000, [(100, 150)], [(500, 510)]),
+            pair("p2_s003_t000", 1000, [], [(300, 310)]),
+            pair("p3_s001_t002", 500, [(100, 150)], [])]
+
+
+def test_szcore_per_subject_by_hand(tmp_path, run_cli):
+    report = ScoreReport()
+    for ref, hyp in _hand_recordings():
+        report.add(ref, hyp)
+    # szcore-evaluation 0.0.7 printed these averages for the TSV files written below.
+    # Subjects, by timescoring's definitions (szcore-evaluation's):
+    #   p1: targets 2, hits 1, FA 1, 2000 s: sensitivity 1/2, precision 1/2,
+    #       F1 2*1 / (2*1 + 1 + 1) = 1/2, FA/24h 86400/2000 = 43.2
+    #   p2: targets 0, FA 1, 1000 s: sensitivity undefined, precision 0, F1 0 / (0+1+0) = 0,
+    #       FA/24h 86.4
+    #   p3: targets 1, hits 0, no FA: sensitivity 0, precision undefined, F1 0 / (0+0+1) = 0,
+    #       FA/24h 0
+    per_subject = report.per_subject()
+    assert per_subject["subjects"] == 3
+    assert per_subject["sensitivity"] == pytest.approx(0.25)          # mean of 1/2, 0
+    assert per_subject["sensitivity_std"] == pytest.approx(0.25)
+    assert per_subject["precision"] == pytest.approx(0.25)            # mean of 1/2, 0
+    assert per_subject["f1"] == pytest.approx(1 / 6)                  # mean of 1/2, 0, 0
+    assert per_subject["f1_std"] == pytest.approx(math.sqrt(1 / 18))
+    assert per_subject["fa_per_24h"] == pytest.approx(43.2)           # mean of 43.2, 86.4, 0
+    assert per_subject["fa_per_24h_std"] == pytest.approx(43.2 * math.sqrt(2 / 3))
+    # Most false alarms first (p1 and p2 have one each: the higher rate first).
+    rows = per_subject["by_subject"]
+    assert [(r["subject"], r["recordings"], r["targets"], r["hits"], r["false_alarms"])
+            for r in rows] == [("p2", 1, 0, 0, 1), ("p1", 2, 2, 1, 1), ("p3", 1, 1, 0, 0)]
+    assert math.isnan(rows[0]["sensitivity"]) and rows[0]["f1"] == 0
+    assert math.isnan(rows[2]["precision"]) and rows[2]["f1"] == 0
+    # Pooled, NEDC's way, the same counts give other figures: 1 hit of 3 seizures, 2 FA in 3500 s.
+    pooled = report.totals["szcore"]
+    assert pooled.sensitivity == pytest.approx(1 / 3)
+    assert pooled.fa_per_24h == pytest.approx(2 * 86400 / 3500)
+
+    # The score command reads the same from TSV files, and prints and writes the averages.
+    for ref, hyp in _hand_recordings():
+        write_events_tsv(tsv_path(tmp_path / "ref", ref.name, subject_of(ref.name)),
+                         ref.duration_s, ref.seizures)
+        write_events_tsv(tsv_path(tmp_path / "hyp", hyp.name, subject_of(hyp.name)),
+                         hyp.duration_s, hyp.seizures)
+    result = run_cli("score", "--ref", tmp_path / "ref", "--hyp", tmp_path / "hyp", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)["szcore_per_subject"]
+    assert {k: v for k, v in out.items() if k != "by_subject"} == pytest.approx(
+        {k: v for k, v in per_subject.items() if k != "by_subject"})
+    assert out["by_subject"][0]["sensitivity"] is None        # JSON null, not NaN
+    text = run_cli("score", "--ref", tmp_path / "ref", "--hyp", tmp_path / "hyp").stdout
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
+    assert rows["mean"][1:] == ["25.0000%", "25.0000%", "16.6667%", "43.2000"]
+    assert rows["std"][1:] == ["25.0000%", "25.0000%", "23.5702%", "35.2727"]
+    assert "Subjects with the most false alarms (SzCORE; 2 of 3)" in text
+    assert rows["p2"][1:] == ["1", "0", "0", "1", "n/a", "0.0000%", "0.0000%", "86.4000"]
+    assert "p3" not in rows                                   # no false alarm: not listed
+
+
+@pytest.mark.parametrize("name, subject", [
+    ("aaaaaqhs_s001_t000", "aaaaaqhs"), ("aaaaaqhs_s001_t000.csv_bi", "aaaaaqhs"),
+    ("/x/sub-aaaaaqhs/aaaaaqhs_s001_t000_events.tsv", "aaaaaqhs"),
+    ("sub-01_ses-01_task-szMonitoring_run-01_events.tsv", "01"), ("plain", "plain")])
+def test_the_subject_is_the_patient_id_or_the_bids_subject(name, subject):
+    assert subject_of(name) == subject
+
+
+def test_tsv_as_epilepsy2bids_writes_it_is_read(tmp_path):
+    # epilepsy2bids 0.0.7 Annotations.saveTsv: 2 decimals, "n/a", HED-SCORE seizure types; its
+    # TUSZ conversion keeps the bckg rows between seizures.
+    path = tmp_path / "sub-000_ses-00_task-szMonitoring_run-01_events.tsv"
+    path.write_text("\t".join(TSV_COLUMNS) + "\n"
+                    "0.00\t42.28\tbckg\t1.00\tn/a\t2003-01-01 10:00:00\t1289.00\n"
+                    "42.28\t39.50\tsz_foc_ia\t1.00\tn/a\t2003-01-01 10:00:00\t1289.00\n"
+                    "81.78\t52.02\tbckg\t1.00\tn/a\t2003-01-01 10:00:00\t1289.00\n"
+                    "133.80\t28.31\tsz\tn/a\tFp1,F7\t2003-01-01 10:00:00\t1289.00\n")
+    events = read_events(path)
+    assert events.duration_s == 1289.0
+    assert events.seizures == ((42.28, 81.78), (133.8, 162.11))
+    assert subject_of(path.name) == "000"
+
+
+def test_a_recording_without_seizures_is_one_bckg_row(tmp_path):
+    path = write_events_tsv(tmp_path / "r_events.tsv", 60.0, [])
+    assert path.read_text().splitlines() == [
+        "onset\tduration\teventType\tconfidence\tchannels\tdateTime\trecordingDuration",
+        "0.0000\t60.0000\tbckg\tn/a\tn/a\tn/a\t60.0000"]
+    assert read_events(path) == RecordingEvents(str(path), 60.0, ())
+
+
+HEADER = "\t".join(TSV_COLUMNS)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty file"),
+    ("onset\tduration\teventType\n0\t10\tsz\n", r"line 1: no column recordingDuration"),
+    (HEADER + "\n", "no event rows, so no recordingDuration"),
+    (HEADER + "\nten\t5\tsz\tn/a\tn/a\tn/a\t100\n", "line 2: onset is not a number: 'ten'"),
+    (HEADER + "\n1\t5\tsz\tn/a\tn/a\n", "line 2: 5 tab-separated fields, the header has 7"),
+    (HEADER + "\n1\t5\tspike\tn/a\tn/a\tn/a\t100\n",
+     "line 2: eventType 'spike' is neither bckg nor a seizure type"),
+    (HEADER + "\n1\t5\tsz\tn/a\tn/a\tn/a\t100\n20\t5\tsz\tn/a\tn/a\tn/a\t90\n",
+     "line 3: recordingDuration 90 s, but line 2 says 100 s"),
+    (HEADER + "\n1\t0\tsz\tn/a\tn/a\tn/a\t100\n", r"line 2: invalid seizure event"),
+    (HEADER + "\n0\t0\tbckg\tn/a\tn/a\tn/a\t0\n", "duration must be a positive"),
+])
+def test_malformed_tsv_is_named_with_its_line(tmp_path, run_cli, text, message):
+    write_events_tsv(tmp_path / "ref" / "a_events.tsv", 100.0, [(10, 20)])
+    (tmp_path / "hyp").mkdir()
+    (tmp_path / "hyp" / "a_events.tsv").write_text(text)
+    with pytest.raises(ScoringError, match=message):
+        read_events(tmp_path / "hyp" / "a_events.tsv")
+    result = run_cli("score", "--ref", tmp_path / "ref", "--hyp", tmp_path / "hyp")
+    assert result.returncode == 1
+    assert str(tmp_path / "hyp" / "a_events.tsv") in result.stderr
+
+
+def test_a_pair_in_two_formats_is_refused_naming_both_files(tmp_path, run_cli):
+    write_events_tsv(tmp_path / "ref" / "a_events.tsv", 100.0, [(10, 20)])
+    write_annotation(tmp_path / "hyp" / "a.csv_bi", 100, [(10, 20)])
+    result = run_cli("score", "--ref", tmp_path / "ref", "--hyp", tmp_path / "hyp")
+    assert result.returncode == 1
+    assert f"{tmp_path / 'ref' / 'a_events.tsv'} (SzCORE HED-SCORE .tsv) is paired with " \
+           f"{tmp_path / 'hyp' / 'a.csv_bi'} (NEDC .csv_bi/.csv)" in result.stderr
+    (tmp_path / "ref.list").write_text(f"{tmp_path / 'ref' / 'a_events.tsv'}\n")
+    (tmp_path / "hyp.list").write_text(f"{tmp_path / 'hyp' / 'a.csv_bi'}\n")
+    with pytest.raises(ScoringError, match="give references and hypotheses in the same format"):
+        score_paths(tmp_path / "ref.list", tmp_path / "hyp.list")
+    # one recording in both formats in one folder is ambiguous
+    write_annotation(tmp_path / "ref" / "a.csv_bi", 100, [(10, 20)])
+    with pytest.raises(ScoringError, match=r"a\.csv_bi and .*a_events\.tsv are the same "
+                                           r"recording in two formats"):
+        score_paths(tmp_path / "ref", tmp_path / "hyp")
+
+
+def test_tsv_list_files_pair_by_position(tmp_path):
+    one = write_events_tsv(tmp_path / "one_events.tsv", 100.0, [(10, 20)])
+    two = write_events_tsv(tmp_path / "two_events.tsv", 100.0, [(50, 60, 0.7)])
+    (tmp_path / "ref.list").write_text(f"{one}\n{two}\n")
+    (tmp_path / "hyp.list").write_text(f"{one}\n{one}\n")
+    overlap = score_paths(tmp_path / "ref.list", tmp_path / "hyp.list").totals["overlap"]
+    assert (overlap.hits, overlap.misses, overlap.false_alarms) == (1, 1, 1)

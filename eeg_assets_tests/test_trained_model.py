@@ -33,6 +33,7 @@ from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
 from eeg_assets.lib.dataset.index import update_index
 from eeg_assets.lib.dataset.manifest import update_manifest
 from eeg_assets.lib.files import content_version
+from eeg_assets.lib.model.experiment import Experiment
 from eeg_assets.lib.model.training import TrainConfig, load_checkpoint
 from eeg_assets.orchestration import build_resources, modal_launch, training
 from eeg_assets.settings import Settings
@@ -57,6 +58,14 @@ SEED_LOG_LINES = ("[DATASET] BalancedSeizureDataset:", "[DATASET] Seizure ratio:
 CHECKS = {"checkpoint_reproduces_metrics", "metrics_finite"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STAND_IN = "stand_in_modal:StandInModal"
+EXPERIMENT = "test"
+
+
+def experiment_of(settings: Settings, name: str = EXPERIMENT) -> Experiment:
+    """An experiment with the settings' training configuration (no file: tests build their
+    TrainConfig in code)."""
+    return Experiment(name=name, path=Path(f"/nonexistent/{name}.toml"), train=settings.train,
+                      max_fa_per_24h=settings.eval_max_fa_per_24h, file_version="")
 STAND_IN_SWITCHES = ("EEG_ASSETS_STAND_IN_PREEMPT", "EEG_ASSETS_STAND_IN_DEPLOYED_VERSION",
                      "EEG_ASSETS_STAND_IN_NO_TOKEN", "EEG_ASSETS_STAND_IN_DISCONNECTED",
                      "EEG_ASSETS_STAND_IN_INTERRUPT")
@@ -158,8 +167,9 @@ def materialize(tmp: Path, backend: str = "local", env: dict[str, str] | None = 
         mp.setenv("EEG_ASSETS_STAND_IN_SERVER", str(tmp / "server"))
         for name, value in (env or {}).items():
             mp.setenv(name, value)
-        result = dg.materialize([training.build_trained_model(settings)], instance=instance,
-                                resources=build_resources(settings), raise_on_error=False)
+        result = dg.materialize([training.build_trained_model(settings, [experiment_of(settings)])],
+                                instance=instance, resources=build_resources(settings),
+                                partition_key=EXPERIMENT, raise_on_error=False)
     entries = instance.all_logs(result.run_id)
     pipes_exceptions = [
         entry.dagster_event.engine_event_data.error.to_string() for entry in entries
@@ -228,7 +238,7 @@ def assert_seed_lines(logs: list[str]) -> None:
 # ------------------------------------------------------------------------------------------------
 
 def test_local_launcher_materializes_model_with_metadata_and_files(local_run):
-    assert_trained(local_run, local_run.results_root / "trained_model")
+    assert_trained(local_run, local_run.results_root / "trained_model" / EXPERIMENT)
 
 
 def test_training_consumes_the_pinned_upstream_files_and_records_their_versions(local_run):
@@ -262,7 +272,7 @@ def test_local_launcher_logs_the_seed_lines_into_the_run(local_run):
 def test_smoke_test_and_forced_manifest_rebuild_flags(tmp_path):
     run = materialize(tmp_path,
                       env={"BGB_SMOKE_TEST": "1", "BGB_FORCE_MANIFEST_REBUILD": "1"})
-    assert_trained(run, tmp_path / "results" / "trained_model")
+    assert_trained(run, tmp_path / "results" / "trained_model" / EXPERIMENT)
     assert "[DATASET] Using the first 3 of 4 files (BGB_SMOKE_TEST=1)" in run.logs
     assert any(line.startswith("[MANIFEST] rebuilt manifest.json (BGB_FORCE_MANIFEST_REBUILD=1)")
                for line in run.logs), run.logs
@@ -313,11 +323,11 @@ def test_a_file_changed_behind_dagster_is_refused_before_launching(tmp_path):
 # Modal backend with the stand-in for Modal's servers
 # ------------------------------------------------------------------------------------------------
 
-MODAL_OUT = Path("/results/trained_model")
+MODAL_OUT = Path("/results/trained_model") / EXPERIMENT
 
 
 def test_modal_backend_materializes_model_with_metadata_and_files(modal_run):
-    assert_trained(modal_run, MODAL_OUT, modal_run.results_root / "trained_model")
+    assert_trained(modal_run, MODAL_OUT, modal_run.results_root / "trained_model" / EXPERIMENT)
     assert_seed_lines(modal_run.logs)
 
 
@@ -328,7 +338,7 @@ def test_modal_backend_spawns_one_call_with_the_volume_paths_and_records_it(moda
     request = context["data"]["extras"]["request"]
     assert request["train_cache"] == "/results/cache/tusz/train"
     assert request["val_cache"] == "/results/cache/tusz/val"
-    assert request["out_dir"] == "/results/trained_model"
+    assert request["out_dir"] == f"/results/trained_model/{EXPERIMENT}"
     assert request["train"] == SHORT_TRAINING.to_dict()
     assert f"spawned Modal call {call['id']} (eeg-assets-train.train); a retried step " \
         "re-attaches to it" in modal_run.logs
@@ -354,7 +364,7 @@ def test_modal_and_local_backends_report_the_same_training(local_run, modal_run)
 def test_modal_backend_forwards_the_seed_flags(tmp_path):
     run = materialize(tmp_path, "modal",
                       env={"BGB_SMOKE_TEST": "1", "BGB_FORCE_MANIFEST_REBUILD": "1"})
-    assert_trained(run, MODAL_OUT, tmp_path / "volume" / "trained_model")
+    assert_trained(run, MODAL_OUT, tmp_path / "volume" / "trained_model" / EXPERIMENT)
     assert "[DATASET] Using the first 3 of 4 files (BGB_SMOKE_TEST=1)" in run.logs
     assert any(line.startswith("[MANIFEST] rebuilt manifest.json (BGB_FORCE_MANIFEST_REBUILD=1)")
                for line in run.logs), run.logs
@@ -366,7 +376,7 @@ def test_a_preempted_training_resumes_from_its_last_committed_epoch(tmp_path):
     two_epochs = replace(SHORT_TRAINING, epochs=2)
     run = materialize(tmp_path, "modal", env={"EEG_ASSETS_STAND_IN_PREEMPT": "train"},
                       train=two_epochs)
-    assert_trained(run, MODAL_OUT, tmp_path / "volume" / "trained_model", epochs=2)
+    assert_trained(run, MODAL_OUT, tmp_path / "volume" / "trained_model" / EXPERIMENT, epochs=2)
     (call,) = StandInModal(server=tmp_path / "server").calls()
     assert json.loads((tmp_path / "server" / "calls" / f"{call['id']}.attempts").read_text()) == 2
     assert any("the Modal container was restarted (attempt 2)" in line for line in run.logs)
@@ -385,7 +395,7 @@ def test_a_lost_connection_leaves_the_call_running_and_the_next_run_reattaches(t
     assert not lost.result.success
     assert "materialize again to re-attach to it" in lost.failure_message()
     again = materialize(tmp_path, "modal", instance=instance)
-    assert_trained(again, MODAL_OUT, tmp_path / "volume" / "trained_model")
+    assert_trained(again, MODAL_OUT, tmp_path / "volume" / "trained_model" / EXPERIMENT)
     (call,) = StandInModal(server=tmp_path / "server").calls()  # one paid job
     assert f"re-attaching to Modal call {call['id']} (eeg-assets-train.train, started by run " \
         f"{lost.result.run_id}): no second job" in again.logs

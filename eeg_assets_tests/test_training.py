@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from eeg_assets.lib.model import training
 from eeg_assets.lib.cache.references import Reference, SplitReferences
+from eeg_assets.lib.model.factory import DEFAULT_FACTORY, ModelSpec
 from eeg_assets.lib.model.network import ModelConfig
 from eeg_assets.lib.model.training import (
     BEST_CHECKPOINT,
@@ -37,8 +38,8 @@ POS_WEIGHT = 1.39
 CONFIG = TrainConfig(
     epochs=4, batch_size=4, eval_batch_size=16, lr=1e-2, seed=7, device="cpu", cpu_threads=1,
     threshold=0.5, merge_gap_s=1.0, min_event_s=1.0,
-    model=ModelConfig(base_channels=8, depth=2, bottleneck_blocks=1, attention_heads=2,
-                      dropout=0.1),
+    model=ModelSpec(DEFAULT_FACTORY, dict(base_channels=8, depth=2, bottleneck_blocks=1,
+                                          attention_heads=2, dropout=0.1)),
 )
 DATA_VERSIONS = {"cache": "c0ffee", "balance": "b0a7"}
 
@@ -169,7 +170,7 @@ def test_checkpoints_carry_what_a_later_run_needs(baseline):
     assert result.last_checkpoint == out_dir / LAST_CHECKPOINT
     model, best = load_checkpoint(result.best_checkpoint)
     assert not model.training
-    assert model.config == CONFIG.model
+    assert model.config == ModelConfig(**CONFIG.model.params)
     assert best["epoch"] == result.best_epoch
     assert best["metrics"] == result.best_metrics
     assert TrainConfig.from_dict(best["train_config"]) == CONFIG
@@ -301,7 +302,8 @@ def test_config_version_is_stable_and_tracks_what_is_learned():
     assert TrainConfig().version() == TrainConfig().version()
     assert len(TrainConfig().version()) == 16
     assert TrainConfig(lr=1e-4).version() != TrainConfig().version()
-    assert TrainConfig(model=ModelConfig(attention=False)).version() != TrainConfig().version()
+    assert (TrainConfig(model=ModelSpec(DEFAULT_FACTORY, {"attention": False})).version()
+            != TrainConfig().version())
     assert TrainConfig(num_workers=4, cpu_threads=1).version() == TrainConfig().version()
     assert TrainConfig.from_dict(CONFIG.to_dict()) == CONFIG
 

@@ -1,7 +1,8 @@
 """The thin Dagster layer: partitions, assets, checks, sensors, and :func:`build_defs`.
 
 Modules: ``assets`` (the cache chain), ``checks_cache`` / ``checks_dataset`` (its asset checks),
-``training`` (``trained_model``), ``evaluation`` (``model_evaluation`` on val and eval), ``raw``
+``training`` (``experiments`` and ``trained_model``, by experiment), ``evaluation``
+(``model_evaluation``, by experiment and split), ``comparison`` (``model_comparison``), ``raw``
 (``raw_edf_recordings``, observed), ``sensors`` (the raw-drop sensor), ``partitions``,
 ``backend`` (the ``backend`` resource: where the chain, training and evaluation run, local or
 Modal) and ``modal_launch`` (a spawned Modal call as a Pipes session). Every asset is a
@@ -10,10 +11,37 @@ thin call into :mod:`eeg_assets.lib`.
 
 import dagster as dg
 
-from eeg_assets.orchestration import assets, checks_cache, checks_dataset, evaluation, training
+from eeg_assets.lib.model.experiment import Experiment, ExperimentError, load_experiments
+from eeg_assets.orchestration import (
+    assets,
+    checks_cache,
+    checks_dataset,
+    comparison,
+    evaluation,
+    training,
+)
 from eeg_assets.orchestration.backend import backend_for
 from eeg_assets.orchestration.sensors import make_raw_edf_drop_sensor
 from eeg_assets.settings import Settings
+
+
+def load_experiments_of(settings: Settings) -> list[Experiment]:
+    """The experiment files of ``settings.experiments_dir``, resolved against the training
+    variables (their documented defaults).
+
+    Raises
+    ------
+    ExperimentError
+        A file that does not parse or names an unknown key or a bad value (the definitions do
+        not load, so nothing is trained), or a folder without experiments.
+    """
+    experiments = load_experiments(settings.experiments_dir, settings.train,
+                                   settings.eval_max_fa_per_24h)
+    if not experiments:
+        raise ExperimentError(f"no experiment files (*.toml) in {settings.experiments_dir} "
+                              "(EEG_ASSETS_EXPERIMENTS_DIR); the repository's experiments/ "
+                              "folder has sample.toml to start from")
+    return experiments
 
 
 def build_resources(settings: Settings) -> dict:
@@ -35,10 +63,13 @@ def build_defs(settings: Settings) -> dg.Definitions:
         description="Observe, build, index, manifest and balance one split (what the drop sensor "
                     "launches).",
     )
+    experiments = load_experiments_of(settings)
     return dg.Definitions(
         assets=[assets.raw_edf_recordings, *assets.build_cache_assets(settings),
-                training.build_trained_model(settings),
-                evaluation.build_model_evaluation(settings)],
+                training.build_experiments_asset(experiments),
+                training.build_trained_model(settings, experiments),
+                evaluation.build_model_evaluation(settings, experiments),
+                comparison.build_model_comparison(experiments)],
         asset_checks=dg.load_asset_checks_from_modules([checks_cache, checks_dataset]),
         jobs=[split_cache_job],
         sensors=[

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.errors import DagsterPipesExecutionError
 
 from eeg_assets.lib.cache.raw_upload import sync_raw
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
@@ -68,9 +69,11 @@ class Backend(dg.ConfigurableResource):
         """The outcome of the library check ``request`` names, run where the cache is."""
         raise NotImplementedError
 
-    def launch(self, context: dg.AssetExecutionContext, job: str,
-               request) -> dg.PipesClientCompletedInvocation:
-        """Run ``job`` (``train`` or ``evaluate``) with ``request`` as the Pipes extra."""
+    def launch(self, context: dg.AssetExecutionContext, job: str, request,
+               search_path: Path | None = None) -> dg.PipesClientCompletedInvocation:
+        """Run ``job`` (``train`` or ``evaluate``) with ``request`` as the Pipes extra;
+        ``search_path``: a folder the job imports a user's model factory from (the
+        experiments folder)."""
         raise NotImplementedError
 
     def cache_path(self, split: str) -> Path:
@@ -114,10 +117,18 @@ class LocalBackend(Backend):
         return run_check(request, Path(self.settings.raw_root), Path(self.settings.cache_root),
                          context.log)
 
-    def launch(self, context, job, request):
-        return dg.PipesSubprocessClient().run(
-            command=[sys.executable, "-m", JOBS[job]], context=context,
-            extras={"request": request.to_dict()})
+    def launch(self, context, job, request, search_path=None):
+        path = os.pathsep.join(filter(None, [str(search_path) if search_path else "",
+                                             os.environ.get("PYTHONPATH", "")]))
+        try:
+            return dg.PipesSubprocessClient(env={"PYTHONPATH": path} if path else None).run(
+                command=[sys.executable, "-m", JOBS[job]], context=context,
+                extras={"request": request.to_dict()})
+        except DagsterPipesExecutionError as exc:
+            # The process's own reason (e.g. a model that breaks the contract) is only in an
+            # engine event: say it in the failure a person reads first.
+            reason = _pipes_exception(context)
+            raise dg.Failure(f"{job} {exc}" + (f": {reason}" if reason else "")) from None
 
     def cache_path(self, split):
         return self.settings.cache_dir(split)
@@ -177,8 +188,10 @@ class ModalBackend(Backend):
                                {"check": request.to_dict()})
         return CheckOutcome.from_dict(_outcome(invocation, "check_outcome"))
 
-    def launch(self, context, job, request):
-        # The upstream scripts' flags are read where training runs: the container gets them.
+    def launch(self, context, job, request, search_path=None):
+        # A user's factory module must be importable in the image (inside the package): the
+        # container sees nothing of the experiments folder. The upstream scripts' flags are
+        # read where training runs: the container gets them.
         flags = {name: value for name, value in os.environ.items() if name.startswith("BGB_")}
         return self._run(context, TRAIN_APP, job, {"request": request.to_dict()}, flags=flags)
 
@@ -201,6 +214,17 @@ class ModalBackend(Backend):
 
     def raw_dir(self, split):
         return f"{RAW_ROOT}/{self.settings.split_folders[split]}"
+
+
+def _pipes_exception(context) -> str:
+    """The last exception the external process reported when it closed Pipes, one line."""
+    for entry in reversed(context.instance.all_logs(context.run.run_id)):
+        event = entry.dagster_event
+        if (event is not None and event.is_engine_event and "pipes closed with exception"
+                in entry.user_message and event.engine_event_data.error is not None):
+            error = event.engine_event_data.error
+            return f"{error.cls_name}: {error.message.strip()}"
+    return ""
 
 
 def _custom(invocation: dg.PipesClientCompletedInvocation) -> list[dict]:

@@ -16,7 +16,7 @@ from eeg_assets.remote.metadata import float_value
 
 #: The checks ``run_evaluation`` computes, in the order the asset declares them.
 CHECKS = ("one_hypothesis_per_reference", "durations_match_references", "files_reproduce_scores",
-          "scores_finite")
+          "tsv_files_reproduce_scores", "scores_finite")
 
 
 def _figures(summary: dict) -> dict:
@@ -31,6 +31,24 @@ def _figures(summary: dict) -> dict:
         for name in ("targets", "hits", "false_alarms"):
             metadata[f"{scorer}_{name}"] = float_value(counts[name])
     return metadata
+
+
+def _per_subject(summary: dict) -> dict:
+    """SzCORE averaged per subject (the SzCORE benchmark's way), beside the pooled figures."""
+    per_subject = summary.get("szcore_per_subject") or {}
+    if not per_subject:
+        return {}
+    rows = per_subject.get("by_subject") or []
+    return {
+        "szcore_subjects": {"raw_value": per_subject.get("subjects", len(rows)), "type": "int"},
+        **{f"szcore_subject_{name}": float_value(per_subject.get(name))
+           for name in ("sensitivity", "precision", "f1", "fa_per_24h")},
+        # subject -> false alarms, most first: who the detector troubles most
+        "szcore_subject_false_alarms": {"raw_value": {
+            row["subject"]: row["false_alarms"] for row in rows[:5]}, "type": "json"},
+        "ref_tsv_dir": {"raw_value": summary["paths"].get("ref_tsv_dir", ""), "type": "path"},
+        "hyp_tsv_dir": {"raw_value": summary["paths"].get("hyp_tsv_dir", ""), "type": "path"},
+    }
 
 
 def _sweep(summary: dict) -> list[dict]:
@@ -64,6 +82,7 @@ def _report(pipes: PipesContext, summary: dict) -> None:
             "recordings_excluded": {"raw_value": len(summary["excluded"]), "type": "int"},
             "excluded": {"raw_value": summary["excluded"], "type": "json"},
             "hours": float_value(metrics["hours"]),
+            **_per_subject(summary),
             "sweep": {"raw_value": _sweep(summary), "type": "json"},
             "model_version": {"raw_value": summary["model_version"], "type": "text"},
             "index_version": {"raw_value": summary["index_version"], "type": "text"},

@@ -9,10 +9,20 @@ the sweep (:mod:`eeg_assets.lib.model.evaluation`), and writes into ``out_dir``:
     ref/<bname>.csv_bi   the references: annotation events (.csv channels merged), its duration
     hyp/<bname>.csv_bi   the hypotheses at the operating threshold, one per reference
     ref.list, hyp.list   their absolute paths, in the same order: nedc_eeg_eval ref.list hyp.list
-    scores.json          totals of the three scorers, AUROC, the sweep, the threshold and its rule
+    ref_tsv/sub-<patient>/<bname>_events.tsv   the same references and hypotheses in SzCORE's
+    hyp_tsv/sub-<patient>/<bname>_events.tsv   HED-SCORE format (eeg_assets.lib.scoring.tsv):
+                         python -m szcore_evaluation ref_tsv hyp_tsv out.json
+    scores.json          totals of the three scorers, SzCORE averaged per subject (patient),
+                         AUROC, the sweep, the threshold and its rule
 
-It then reads the lists back through :func:`eeg_assets.lib.scoring.score_paths`, as the ``score``
-command does, and records whether the files give the figures it reports.
+It then reads the lists and the TSV folders back through
+:func:`eeg_assets.lib.scoring.score_paths`, as the ``score`` command does, and records whether the
+files give the figures it reports.
+
+Two ways to report, both in the summary: NEDC's, pooled over files (``overlap``, ``taes``,
+``szcore``: counts and durations summed, figures from the sums), and SzCORE's benchmark's,
+averaged per subject (``szcore_per_subject``: each patient's SzCORE figures, then their mean over
+patients, :mod:`eeg_assets.lib.scoring.subjects`).
 """
 
 from __future__ import annotations
@@ -27,18 +37,24 @@ from pathlib import Path
 
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.dataset.pinned import PinnedFile, StaleInputError, pinned_index
+from eeg_assets.lib.dataset.splits import patient_id
 from eeg_assets.lib.dataset.torch_datasets import EEGWindowDataset
 from eeg_assets.lib.files import write_bytes_atomic
 from eeg_assets.lib.model.evaluation import ValidationAccumulator, non_finite_figures
+from eeg_assets.lib.model.hypotheses import Event, write_events_tsv
 from eeg_assets.lib.model.operating_point import SWEEP_THRESHOLDS, ThresholdRule
 from eeg_assets.lib.model.train_run import model_version
 from eeg_assets.lib.model.training import load_checkpoint, score_checkpoint
-from eeg_assets.lib.scoring import SCORERS, ScoreReport, ScoringError, pair_files, read_events
+from eeg_assets.lib.scoring import (
+    SCORERS, SUBJECT_FIGURES, ScoreReport, ScoringError, pair_files, read_events, score_paths,
+    tsv_path,
+)
 from eeg_assets.lib.scoring.events import NEDC_DECIMALS
 
 SCORES_NAME = "scores.json"
 REF_DIR, HYP_DIR = "ref", "hyp"
 REF_LIST, HYP_LIST = "ref.list", "hyp.list"
+REF_TSV_DIR, HYP_TSV_DIR = "ref_tsv", "hyp_tsv"
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,65 @@ def _write_outputs(out_dir: Path, accumulator: ValidationAccumulator,
                            "".join(f"{p.resolve()}\n" for p in paths).encode())
         lists.append(out_dir / name)
     return lists[0], lists[1]
+
+
+def write_tsv_files(out_dir: Path, accumulator: ValidationAccumulator,
+                    threshold: float) -> tuple[list[Path], list[Path]]:
+    """The references and the hypotheses at ``threshold`` as SzCORE's ``*_events.tsv`` files.
+
+    ``<out_dir>/ref_tsv/sub-<patient>/<bname>_events.tsv`` and the same under ``hyp_tsv/``, one
+    pair per scored recording (the same events, durations and confidences as the ``.csv_bi``
+    files), the patient being the TUSZ patient id of the recording
+    (:func:`~eeg_assets.lib.dataset.splits.patient_id`). Leftovers of an earlier evaluation are
+    removed first.
+
+    Returns
+    -------
+    (refs, hyps) : two lists of Path
+        In bname order.
+    """
+    out_dir = Path(out_dir)
+    for folder in (REF_TSV_DIR, HYP_TSV_DIR):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
+    refs, hyps = [], []
+    for scored in sorted(accumulator.recordings, key=lambda r: r.bname):
+        subject, duration = patient_id(scored.bname), scored.reference.duration_s
+        refs.append(write_events_tsv(tsv_path(out_dir / REF_TSV_DIR, scored.bname, subject),
+                                     duration, [Event(start, stop) for start, stop
+                                                in scored.reference.seizures]))
+        hyps.append(write_events_tsv(tsv_path(out_dir / HYP_TSV_DIR, scored.bname, subject),
+                                     duration, scored.hypotheses[threshold]))
+    return refs, hyps
+
+
+def check_tsv_files(ref_dir: Path, hyp_dir: Path, accumulator: ValidationAccumulator,
+                    threshold: float, cache: CacheConfig = DEFAULT_CONFIG) -> dict[str, dict]:
+    """Score the two TSV folders as ``score`` does and compare with the reported figures.
+
+    Returns
+    -------
+    dict
+        ``{"tsv_files_reproduce_scores": {"passed": bool, "detail": str}}``: one pair per scored
+        recording, the three scorers' totals and SzCORE's per-subject figures equal.
+    """
+    in_memory = accumulator.totals(threshold)
+    try:
+        report = score_paths(Path(ref_dir), Path(hyp_dir), cache, keep_files=False)
+    except ScoringError as exc:
+        return {"tsv_files_reproduce_scores": {"passed": False, "detail": str(exc)}}
+    differing = [name for name in SCORERS
+                 if not _same(report.totals[name].as_dict(), in_memory.totals[name].as_dict())]
+    from_files, expected = report.per_subject(), in_memory.per_subject()
+    if report.subjects.keys() != in_memory.subjects.keys() or not _same(
+            {k: from_files[k] for k in SUBJECT_FIGURES},
+            {k: expected[k] for k in SUBJECT_FIGURES}):
+        differing.append("szcore per subject")
+    passed = not differing and report.recordings == in_memory.recordings
+    return {"tsv_files_reproduce_scores": {
+        "passed": passed,
+        "detail": (f"scored {report.recordings} pairs of {ref_dir} and {hyp_dir} for "
+                   f"{in_memory.recordings} recordings; figures differ for: "
+                   f"{', '.join(differing) or 'none'}")}}
 
 
 def check_files(ref_list: Path, hyp_list: Path, accumulator: ValidationAccumulator,
@@ -209,8 +284,11 @@ def run_evaluation(request: EvaluationRequest, log: Callable[[str], None] = prin
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ref_list, hyp_list = _write_outputs(out_dir, accumulator, threshold)
+    write_tsv_files(out_dir, accumulator, threshold)
     metrics = accumulator.metrics(threshold)
     checks = check_files(ref_list, hyp_list, accumulator, threshold, request.cache)
+    checks.update(check_tsv_files(out_dir / REF_TSV_DIR, out_dir / HYP_TSV_DIR, accumulator,
+                                  threshold, request.cache))
     non_finite = non_finite_figures(metrics)
     recordings = accumulator.recordings
     summary = {
@@ -224,6 +302,8 @@ def run_evaluation(request: EvaluationRequest, log: Callable[[str], None] = prin
         "checkpoint": str(request.checkpoint),
         "metrics": metrics,
         **{name: counts.as_dict() for name, counts in accumulator.totals(threshold).totals.items()},
+        # SzCORE's benchmark's way: each patient's SzCORE figures, averaged over patients.
+        "szcore_per_subject": accumulator.totals(threshold).per_subject(),
         "recordings_scored": len(recordings),
         "recordings_without_windows": sorted(r.bname for r in recordings if not r.has_windows),
         "excluded": [asdict(e) for e in accumulator.excluded],
@@ -232,6 +312,8 @@ def run_evaluation(request: EvaluationRequest, log: Callable[[str], None] = prin
             "passed": not non_finite, "detail": ", ".join(non_finite) or "all finite"}},
         "paths": {"ref_list": str(ref_list), "hyp_list": str(hyp_list),
                   "ref_dir": str(out_dir / REF_DIR), "hyp_dir": str(out_dir / HYP_DIR),
+                  "ref_tsv_dir": str(out_dir / REF_TSV_DIR),
+                  "hyp_tsv_dir": str(out_dir / HYP_TSV_DIR),
                   "scores": str(out_dir / SCORES_NAME)},
     }
     summary["data_version"] = evaluation_version(summary)
@@ -247,5 +329,6 @@ def evaluation_version(summary: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-__all__ = ["EvaluationRequest", "HYP_LIST", "REF_LIST", "SCORES_NAME", "check_files",
-           "evaluation_version", "run_evaluation"]
+__all__ = ["EvaluationRequest", "HYP_LIST", "HYP_TSV_DIR", "REF_LIST", "REF_TSV_DIR", "SCORES_NAME",
+           "check_files", "check_tsv_files", "evaluation_version", "run_evaluation",
+           "write_tsv_files"]

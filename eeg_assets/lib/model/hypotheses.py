@@ -15,7 +15,10 @@ Conventions
   precision, so the events scored in memory are exactly those a file holds.
 * **Files** (:func:`format_csv_bi`): NEDC's ``csv_v1.0.0`` term-based layout, ``seiz`` rows for the
   events and ``bckg`` rows for the gaps between them, as TUSZ references and NEDC's own sample
-  hypotheses are written, so a recording without events still has a row.
+  hypotheses are written, so a recording without events still has a row. The same events in
+  SzCORE's format (:func:`format_events_tsv`, :mod:`eeg_assets.lib.scoring.tsv`): HED-SCORE
+  ``*_events.tsv``, one ``sz`` row per event, one ``bckg`` row over a recording without events,
+  times to the same 4 decimals, so both files score alike.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 
 from eeg_assets.lib.files import write_bytes_atomic
 from eeg_assets.lib.scoring import RecordingEvents
+from eeg_assets.lib.scoring import tsv as scoring_tsv
 from eeg_assets.lib.scoring.events import NEDC_DECIMALS
 
 
@@ -150,5 +154,19 @@ def write_csv_bi(path: Path, bname: str, duration_s: float, events: Sequence[Eve
     write_bytes_atomic(Path(path), format_csv_bi(bname, duration_s, events).encode())
 
 
-__all__ = ["Event", "PostProcessConfig", "detect_events", "format_csv_bi", "recording_events",
-           "scored_events", "write_csv_bi"]
+def format_events_tsv(duration_s: float, events: Sequence[Event]) -> str:
+    """SzCORE's HED-SCORE ``*_events.tsv`` text of one recording: an ``sz`` row per event with
+    its confidence, or one ``bckg`` row spanning a recording without events
+    (:func:`eeg_assets.lib.scoring.tsv.format_events_tsv`)."""
+    return scoring_tsv.format_events_tsv(duration_s, [(e.start_s, e.stop_s, e.confidence)
+                                                      for e in events])
+
+
+def write_events_tsv(path: Path, duration_s: float, events: Sequence[Event]) -> Path:
+    """Write :func:`format_events_tsv`'s text to ``path`` atomically (folders created)."""
+    return scoring_tsv.write_events_tsv(path, duration_s, [(e.start_s, e.stop_s, e.confidence)
+                                                           for e in events])
+
+
+__all__ = ["Event", "PostProcessConfig", "detect_events", "format_csv_bi", "format_events_tsv",
+           "recording_events", "scored_events", "write_csv_bi", "write_events_tsv"]

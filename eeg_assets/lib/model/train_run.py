@@ -8,7 +8,9 @@ upstream training scripts' ``BGB_*`` flags (docs/cache-format.md), follows their
 startup instead: validate or rebuild the index and manifest, pick ``BalancedSeizureDataset`` (or
 the smoke-test fallback), take the exact ``pos_weight``. Either way it verifies the official
 patient-disjoint splits, trains, re-evaluates the best checkpoint and writes ``.csv_bi``
-hypotheses for standard scorers.
+hypotheses for standard scorers. Before any of that, the network the configuration names is
+built and checked on the cache's window shape (:func:`~eeg_assets.lib.model.training.
+preflight_model`), so a wrong model factory fails in seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from eeg_assets.lib.dataset.torch_datasets import (
 )
 from eeg_assets.lib.files import content_version, write_bytes_atomic
 from eeg_assets.lib.flags import EnvFlags
-from eeg_assets.lib.model.training import TrainConfig, evaluate_checkpoint, fit
+from eeg_assets.lib.model.training import TrainConfig, evaluate_checkpoint, fit, preflight_model
 
 SUMMARY_NAME = "training_summary.json"
 HYPOTHESES_DIR = "hypotheses"
@@ -66,21 +68,28 @@ class TrainingRequest:
     cache: CacheConfig = DEFAULT_CONFIG
     #: ``None``: the upstream training scripts' standalone startup (no Dagster).
     inputs: PinnedInputs | None = None
+    #: Folder holding the model factory's module when it is outside the package (e.g. the
+    #: experiments folder), as the machine running the training sees it.
+    model_search_path: Path | None = None
 
     def to_dict(self) -> dict:
         return {"train_cache": str(self.train_cache), "val_cache": str(self.val_cache),
                 "out_dir": str(self.out_dir), "train": self.train.to_dict(),
                 "balance": dataclasses.asdict(self.balance), "cache": self.cache.to_dict(),
-                "inputs": self.inputs.to_dict() if self.inputs else None}
+                "inputs": self.inputs.to_dict() if self.inputs else None,
+                "model_search_path": (str(self.model_search_path)
+                                      if self.model_search_path is not None else None)}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingRequest:
         inputs = data.get("inputs")
+        search_path = data.get("model_search_path")
         return cls(train_cache=Path(data["train_cache"]), val_cache=Path(data["val_cache"]),
                    out_dir=Path(data["out_dir"]), train=TrainConfig.from_dict(data["train"]),
                    balance=BalanceConfig(**data["balance"]),
                    cache=CacheConfig.from_dict(data["cache"]),
-                   inputs=PinnedInputs.from_dict(inputs) if inputs else None)
+                   inputs=PinnedInputs.from_dict(inputs) if inputs else None,
+                   model_search_path=Path(search_path) if search_path else None)
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,9 @@ def run_training(request: TrainingRequest, log: Callable[[str], None] = print,
                  flags: EnvFlags | None = None) -> dict:
     """Train and return a JSON-able summary (also written to ``out_dir/training_summary.json``)."""
     flags = flags if flags is not None else EnvFlags.from_env()
+    parameters = preflight_model(request.train, (len(request.cache.channels),
+                                                 request.cache.window_samples),
+                                 request.model_search_path, log)
     if request.inputs is not None and _bgb_flags_set(flags):
         log(f"[DATASET] {', '.join(_bgb_flags_set(flags))}: the upstream scripts' standalone "
             "startup (index and manifest validated or rebuilt, balanced set composed here) "
@@ -150,11 +162,13 @@ def run_training(request: TrainingRequest, log: Callable[[str], None] = print,
     val_dataset = EEGWindowDataset(request.val_cache, startup.val_index, files=val_files,
                                    config=request.cache, log=log)
     result = fit(training.dataset, training.pos_weight, val_dataset, request.out_dir,
-                 request.train, log=log, on_epoch=on_epoch, data_versions=data_versions)
+                 request.train, log=log, on_epoch=on_epoch, data_versions=data_versions,
+                 model_search_path=request.model_search_path)
     hypotheses = request.out_dir / HYPOTHESES_DIR
     reproduced = evaluate_checkpoint(result.best_checkpoint, val_dataset, device=request.train.device,
                                      cpu_threads=request.train.cpu_threads,
-                                     hypothesis_dir=hypotheses)
+                                     hypothesis_dir=hypotheses,
+                                     search_path=request.model_search_path)
     summary = {
         **result.to_dict(),
         "pos_weight": training.pos_weight,
@@ -166,6 +180,8 @@ def run_training(request: TrainingRequest, log: Callable[[str], None] = print,
         "hypotheses_dir": str(hypotheses),
         "data_versions": data_versions,
         "checkpoint_bytes": result.best_checkpoint.stat().st_size,
+        "model_factory": request.train.model.factory,
+        "model_parameters": parameters,
     }
     write_bytes_atomic(request.out_dir / SUMMARY_NAME,
                        json.dumps(summary, indent=2, default=_jsonable).encode())

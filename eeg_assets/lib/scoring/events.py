@@ -1,5 +1,8 @@
 """Seizure events of one recording as the scorers see them, read from annotation files and paired.
 
+Two formats, told apart by suffix: NEDC's ``.csv_bi``/``.csv`` (read here) and SzCORE's HED-SCORE
+``*_events.tsv`` (read by :mod:`eeg_assets.lib.scoring.tsv`).
+
 A recording is its duration and its seizure intervals, sorted and disjoint. Reading follows NEDC EEG
 Eval v6.0.0: ``bckg`` rows and the gaps between events are background alike, so only the seizure
 rows matter; consecutive seizure events that touch (equal to 4 decimals) become one event. Rows
@@ -19,6 +22,12 @@ from eeg_assets.lib.config import CacheConfig
 
 #: NEDC compares times and durations rounded to this many decimals (its ``MIN_PRECISION``).
 NEDC_DECIMALS = 4
+#: The two annotation formats, told apart by suffix (:func:`annotation_format`).
+NEDC_FORMAT, TSV_FORMAT = "nedc", "tsv"
+_FORMAT_NAMES = {NEDC_FORMAT: "NEDC .csv_bi/.csv", TSV_FORMAT: "SzCORE HED-SCORE .tsv"}
+#: The name ending of a BIDS events file, SzCORE's format (:mod:`eeg_assets.lib.scoring.tsv`);
+#: folders are searched for it (a BIDS dataset also holds ``participants.tsv``, ...).
+TSV_SUFFIX = "_events.tsv"
 
 Interval = tuple[float, float]
 
@@ -101,23 +110,30 @@ def merge_events(intervals: Iterable[Sequence[float]], *,
 
 
 def read_events(path: Path, config: CacheConfig | None = None) -> RecordingEvents:
-    """Read a ``.csv_bi`` or ``.csv`` annotation file (reference or hypothesis) for scoring.
+    """Read an annotation file (reference or hypothesis) for scoring, in either format.
 
     Parameters
     ----------
     path : Path
-        The file. Rows are read by :func:`~eeg_assets.lib.cache.annotations.parse_annotation`
-        (strict about headers, numbers and labels); a file with a column header and no rows is a
+        The file, read by its suffix: a HED-SCORE ``.tsv`` file (SzCORE's ``*_events.tsv``) by
+        :func:`~eeg_assets.lib.scoring.tsv.read_events_tsv`; a ``.csv_bi`` or ``.csv`` file
+        (NEDC's) by :func:`~eeg_assets.lib.cache.annotations.parse_annotation` (strict about
+        headers, numbers and labels), where a file with a column header and no rows is a
         recording without events, as NEDC reads it.
     config : CacheConfig, optional
-        Supplies the seizure and background label sets (default: ``CacheConfig()``).
+        Supplies the seizure and background label sets of ``.csv_bi``/``.csv`` files (default:
+        ``CacheConfig()``).
 
     Raises
     ------
     ScoringError
-        Naming the file: unreadable, malformed, without a positive ``# duration``.
+        Naming the file: unreadable, malformed, without a positive duration.
     """
     path = Path(path)
+    if annotation_format(path) == TSV_FORMAT:
+        from eeg_assets.lib.scoring.tsv import read_events_tsv  # tsv imports this module
+
+        return read_events_tsv(path)
     try:
         annotation = parse_annotation(path, config or CacheConfig(), require_rows=False)
     except AnnotationError as exc:
@@ -135,9 +151,11 @@ def pair_files(ref: Path, hyp: Path) -> list[tuple[Path, Path]]:
     ----------
     ref, hyp : Path
         Either two folders, searched recursively for annotation files (``<name>.csv_bi``, else
-        ``<name>.csv``) paired by ``<name>``; or two NEDC list files, one path per line (blank
-        lines and ``#`` comments skipped; ``$VARS`` and ``~`` expanded; relative paths taken from
-        the current directory, as NEDC does), paired line by line.
+        ``<name>.csv``; or SzCORE's ``<name>_events.tsv``) paired by ``<name>``; or two NEDC
+        list files, one path per line (blank lines and ``#`` comments skipped; ``$VARS`` and
+        ``~`` expanded; relative paths taken from the current directory, as NEDC does), paired
+        line by line. Each file's format is its suffix (:func:`annotation_format`); both files
+        of a pair must have the same.
 
     Returns
     -------
@@ -147,8 +165,8 @@ def pair_files(ref: Path, hyp: Path) -> list[tuple[Path, Path]]:
     Raises
     ------
     ScoringError
-        Naming the unpaired files, a missing listed file, an empty input, or a folder given with
-        a list file.
+        Naming the unpaired files, a missing listed file, an empty input, a folder given with
+        a list file, a recording found in both formats in one folder, or a pair in two formats.
     """
     ref, hyp = Path(ref), Path(hyp)
     for what, path in (("reference", ref), ("hypothesis", hyp)):
@@ -160,7 +178,19 @@ def pair_files(ref: Path, hyp: Path) -> list[tuple[Path, Path]]:
     pairs = _pair_folders(ref, hyp) if ref.is_dir() else _pair_lists(ref, hyp)
     if not pairs:
         raise ScoringError(f"{ref}: no annotation files to score")
+    for ref_path, hyp_path in pairs:
+        ref_format, hyp_format = annotation_format(ref_path), annotation_format(hyp_path)
+        if ref_format != hyp_format:
+            raise ScoringError(f"{ref_path} ({_FORMAT_NAMES[ref_format]}) is paired with "
+                               f"{hyp_path} ({_FORMAT_NAMES[hyp_format]}): give references and "
+                               "hypotheses in the same format")
     return pairs
+
+
+def annotation_format(path: Path) -> str:
+    """``"tsv"`` for a HED-SCORE ``.tsv`` file (SzCORE's), else ``"nedc"`` (``.csv_bi``, ``.csv``)
+    -- by suffix alone."""
+    return TSV_FORMAT if Path(path).suffix == ".tsv" else NEDC_FORMAT
 
 
 def read_pairs(pairs: Iterable[tuple[Path, Path]], config: CacheConfig | None = None
@@ -200,19 +230,33 @@ def _pair_folders(ref: Path, hyp: Path) -> list[tuple[Path, Path]]:
 
 
 def _annotation_files(folder: Path) -> dict[str, Path]:
-    """``{name: path}`` of the annotation files below ``folder``, ``.csv_bi`` before ``.csv``."""
+    """``{name: path}`` of the annotation files below ``folder``, ``.csv_bi`` before ``.csv``;
+    ``<name>_events.tsv`` files under ``<name>``, refused beside a ``.csv_bi``/``.csv`` file of
+    the same name."""
     found: dict[str, Path] = {}
     for suffix in reversed(ANNOTATION_SUFFIXES):  # the preferred suffix is written last
-        seen: dict[str, Path] = {}
-        for path in sorted(folder.rglob(f"*{suffix}")):
-            if not path.is_file():
-                continue
-            if path.stem in seen:
-                raise ScoringError(f"{folder}: two files named {path.name} ({seen[path.stem]} and "
-                                   f"{path}); pairing by name needs unique names")
-            seen[path.stem] = path
-        found.update(seen)
+        found.update(_files_named(folder, suffix, lambda path: path.stem))
+    tsv_files = _files_named(folder, TSV_SUFFIX, lambda path: path.name[: -len(TSV_SUFFIX)])
+    both = sorted(tsv_files.keys() & found.keys())
+    if both:
+        raise ScoringError(f"{folder}: {found[both[0]]} and {tsv_files[both[0]]} are the same "
+                           f"recording in two formats ({len(both)} such); give a folder of one "
+                           "format")
+    found.update(tsv_files)
     return found
+
+
+def _files_named(folder: Path, suffix: str, name_of) -> dict[str, Path]:
+    seen: dict[str, Path] = {}
+    for path in sorted(folder.rglob(f"*{suffix}")):
+        if not path.is_file():
+            continue
+        name = name_of(path)
+        if name in seen:
+            raise ScoringError(f"{folder}: two files named {path.name} ({seen[name]} and "
+                               f"{path}); pairing by name needs unique names")
+        seen[name] = path
+    return seen
 
 
 def _pair_lists(ref: Path, hyp: Path) -> list[tuple[Path, Path]]:
