@@ -20,7 +20,7 @@ from eeg_assets.lib.model.operating_point import SWEEP_THRESHOLDS, ThresholdRule
 from eeg_assets.lib.model.training import BEST_CHECKPOINT
 from eeg_assets.lib.plots import operating_curve_png
 from eeg_assets.orchestration.assets import _version, cache_code_version, png_markdown
-from eeg_assets.orchestration.partitions import EVALUATION_SPLITS, experiment_split_partitions
+from eeg_assets.orchestration.partitions import experiment_split_partitions
 from eeg_assets.orchestration.backend import Backend
 from eeg_assets.orchestration.training import TRAINED_MODEL_DIR, _consumed_version
 from eeg_assets.remote.evaluate_entry import CHECKS
@@ -131,9 +131,11 @@ def build_model_evaluation(settings: Settings,
         partitions_def=partitions,
         deps=[dg.AssetDep("trained_model", partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
                   partition_dimension_name="experiment")),
-              # the split's index: val -> every <experiment>|val (dataset_index has train too)
-              dg.AssetDep("dataset_index", partition_mapping=dg.StaticPartitionMapping(
-                  {split: [f"{name}|{split}" for name in by_name] for split in EVALUATION_SPLITS}))],
+              # The split's index (pinned by its recorded version at run time). No partition
+              # mapping says "split dimension -> the same split of a three-split asset" in this
+              # Dagster: MultiToSingleDimension needs the very same partitions, and a static
+              # mapping a static downstream; so the whole index is the declared input.
+              dg.AssetDep("dataset_index", partition_mapping=dg.AllPartitionMapping())],
         code_version=evaluation_code_version(settings, experiments),
         group_name="model",
         kinds={"pytorch"},
