@@ -32,6 +32,7 @@ summary. Exit status 1 when training fails or a metric is not finite; nothing el
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -49,6 +50,7 @@ from torch import nn
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.torch_datasets import select_training_dataset
 from eeg_assets.lib.flags import EnvFlags
+from eeg_assets.lib.model.experiment import ExperimentError, load_experiment
 from eeg_assets.lib.model.factory import (
     DEFAULT_FACTORY, ModelContractError, ModelSpec, ModelSpecError,
 )
@@ -269,6 +271,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--search-path", type=Path, default=None,
                         help="folder holding the factory's module when outside the package")
     parser.add_argument("--optimizer", choices=("adamw", "radam"), default="adamw")
+    parser.add_argument("--experiment", type=Path, default=None,
+                        help="an experiment file (experiments/*.toml): its model, optimizer and "
+                             "learning rate replace --factory/--params/--optimizer; --epochs, "
+                             "--batch-size and --workers still size the smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_files, args.windows, args.val_files, args.val_windows = 4, 8, 2, 6
@@ -293,10 +299,18 @@ def main(argv=None) -> int:
                              max_train_windows_per_epoch=args.max_train_windows,
                              model=ModelSpec(args.factory, args.params),
                              optimizer=args.optimizer)
+        if args.experiment is not None:
+            experiment = load_experiment(args.experiment)
+            config = dataclasses.replace(config, model=experiment.train.model,
+                                         optimizer=experiment.train.optimizer,
+                                         lr=experiment.train.lr,
+                                         weight_decay=experiment.train.weight_decay)
+            args.search_path = args.search_path or experiment.folder
+            log(f"[model] experiment {experiment.name}: {experiment.train.model.factory}")
         # Before writing any cache: a wrong factory fails in seconds.
         preflight_model(config, (CHANNELS, CONFIG.window_samples), args.search_path,
                         log=lambda line: log(f"[model] {line}"))
-    except (ModelSpecError, ModelContractError) as error:
+    except (ModelSpecError, ModelContractError, ExperimentError) as error:
         log(f"[model] {error}")
         return 2
     root = Path(tempfile.mkdtemp(prefix="gpu_train_smoke.", dir=args.dir))
