@@ -134,9 +134,11 @@ def test_default_declarations(monkeypatch):
     assert not hasattr(app, "run")  # deployed and spawned by name: no `modal run` entrypoint
 
 
-def test_the_volume_and_queue_are_looked_up_as_deployed_objects(monkeypatch):
+def spy_from_name(monkeypatch, *classes) -> list[tuple[str, str, dict]]:
+    """``(class name, object name, keyword arguments)`` of every ``from_name`` lookup of
+    ``classes`` (modal.Volume, modal.Queue, modal.Dict) while the test runs."""
     looked_up = []
-    for cls in (modal.Volume, modal.Queue):
+    for cls in classes:
         original = cls.from_name
 
         def spy(name, *args, _original=original, _cls=cls.__name__, **kwargs):
@@ -144,6 +146,11 @@ def test_the_volume_and_queue_are_looked_up_as_deployed_objects(monkeypatch):
             return _original(name, *args, **kwargs)
 
         monkeypatch.setattr(cls, "from_name", staticmethod(spy))
+    return looked_up
+
+
+def test_the_volume_and_queue_are_looked_up_as_deployed_objects(monkeypatch):
+    looked_up = spy_from_name(monkeypatch, modal.Volume, modal.Queue)
     load_app(monkeypatch)
     assert ("Volume", "eeg-assets-results", {"create_if_missing": True, "version": 2}) \
         in looked_up

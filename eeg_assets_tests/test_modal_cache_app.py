@@ -20,7 +20,13 @@ from pathlib import Path
 import modal
 import pytest
 from dagster_fixtures import EVAL_STEMS, make_settings, sample_raw_root  # noqa: F401
-from test_modal_app import HOST_ONLY, Recorder, no_network, project_dependencies  # noqa: F401
+from test_modal_app import (  # noqa: F401
+    HOST_ONLY,
+    Recorder,
+    no_network,
+    project_dependencies,
+    spy_from_name,
+)
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS
@@ -67,15 +73,7 @@ def test_default_declarations(monkeypatch):
 
 
 def test_volumes_are_version_2_and_the_queue_and_leases_named_objects(monkeypatch):
-    looked_up = []
-    for cls in (modal.Volume, modal.Queue, modal.Dict):
-        original = cls.from_name
-
-        def spy(name, *args, _original=original, _cls=cls.__name__, **kwargs):
-            looked_up.append((_cls, name, kwargs))
-            return _original(name, *args, **kwargs)
-
-        monkeypatch.setattr(cls, "from_name", staticmethod(spy))
+    looked_up = spy_from_name(monkeypatch, modal.Volume, modal.Queue, modal.Dict)
     load_cache_app(monkeypatch)
     v2 = {"create_if_missing": True, "version": 2}  # hundreds of writers; v1 takes five
     assert sorted(looked_up) == sorted([

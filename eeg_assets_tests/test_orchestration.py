@@ -139,10 +139,9 @@ def test_chain_writes_the_files_metadata_and_passing_checks(built_eval):
     assert npz["files_skipped"].value == 0 and npz["npz_files"].value == 4
     assert npz["windows"].value == npz["windows_built_now"].value == total_windows
     assert npz["config_version"].value == built_eval.settings.cache_config().version()
-    table = npz["quarantined"]
-    assert isinstance(table, dg.TableMetadataValue)
-    assert [c.name for c in table.schema.columns] == ["recording", "status", "reason"]
-    assert table.records == []  # the sample eval split has no bad recording
+    # the sample eval split has no bad recording and none built with a warning: no empty tables
+    assert "not_built" not in npz and "warnings" not in npz
+    assert npz["files_quarantined"].value == npz["files_failed_will_retry"].value == 0
 
     # dataset_index
     meta = mats["dataset_index"].metadata
@@ -257,7 +256,7 @@ def test_npz_windows_is_incremental_and_follows_removals(sample_raw_root, tmp_pa
         meta = materializations(third)["npz_windows"].metadata
         assert meta["files_removed"].value == 1 and meta["files_built"].value == 0
         assert meta["files_quarantined"].value == 1 and meta["npz_files"].value == 3
-        rows = meta["quarantined"].records
+        rows = meta["not_built"].records
         assert len(rows) == 1
         row = rows[0].data
         assert row["recording"] == "aaaaazzz/s001_2020/01_tcp_ar/aaaaazzz_s001_t000.edf"
@@ -508,7 +507,7 @@ def test_npz_windows_lists_recordings_built_with_warnings(tmp_path):
         "recording": overrun,
         "warning": "aaaaaova_s001_t000.csv_bi: seizure at 65-95 s runs 25 s past the end of the "
                    "signal (70 s); its label mask is clipped at 70 s"}]
-    [quarantined] = [dict(r.data) for r in meta["quarantined"].records]
+    [quarantined] = [dict(r.data) for r in meta["not_built"].records]
     assert quarantined["recording"] == "aaaaaowa/s001_2015/01_tcp_ar/aaaaaowa_s001_t000.edf"
     assert "seizure at 70-70.5 s starts at or after the end of the signal" in quarantined["reason"]
     from eeg_assets.lib.cache.ledger import Ledger

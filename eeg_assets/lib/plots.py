@@ -64,19 +64,27 @@ def curves_png(history: list[dict], keys: tuple[str, ...], title: str) -> bytes:
     return _png(fig)
 
 
+#: The false-alarm range that matters, on a log axis: 0 FA/24h is drawn at the left edge.
+FA_AXIS = (0.1, 1000.0)
+
+
 def operating_curve_png(sweep: list[dict], threshold: float, title: str,
                         scorers: tuple[tuple[str, str], ...] = (("overlap", "OVERLAP"),
-                                                                ("szcore", "SzCORE"))) -> bytes:
+                                                                ("szcore", "SzCORE")),
+                        max_fa_per_24h: float | None = None) -> bytes:
     """Sensitivity (%) against false alarms per 24 h over thresholds, one line per scorer.
 
     ``sweep`` rows hold ``threshold`` and ``<scorer>_sensitivity`` (a fraction; None where
-    undefined) and ``<scorer>_fa_per_24h``; the operating ``threshold`` is marked and labelled.
+    undefined) and ``<scorer>_fa_per_24h``; the operating ``threshold`` is marked and labelled,
+    and the rule's ``max_fa_per_24h`` drawn as a vertical line. The x axis is logarithmic from
+    0.1 to 1,000 FA/24h (0 is drawn at 0.1), where the operating points worth comparing lie.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    low, high = FA_AXIS
     for (scorer, label), colour in zip(scorers, ("#1b9e77", "#d95f02", "#7570b3")):
         rows = [r for r in sweep if r.get(f"{scorer}_sensitivity") is not None
                 and r.get(f"{scorer}_fa_per_24h") is not None]
-        fa = [r[f"{scorer}_fa_per_24h"] for r in rows]
+        fa = [min(max(r[f"{scorer}_fa_per_24h"], low), high) for r in rows]
         sensitivity = [100 * r[f"{scorer}_sensitivity"] for r in rows]
         ax.plot(fa, sensitivity, marker=".", color=colour, label=label)
         for r, x, y in zip(rows, fa, sensitivity):
@@ -84,10 +92,15 @@ def operating_curve_png(sweep: list[dict], threshold: float, title: str,
                 ax.plot([x], [y], marker="o", ms=9, mfc="none", color=colour)
                 ax.annotate(f"{threshold:g}", (x, y), textcoords="offset points",
                             xytext=(6, -12), color=colour)
-    ax.set_xlabel("false alarms per 24 h")
+    if max_fa_per_24h is not None and low <= max_fa_per_24h <= high:
+        ax.axvline(max_fa_per_24h, color="grey", linestyle="--", linewidth=1,
+                   label=f"target {max_fa_per_24h:g} FA/24h")
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ax.set_xlabel("false alarms per 24 h (log; 0 drawn at 0.1)")
     ax.set_ylabel("sensitivity (%)")
     ax.set_ylim(-2, 102)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     return _png(fig)

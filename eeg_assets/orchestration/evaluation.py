@@ -166,7 +166,8 @@ def build_model_evaluation(settings: Settings,
             if isinstance(result, dg.MaterializeResult):
                 metadata = dict(result.metadata or {})
                 curve = operating_curve_png(metadata["sweep"].value, metadata["threshold"].value,
-                                            f"{ASSET}[{name}|{split}]")
+                                            f"{ASSET}[{name}|{split}]",
+                                            max_fa_per_24h=experiment.max_fa_per_24h)
                 metadata["operating_curve"] = png_markdown(
                     curve, "sensitivity against false alarms per 24 h over thresholds")
                 result = dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata,

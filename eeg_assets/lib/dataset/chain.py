@@ -224,10 +224,14 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
         "build_seconds": round(report.seconds, 2),
         "npz_gb_on_disk": round(npz_bytes / 1e9, 3),
         "config_version": report.config_version,
-        "quarantined": table_value(
-            [("recording", "string"), ("status", "string"), ("reason", "string")], rows),
         "files_with_warnings": len(report.warned),
-        "warnings": table_value([("recording", "string"), ("warning", "string")], warning_rows),
+        # Tables only where there is something to list (an empty one renders as a bare header).
+        # not_built: quarantined, failed (will retry) and too short: the three counts above.
+        **({"not_built": table_value(
+            [("recording", "string"), ("status", "string"), ("reason", "string")], rows)}
+           if rows else {}),
+        **({"warnings": table_value([("recording", "string"), ("warning", "string")],
+                                    warning_rows)} if warning_rows else {}),
     })
 
 

@@ -72,7 +72,7 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
         if cli_output is not None and cli_line(cli_output, "quarantined", source):
             problems.append("listed as quarantined in the CLI output")
         if metadata_rows is not None and any(r["recording"] == source for r in metadata_rows):
-            problems.append("listed in the npz_windows 'quarantined' metadata table")
+            problems.append("listed in the npz_windows 'not_built' metadata table")
         return problems
     # QUARANTINED (or FAILED): the reason in the ledger, the CLI summary and the metadata table
     if entry.status != case.outcome:
@@ -91,7 +91,7 @@ def check_case(case: FaultCase, source: str, cache_dir: Path, *, cli_output: str
     if metadata_rows is not None:
         row = next((r for r in metadata_rows if r["recording"] == source), None)
         if row is None:
-            problems.append(f"{source} is not in the npz_windows 'quarantined' metadata table")
+            problems.append(f"{source} is not in the npz_windows 'not_built' metadata table")
         else:
             if row["status"] != case.outcome:
                 problems.append(f"metadata table status {row['status']!r}")

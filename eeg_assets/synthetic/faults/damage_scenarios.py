@@ -52,6 +52,17 @@ NOT_PLAYED = (
 )
 
 
+
+def _require_clean(result: ScenarioResult, cache: Path, after: str) -> None:
+    """No temporary or untrustworthy file left, and an index and manifest that are current."""
+    half = temporary_files(cache) + untrustworthy_files(cache)
+    result.half_written = len(half)
+    if half:
+        result.problems.append(f"left {half}")
+    index_reason, manifest_reason = staleness(cache)
+    if index_reason or manifest_reason:
+        result.problems.append(f"stale after {after}: {index_reason or manifest_reason}")
+
 def run_cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m eeg_assets <args>`` in a subprocess."""
     return subprocess.run([sys.executable, "-m", "eeg_assets", *map(str, args)],
@@ -135,13 +146,7 @@ def moved_away_scenario(work_dir: Path, template: Template, what: str = "edf") -
                                f"{facts[moved.source][1:3]} vs {facts[keep.source][1:3]}")
     if cli_line(rerun.stdout, "failed, will retry", moved.source):
         result.problems.append("still 'failed, will retry' once the file was back")
-    half = temporary_files(cache) + untrustworthy_files(cache)
-    result.half_written = len(half)
-    if half:
-        result.problems.append(f"left {half}")
-    index_reason, manifest_reason = staleness(cache)
-    if index_reason or manifest_reason:
-        result.problems.append(f"stale after the rerun: {index_reason or manifest_reason}")
+    _require_clean(result, cache, "the rerun")
     result.detail = (f"{line.strip() if line else '(no failed line)'} | next run: exit "
                      f"{rerun.returncode}, {moved.source} "
                      f"{facts.get(moved.source, ('not in the ledger',))[0]}")
@@ -244,13 +249,7 @@ def ledger_scenario(work_dir: Path, data_dir: Path, built_cache: Path,
     result.good_built, result.files_lost = len(kept), n - len(kept)
     if len(kept) != n:
         result.problems.append(f"NPZs not kept byte for byte: {sorted(set(before) - set(kept))}")
-    half = temporary_files(cache) + untrustworthy_files(cache)
-    result.half_written = len(half)
-    if half:
-        result.problems.append(f"left {half}")
-    index_reason, manifest_reason = staleness(cache)
-    if index_reason or manifest_reason:
-        result.problems.append(f"stale after the build: {index_reason or manifest_reason}")
+    _require_clean(result, cache, "the build")
     result.detail = " | ".join(refusals + [adopt_line, f"next build: {counts.strip()}"])
     shutil.rmtree(cache, ignore_errors=True)
     return result

@@ -65,18 +65,21 @@ def live_group_members(pgid: int) -> list[int]:
 
 
 
-def metadata_rows_of(materialize_result) -> list[dict]:
-    """The rows of the npz_windows ``quarantined`` metadata table of a ``dg.materialize`` result."""
+def _table_rows(materialize_result, name: str) -> list[dict]:
+    """The rows of npz_windows' metadata table ``name`` (absent when it had no rows)."""
     event = materialize_result.get_asset_materialization_events()[0]
-    table = event.materialization.metadata["quarantined"]
-    return [dict(record.data) for record in table.value.records]
+    table = event.materialization.metadata.get(name)
+    return [dict(record.data) for record in table.value.records] if table is not None else []
+
+
+def metadata_rows_of(materialize_result) -> list[dict]:
+    """The rows of the npz_windows ``not_built`` metadata table of a ``dg.materialize`` result."""
+    return _table_rows(materialize_result, "not_built")
 
 
 def warning_rows_of(materialize_result) -> list[dict]:
     """The rows of the npz_windows ``warnings`` metadata table of a ``dg.materialize`` result."""
-    event = materialize_result.get_asset_materialization_events()[0]
-    return [dict(record.data)
-            for record in event.materialization.metadata["warnings"].value.records]
+    return _table_rows(materialize_result, "warnings")
 
 
 def materialize_npz_windows(raw_root: Path, cache_root: Path, results_root: Path, *,
