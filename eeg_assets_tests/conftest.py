@@ -12,24 +12,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _find_shared_data() -> Path | None:
-    candidates = [os.environ.get("EEG_ASSETS_SHARED_DATA", ""), Path(__file__).parent / "data"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "tusz_csv_bi").is_dir():
-            return Path(candidate)
-    return None
+#: Real TUSZ files written by other people (origin and licence in its README).
+REAL_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder of real TUSZ files (``tusz_csv_bi/``, ``nedc_sample/``, ``tusz_headers/``), in
-    the repository; a missing folder fails the test instead of skipping it
-    (EEG_ASSETS_SHARED_DATA points elsewhere)."""
-    found = _find_shared_data()
-    if found is None:
-        pytest.fail("real TUSZ test data not found: expected eeg_assets_tests/data (in the "
-                    "repository) or EEG_ASSETS_SHARED_DATA")
-    return found
+def real_data() -> Path:
+    """The folder of real TUSZ files in the repository (``tusz_csv_bi/``, ``nedc_sample/``,
+    ``tusz_headers/``); a missing folder fails the test instead of skipping it."""
+    if not (REAL_DATA / "tusz_csv_bi").is_dir():
+        pytest.fail(f"real TUSZ test data not found in {REAL_DATA} (it is part of the "
+                    "repository: is the checkout complete?)")
+    return REAL_DATA
 
 
 @pytest.fixture

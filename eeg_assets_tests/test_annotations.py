@@ -40,8 +40,8 @@ def _raw_facts(text: str):
     return duration, seizures, labels
 
 
-def test_real_csv_bi_files(shared_data):
-    files = sorted((shared_data / "tusz_csv_bi").glob("*.csv_bi"))
+def test_real_csv_bi_files(real_data):
+    files = sorted((real_data / "tusz_csv_bi").glob("*.csv_bi"))
     assert len(files) == 20
     total_events = 0
     for path in files:
@@ -57,15 +57,15 @@ def test_real_csv_bi_files(shared_data):
         assert all(e.label == "seiz" for e in annotation.seizures)
         total_events += len(seizures)
     # spot values read off the files by eye, so the independent reader is checked as well
-    first = parse_annotation(shared_data / "tusz_csv_bi" / "aaaaaasf_s001_t000.csv_bi",
+    first = parse_annotation(real_data / "tusz_csv_bi" / "aaaaaasf_s001_t000.csv_bi",
                              DEFAULT_CONFIG)
     assert first.duration_s == 1289.0
     assert (first.seizures[0].start_s, first.seizures[0].stop_s) == (42.2786, 81.7760)
     assert total_events > 20
 
 
-def test_real_tusz_header_annotations_parse(shared_data):
-    files = sorted((shared_data / "tusz_headers").rglob("*.csv_bi"))
+def test_real_tusz_header_annotations_parse(real_data):
+    files = sorted((real_data / "tusz_headers").rglob("*.csv_bi"))
     assert len(files) == 186
     for path in files:
         duration, seizures, _labels = _raw_facts(path.read_text())

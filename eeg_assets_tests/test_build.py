@@ -386,8 +386,8 @@ def test_duplicate_stems_are_quarantined(tmp_path):
 # The real TUSZ headers as a split
 # --------------------------------------------------------------------------------------------
 
-def test_real_tusz_header_folder_builds_without_crashing(shared_data, tmp_path):
-    data = shared_data / "tusz_headers" / "edf"
+def test_real_tusz_header_folder_builds_without_crashing(real_data, tmp_path):
+    data = real_data / "tusz_headers" / "edf"
     cache = tmp_path / "cache"
     report = build(data, cache)
     assert report.recordings == 186

@@ -123,8 +123,8 @@ def _header_labels(path: Path) -> list[str]:
     return [label for label in labels if label != "EDF Annotations"]
 
 
-def test_plan_succeeds_on_every_real_tusz_header(shared_data):
-    edfs = sorted((shared_data / "tusz_headers").rglob("*.edf"))
+def test_plan_succeeds_on_every_real_tusz_header(real_data):
+    edfs = sorted((real_data / "tusz_headers").rglob("*.edf"))
     assert len(edfs) == 186
     reconstructed_files, references = [], set()
     for edf in edfs:

@@ -34,8 +34,8 @@ def _parse_header(raw: bytes):
             [per_record[i] * n_records for i in keep], n_records * record_s)
 
 
-def test_every_real_tusz_header_is_read(shared_data):
-    edfs = sorted((shared_data / "tusz_headers").rglob("*.edf"))
+def test_every_real_tusz_header_is_read(real_data):
+    edfs = sorted((real_data / "tusz_headers").rglob("*.edf"))
     assert len(edfs) == 186
     rates_seen, counts_seen = set(), set()
     for edf in edfs:
@@ -131,8 +131,8 @@ def test_missing_file_raises_edf_error(tmp_path):
 
 
 def test_header_duration_agrees_with_pyedflib_and_refuses_unfinished_headers(tmp_path,
-                                                                              shared_data):
-    real = sorted((shared_data / "tusz_headers" / "edf").rglob("*.edf"))[:10]
+                                                                              real_data):
+    real = sorted((real_data / "tusz_headers" / "edf").rglob("*.edf"))[:10]
     written = write_edf(tmp_path / "r.edf", eeg_labels(), fs=250, duration_s=37,
                         record_duration_s=0.5)
     for path in [*real, written]:

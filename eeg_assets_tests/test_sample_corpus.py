@@ -158,9 +158,9 @@ def test_edf_headers_match_annotations_and_summary(corpus, tmp_path):
             assert duration == recording.duration_s     # exactly, as written and as read
 
 
-def test_label_sets_are_the_real_tusz_ones(corpus, shared_data, tmp_path):
+def test_label_sets_are_the_real_tusz_ones(corpus, real_data, tmp_path):
     real = []
-    for path in sorted((shared_data / "tusz_headers").rglob("*.edf")):
+    for path in sorted((real_data / "tusz_headers").rglob("*.edf")):
         with pyedflib.EdfReader(str(path)) as edf:
             real.append(tuple(edf.getSignalLabels()))
     for recording in corpus.recordings:

@@ -32,8 +32,8 @@ SAMPLE_DURATION_S = 45_277.0
 
 
 @pytest.fixture(scope="module")
-def nedc_sample(shared_data):
-    return shared_data / "nedc_sample"
+def nedc_sample(real_data):
+    return real_data / "nedc_sample"
 
 
 def _assert_nedc_figures(overlap: dict, taes: dict) -> None:
