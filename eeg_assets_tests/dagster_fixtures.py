@@ -78,6 +78,15 @@ def materialize(settings: Settings, instance: dg.DagsterInstance, keys: Iterable
                           raise_on_error=False)
 
 
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The one failed step's error and its ``dg.Failure`` description, as a person reads them."""
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    data = failure.step_failure_data
+    return "\n".join(p for p in (data.error.to_string() if data.error else "",
+                                 data.user_failure_data.description
+                                 if data.user_failure_data else "") if p)
+
+
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:
     return {m.materialization.asset_key.to_user_string(): m.materialization
             for m in result.get_asset_materialization_events()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,15 +21,18 @@ import pytest
 from dagster_fixtures import (  # noqa: F401
     built_eval,
     check_results,
+    failure_message,
     make_settings,
     materialize,
     sample_raw_root,
 )
 
 from eeg_assets.lib.cache import build as build_module
+from eeg_assets.lib.cache.adopt import adopt_split
 from eeg_assets.lib.cache.build import build_split, format_report
 from eeg_assets.lib.cache.discovery import list_recordings
 from eeg_assets.lib.cache.ledger import BUILT, FAILED, LEDGER_NAME, Ledger, LedgerError
+from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
 
 SPLIT = "eval"
 
@@ -123,9 +127,7 @@ def test_a_step_that_cannot_write_fails_and_the_index_keeps_its_files(built_eval
     with dg.instance_for_test() as instance:
         result = materialize(settings, instance, keys=["npz_windows", "dataset_index"])
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    message = failure.step_failure_data.user_failure_data.description \
-        or failure.step_failure_data.error.message
+    message = failure_message(result)
     assert "1 recording(s) could not be written to" in message and "it needs" in message
     assert "the previous NPZ of 1 recording(s) is kept (stale)" in message
     assert json.loads((cache_root / SPLIT / "_dataset_index.json").read_text()) == index
@@ -166,8 +168,6 @@ def test_adopt_cache_refuses_an_npz_that_does_not_match_its_recording(split):
     # one more seizure than the NPZ's labels hold
     lines.insert(header + 1, "TERM,1.0000,9.0000,seiz,1.0000")
     recording.annotation_path.write_text("\n".join(lines) + "\n")
-    from eeg_assets.lib.cache.adopt import adopt_split
-
     report = adopt_split(data, cache)
     assert len(report.adopted) == 3
     (refused,) = report.refused
@@ -214,27 +214,22 @@ def chain_copy(built_eval, tmp_path):  # noqa: F811
     return make_settings(built_eval.settings.raw_root, cache_root), cache_root / SPLIT
 
 
-def step_failure(result: dg.ExecuteInProcessResult) -> str:
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    data = failure.step_failure_data
-    return (data.user_failure_data.description if data.user_failure_data else "") + \
-        (data.error.message if data.error else "")
+def relabel_one_window(cache: Path) -> None:
+    """manifest.json edited by hand: a no_seizure window moved to full_seizure, mtime kept."""
+    path = cache / "manifest.json"
+    manifest, stat = json.loads(path.read_text()), path.stat()
+    manifest["full_seizure"].append(manifest["no_seizure"].pop())
+    path.write_text(json.dumps(manifest))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_balanced_dataset_refuses_an_edited_manifest(chain_copy):
     settings, cache = chain_copy
-    manifest_path = cache / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["full_seizure"].append(manifest["no_seizure"].pop())  # relabelled by hand
-    stat = manifest_path.stat()
-    manifest_path.write_text(json.dumps(manifest))
-    import os
-
-    os.utime(manifest_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    relabel_one_window(cache)
     with dg.instance_for_test() as instance:
         result = materialize(settings, instance, keys=["balanced_dataset"])
     assert not result.success
-    message = step_failure(result)
+    message = failure_message(result)
     assert "manifest.json is not what the cache's recorded facts give" in message, message
     assert "materialize manifest[eval] first" in message
 
@@ -245,7 +240,7 @@ def test_manifest_refuses_a_missing_index(chain_copy):
     with dg.instance_for_test() as instance:
         result = materialize(settings, instance, keys=["manifest"])
     assert not result.success
-    message = step_failure(result)
+    message = failure_message(result)
     assert "_dataset_index.json is not what the cache's recorded facts give" in message, message
     assert "materialize dataset_index[eval] first" in message
 
@@ -253,13 +248,8 @@ def test_manifest_refuses_a_missing_index(chain_copy):
 def test_the_recipe_check_fails_on_a_balanced_set_composed_from_an_edited_manifest(chain_copy):
     """Composed from an edited manifest (by an older version, or by hand) and stored: the check
     that guards training blocks it."""
-    from eeg_assets.lib.dataset.balanced import compose_split, write_balanced
-
     settings, cache = chain_copy
-    manifest_path = cache / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["full_seizure"].append(manifest["no_seizure"].pop())
-    manifest_path.write_text(json.dumps(manifest))
+    relabel_one_window(cache)
     write_balanced(cache, compose_split(cache, settings.balance_config(),
                                         settings.cache_config()), settings.balance_config())
     with dg.instance_for_test() as instance:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster_fixtures import CHAIN, make_settings, sample_raw_root  # noqa: F401
+from dagster_fixtures import CHAIN, failure_message, make_settings, sample_raw_root  # noqa: F401
 
 from eeg_assets.lib.model.comparison import COLUMNS
 from eeg_assets.lib.model.experiment import ExperimentError
@@ -76,14 +76,6 @@ def materialize(definitions, settings, instance, key, partition=None):
                           raise_on_error=False)
 
 
-def step_failure(result: dg.ExecuteInProcessResult) -> str:
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    data = failure.step_failure_data
-    return "\n".join(p for p in ((data.user_failure_data.description
-                                  if data.user_failure_data else ""),
-                                 data.error.to_string() if data.error else "") if p)
-
-
 def test_two_experiments_of_a_users_own_are_trained_evaluated_and_compared(
         sample_raw_root, tmp_path):  # noqa: F811
     folder = lab_folder(
@@ -110,25 +102,25 @@ def test_two_experiments_of_a_users_own_are_trained_evaluated_and_compared(
 
         broken = materialize(definitions, settings, instance, "trained_model", "broken")
         assert not broken.success
-        message = step_failure(broken)
+        message = failure_message(broken)
         assert "mylab_nets:wrong_shape" in message and "(2, 15360)" in message, message
         assert "(2, 1, 15360)" in message
         assert not (tmp_path / "results" / "trained_model" / "broken" / "last.pt").exists()
 
         for name in ("narrow", "wide"):
             trained = materialize(definitions, settings, instance, "trained_model", name)
-            assert trained.success, step_failure(trained)
+            assert trained.success, failure_message(trained)
             meta = trained.get_asset_materialization_events()[0].materialization.metadata
             assert meta["model_factory"].value == "mylab_nets:build"
             assert meta["model_parameters"].value == {"narrow": 43, "wide": 169}[name]
             for split in ("val", "eval"):
                 evaluated = materialize(definitions, settings, instance, "model_evaluation",
                                         f"{name}|{split}")
-                assert evaluated.success, step_failure(evaluated)
+                assert evaluated.success, failure_message(evaluated)
             assert (tmp_path / "results" / "evaluation" / name / "eval" / "scores.json").is_file()
 
         compared = materialize(definitions, settings, instance, "model_comparison")
-        assert compared.success, step_failure(compared)
+        assert compared.success, failure_message(compared)
     meta = compared.get_asset_materialization_events()[0].materialization.metadata
     assert meta["experiments"].value == 2 and meta["not_evaluated"].value == "broken"
     table = meta["leaderboard"].value

@@ -27,6 +27,7 @@ from dagster_fixtures import (  # noqa: F401
     built_eval,
     chain_defs,
     check_results,
+    failure_message,
     make_settings,
     materializations,
     sample_raw_root,
@@ -77,14 +78,6 @@ def run_chain(settings, instance, partition="eval", keys=CHAIN, checks=True,
                           partition_key=partition, instance=instance,
                           selection=dg.AssetSelection.assets(*keys), raise_on_error=False,
                           tags=tags)
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    data = failure.step_failure_data
-    return "\n".join(p for p in (data.error.to_string() if data.error else "",
-                                 data.user_failure_data.description
-                                 if data.user_failure_data else "") if p)
 
 
 def values(materialization: dg.AssetMaterialization) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import torch
+from dagster_fixtures import failure_message
 from dagster_pipes import decode_param
 from stand_in_modal import StandInModal
 
@@ -177,21 +178,13 @@ def checks_of(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvalu
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def failure_of(result: dg.ExecuteInProcessResult) -> str:
-    (failure,) = [e for e in result.all_events if e.is_step_failure]
-    data = failure.step_failure_data
-    return "\n".join(p for p in (data.error.to_string() if data.error else "",
-                                 data.user_failure_data.description
-                                 if data.user_failure_data else "") if p)
-
-
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> Lab:
     lab = make_lab(tmp_path_factory.mktemp("evaluation"))
     for asset, partition in (("trained_model", None), ("model_evaluation", "val"),
                              ("model_evaluation", "eval")):
         result = lab.run(asset, partition)
-        assert result.success, (asset, partition, failure_of(result))
+        assert result.success, (asset, partition, failure_message(result))
     return lab
 
 
@@ -342,7 +335,7 @@ def test_eval_before_val_fails_clearly(tmp_path):
     assert lab.run("trained_model").success
     result = lab.run("model_evaluation", "eval")
     assert not result.success
-    message = failure_of(result)
+    message = failure_message(result)
     assert (f"model_evaluation[{EXPERIMENT}|eval] applies the threshold chosen on val, and "
             f"model_evaluation[{EXPERIMENT}|val] has not been materialized") in message, message
     assert not (lab.results / "evaluation").exists()
@@ -356,7 +349,7 @@ def test_eval_refuses_a_threshold_chosen_for_another_model(local):
         result = local.run("model_evaluation", "eval")
         assert not result.success
         assert (f"model_evaluation[{EXPERIMENT}|val] chose its threshold for trained_model "
-                "version other:0123" in failure_of(result))
+                "version other:0123" in failure_message(result))
     finally:  # the module's later tests read val's real materialization again
         assert local.run("model_evaluation", "val").success
 
@@ -383,7 +376,7 @@ def test_evaluation_without_a_trained_model_fails_before_launching(tmp_path):
     lab = make_lab(tmp_path)
     result = lab.run("model_evaluation", "val")
     assert not result.success
-    assert f"trained_model[{EXPERIMENT}] has not been materialized" in failure_of(result)
+    assert f"trained_model[{EXPERIMENT}] has not been materialized" in failure_message(result)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -395,7 +388,7 @@ def on_modal(tmp_path_factory, local) -> Lab:
     lab = make_lab(tmp_path_factory.mktemp("modal"), "modal")
     for asset, partition in (("trained_model", None), ("model_evaluation", "val")):
         result = lab.run(asset, partition)
-        assert result.success, (asset, partition, failure_of(result))
+        assert result.success, (asset, partition, failure_message(result))
     return lab
 
 

@@ -380,7 +380,8 @@ def test_a_preempted_training_resumes_from_its_last_committed_epoch(tmp_path):
     (call,) = StandInModal(server=tmp_path / "server").calls()
     assert json.loads((tmp_path / "server" / "calls" / f"{call['id']}.attempts").read_text()) == 2
     assert any("the Modal container was restarted (attempt 2)" in line for line in run.logs)
-    assert any(line.startswith("resuming from") or "resum" in line for line in run.logs), run.logs
+    assert any(line.startswith("resuming from") and "after epoch 1/2" in line
+               for line in run.logs), run.logs  # epoch 1's committed checkpoint, not scratch
 
 
 def test_a_lost_connection_leaves_the_call_running_and_the_next_run_reattaches(tmp_path,

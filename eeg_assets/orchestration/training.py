@@ -4,8 +4,8 @@ or on a Modal GPU (``orchestration/backend.py``); ``model_evaluation`` is the sa
 other job (``orchestration/evaluation.py``).
 
 An experiment's data version is its resolved settings (file, defaults, model factory and
-parameters): editing one file and observing ``experiments`` (every minute under the daemon, or
-"Observe" in the UI) marks only that experiment's model stale.
+parameters): editing one file and observing ``experiments`` ("Observe" in the UI, or ``dagster
+asset materialize --select experiments``) marks only that experiment's model stale.
 """
 
 import json
@@ -66,7 +66,6 @@ def build_experiments_asset(experiments: list[Experiment]) -> dg.SourceAsset:
         name=EXPERIMENTS_ASSET,
         partitions_def=experiment_partitions(list(by_name)),
         group_name="model",
-        auto_observe_interval_minutes=1,
         description="One experiment file per partition (model factory and parameters, training "
                     "and post-processing settings, TOML); its data version changes when the "
                     "file or the defaults it inherits change.",

@@ -206,14 +206,7 @@ class SeizureTransformer(nn.Module):
         return self.head(h).squeeze(1)                  # (B, T)
 
 
-def seizure_transformer(in_channels: int = 19,
-                        encoder_channels: Sequence[int] = ENCODER_CHANNELS,
-                        encoder_kernels: Sequence[int] = ENCODER_KERNELS,
-                        decoder_kernels: Sequence[int] = DECODER_KERNELS,
-                        residual_kernels: Sequence[int] = RESIDUAL_KERNELS,
-                        transformer_layers: int = 8, attention_heads: int = 4,
-                        feedforward_channels: int = 2048, output_kernel: int = 11,
-                        dropout: float = 0.1) -> SeizureTransformer:
+def seizure_transformer(**params) -> SeizureTransformer:
     """The factory ``eeg_assets.lib.model.seizure_transformer:seizure_transformer``.
 
     Parameters
@@ -241,9 +234,7 @@ def seizure_transformer(in_channels: int = 19,
         ``(batch, in_channels, T)`` -> ``(batch, T)`` logits, ``T`` a multiple of
         ``2 ** len(encoder_channels)``.
     """
-    return SeizureTransformer(in_channels, encoder_channels, encoder_kernels, decoder_kernels,
-                              residual_kernels, transformer_layers, attention_heads,
-                              feedforward_channels, output_kernel, dropout)
+    return SeizureTransformer(**params)
 
 
 __all__ = ["ResidualConvBlock", "SameConv1d", "SeizureTransformer", "seizure_transformer",
