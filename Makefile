@@ -12,7 +12,7 @@ EXPERIMENT ?= sample
 TYPED_COMMANDS := ASSET_MATERIALIZE ASSET_LIST JOB_EXECUTE
 TYPED_VARIABLES := $(foreach command,$(TYPED_COMMANDS),DAGSTER_CLI_$(command)_MODULE_NAME)
 
-.PHONY: setup sample test ui clean-cache lock
+.PHONY: setup sample sample-corpus test ui clean-cache lock
 
 # Quiet unless something fails: pip's own output goes to $(VENV)/setup.log, shown on failure.
 SETUP_LOG := $(VENV)/setup.log
@@ -80,7 +80,20 @@ setup: $(BIN)/eeg_assets_env.sh $(DAGSTER_HOME)/dagster.yaml
 # event log still holds every event).
 QUIET_RUN := --config-json '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 
-sample: setup
+# The sample corpus is written here, by an explicit command, never by a Dagster step. With
+# EEG_ASSETS_RAW_ROOT set, the raw root is the user's: nothing is written to it.
+SAMPLE_CORPUS := data/sample_corpus
+sample-corpus: setup
+	@if [ -n "$${EEG_ASSETS_RAW_ROOT:-}" ]; then \
+		echo "[sample] EEG_ASSETS_RAW_ROOT=$$EEG_ASSETS_RAW_ROOT: not writing the sample corpus"; \
+	elif [ ! -d $(SAMPLE_CORPUS)/edf ]; then \
+		echo "[sample] writing the sample corpus to $(SAMPLE_CORPUS)"; \
+		rm -rf $(SAMPLE_CORPUS).partial && \
+		$(BIN)/python -m eeg_assets make-sample-corpus --out $(SAMPLE_CORPUS).partial >/dev/null && \
+		mv $(SAMPLE_CORPUS).partial $(SAMPLE_CORPUS); \
+	fi
+
+sample: sample-corpus
 	for split in train val eval; do \
 		echo "[sample] the cache chain of $$split"; \
 		$(BIN)/dagster asset materialize -m eeg_assets --select '$(CACHE_CHAIN)' --partition $$split $(QUIET_RUN) || exit 1; \
@@ -97,7 +110,7 @@ sample: setup
 test: setup
 	$(BIN)/python -m pytest
 
-ui: setup
+ui: sample-corpus
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean-cache:

@@ -166,8 +166,7 @@ def main() -> None:
     try:
         shutil.copytree(cache_dir, work / "cache" / SPLIT)
         settings = BenchSettings(raw_root=work / "raw", cache_root=work / "cache",
-                                 results_root=work / "results", workers=1,
-                                 make_sample_if_missing=False)
+                                 results_root=work / "results", workers=1)
         parses = count_parses()
         windows = sum(e.n_windows for e in Ledger(work / "cache" / SPLIT).entries().values())
         print(f"split of {args.files} NPZs, {windows} windows")

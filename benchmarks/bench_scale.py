@@ -165,8 +165,7 @@ def _settings(raw_root: str, cache_root: str, workers: int | None = 1):
     from eeg_assets.settings import Settings
 
     return Settings(raw_root=Path(raw_root), cache_root=Path(cache_root),
-                    results_root=Path(cache_root).parent / "results", workers=workers or 0,
-                    make_sample_if_missing=False)
+                    results_root=Path(cache_root).parent / "results", workers=workers or 0)
 
 
 class _Ticker:

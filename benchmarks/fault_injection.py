@@ -1,7 +1,7 @@
 """Fault-injection benchmark: the whole catalogue of bad inputs plus the crash, disk-full,
 concurrency and staleness scenarios, summarised in one table.
 
-Every bad input is made from a good recording at run time (:mod:`eeg_assets.synthetic.faults`):
+Every bad input is made from a good recording at run time (:mod:`eeg_assets.fault_injection`):
 
 * the catalogue (EDF, annotation and drop faults) is laid out in ONE split beside good recordings
   and built once by ``python -m eeg_assets build-cache`` (2 workers) and once by the
@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 from eeg_assets.synthetic import faults
-from eeg_assets.synthetic.faults import BUILT, IGNORED, QUARANTINED, ScenarioResult
-from eeg_assets.synthetic.faults.checks import cli_line
+from eeg_assets.fault_injection import BUILT, IGNORED, QUARANTINED, ScenarioResult
+from eeg_assets.fault_injection.checks import cli_line
 
 
 def catalogue_results(work: Path, with_dagster: bool) -> tuple[list[ScenarioResult], list[str]]:

@@ -118,8 +118,6 @@ class Settings:
     #: Power-line notch: 50 for European recordings; 0 disables it.
     notch_hz: float = 60.0
     balance_seed: int = 42
-    #: Generate the deterministic sample corpus when ``raw_root`` is the default and missing.
-    make_sample_if_missing: bool = True
     train: TrainConfig = field(default_factory=_default_train_config)
     #: ``local`` or ``modal``: where the cache chain is built, the model trained and evaluated.
     backend: str = "local"
@@ -154,7 +152,6 @@ class Settings:
             workers=env.number("EEG_ASSETS_WORKERS", defaults.workers, int),
             notch_hz=env.number("EEG_ASSETS_NOTCH_HZ", defaults.notch_hz, float),
             balance_seed=env.number("EEG_ASSETS_BALANCE_SEED", defaults.balance_seed, int),
-            make_sample_if_missing=not env.is_set("EEG_ASSETS_RAW_ROOT"),
             train=dataclasses.replace(
                 train,
                 epochs=env.number("EEG_ASSETS_EPOCHS", train.epochs, int),

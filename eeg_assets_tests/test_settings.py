@@ -23,7 +23,6 @@ def test_the_environment_becomes_settings_with_defaults_where_unset(tmp_path):
                                   "EEG_ASSETS_NOTCH_HZ": "50", "EEG_ASSETS_EPOCHS": "2",
                                   "EEG_ASSETS_CPU_THREADS": "1", "EEG_ASSETS_WORKERS": ""})
     assert settings.raw_root == tmp_path / "raw"
-    assert not settings.make_sample_if_missing  # a raw root of the user's is never written to
     assert settings.cache_root == Path("cache/tusz").absolute()
     assert settings.cache_config().notch_hz == 50.0
     assert settings.train.epochs == 2 and settings.train.cpu_threads == 1

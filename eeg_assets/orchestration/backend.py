@@ -33,7 +33,6 @@ from eeg_assets.lib.cache.raw_upload import sync_raw
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
 from eeg_assets.lib.dataset.chain_checks import CheckOutcome, CheckRequest, run_check
 from eeg_assets.orchestration.modal_launch import run_on_modal
-from eeg_assets.orchestration.raw import ensure_sample_corpus
 from eeg_assets.remote.deployment import CACHE_APP, TRAIN_APP, code_version
 from eeg_assets.remote.modal_client import ModalUnavailable, load_client
 from eeg_assets.remote.volume_layout import CACHE_ROOT, RAW_ROOT, RESULTS_MOUNT
@@ -106,8 +105,6 @@ class LocalBackend(Backend):
 
     def run_step(self, context, step, split):
         settings = self.settings
-        if step == NPZ_WINDOWS:
-            ensure_sample_corpus(settings, context.log)
         # run_tag: the listing raw_edf_recordings recorded when this run observed the split
         return run(self.request(step, split, run_tag=context.run.run_id),
                    Path(settings.raw_root), Path(settings.cache_root), context.log,
@@ -168,7 +165,6 @@ class ModalBackend(Backend):
 
     def run_step(self, context, step, split):
         if step == NPZ_WINDOWS:
-            ensure_sample_corpus(self.settings, context.log)
             self.upload(context, [self.settings.split_folders[split]])
         # run_tag: the checks of this run read the listing the container's build records
         invocation = self._run(context, CACHE_APP, "coordinate",

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -66,27 +64,6 @@ def observation(split: str, raw_dir: Path, fileset: FileSet,
                   "raw_dir": dg.MetadataValue.path(str(raw_dir))})
 
 
-def ensure_sample_corpus(settings: Settings, log) -> None:
-    """Write the embedded sample corpus on first use when the default raw root is missing."""
-    raw_root = Path(settings.raw_root)
-    if raw_root.exists() or not settings.make_sample_if_missing:
-        return
-    from eeg_assets.synthetic.sample_corpus import write_sample_corpus
-
-    corpus_root = raw_root.parent
-    corpus_root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".sample_corpus.", dir=corpus_root.parent))
-    try:
-        write_sample_corpus(staging)
-        try:
-            staging.rename(corpus_root)  # atomic: concurrent partitions never see half a corpus
-            log.info(f"wrote the sample corpus to {corpus_root}")
-        except OSError:
-            pass  # another partition's run won the race; its corpus is identical
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 # observable_source_asset and DataVersionsByPartition are marked beta; their warnings would
 # repeat at every load and run.
 warnings.filterwarnings("ignore", message=".*(observable_source_asset|DataVersionsByPartition)",
@@ -108,12 +85,16 @@ def raw_edf_recordings(context, settings: dg.ResourceParam[Settings]
     # A split's run observes its split, first (split_cache_job selects this asset): the
     # listing is recorded for npz_windows and the checks of the run, so the run walks the
     # folder once, and npz_windows records as its input the version observed here.
-    ensure_sample_corpus(settings, context.log)
     splits = [context.partition_key] if context.has_partition_key else settings.split_folders
     for split in splits:
         raw_dir, cache_dir = settings.raw_dir(split), settings.cache_dir(split)
         if raw_dir.is_dir():
             cache_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            context.log.warning(
+                f"{split}: {raw_dir} does not exist, so the split has no recordings (set "
+                "EEG_ASSETS_RAW_ROOT to the folder holding train/, dev/ and eval/; the sample "
+                "corpus: `python -m eeg_assets make-sample-corpus --out data/sample_corpus`)")
         listing = list_recordings(raw_dir, snapshot_dir=cache_dir)
         if raw_dir.is_dir():
             write_listing(cache_dir, listing, run_tag=context.run.run_id)
