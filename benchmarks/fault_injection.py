@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from eeg_assets.synthetic import faults
+from eeg_assets import fault_injection as faults
 from eeg_assets.fault_injection import BUILT, IGNORED, QUARANTINED, ScenarioResult
 from eeg_assets.fault_injection.checks import cli_line
 

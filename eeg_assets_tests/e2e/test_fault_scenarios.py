@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from eeg_assets.synthetic import faults
+from eeg_assets import fault_injection as faults
 from eeg_assets.fault_injection import BUILT, CATALOGUE, IGNORED, QUARANTINED
 from eeg_assets.fault_injection.checks import cli_line
 
