@@ -7,8 +7,14 @@ the commands write are specified in docs/cache-format.md.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from eeg_assets.lib.config import CacheConfig
+
+#: ``--layout`` of build-cache and convert-cache (``eeg_assets.lib.cache.layout.LAYOUTS``).
+LAYOUT_CHOICES = ("windows", "continuous")
 
 
 #: What ``python -m eeg_assets --help`` says above the commands (plain text: argparse prints it).
@@ -40,6 +46,10 @@ class CommandError(Exception):
     """A failure to report as one clear line and exit code 1."""
 
 
+def _default_layout() -> str:
+    return os.environ.get("EEG_ASSETS_CACHE_LAYOUT") or "windows"
+
+
 def _cmd_make_sample_corpus(args: argparse.Namespace) -> int:
     from eeg_assets.synthetic.sample_corpus import write_sample_corpus
 
@@ -61,9 +71,13 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
         limit = EnvFlags.from_env().file_limit(args.limit_files)
     except ValueError as exc:  # e.g. BGB_LIMIT_FILES=abc: one clear line, not a traceback
         raise CommandError(str(exc)) from exc
+    if args.layout not in LAYOUT_CHOICES:
+        raise CommandError(f"EEG_ASSETS_CACHE_LAYOUT={args.layout!r}: use one of "
+                           f"{', '.join(LAYOUT_CHOICES)}")
+    config = CacheConfig(layout=args.layout)
     try:
         report = build_split(
-            Path(args.data_dir), Path(args.cache_dir), split=args.split,
+            Path(args.data_dir), Path(args.cache_dir), split=args.split, config=config,
             workers=args.workers, limit_files=limit, progress=None if args.no_progress else "auto",
         )
     except BuildError as exc:
@@ -71,7 +85,7 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
     print(format_report(report))
     if report.all_failed:
         raise CommandError(f"every recording under {args.data_dir} failed; nothing was built")
-    _refresh_index_and_manifest(Path(args.cache_dir))
+    _refresh_index_and_manifest(Path(args.cache_dir), config)
     if report.write_failures:
         raise CommandError(write_failure_message(report))
     return 0
@@ -80,26 +94,52 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
 def _cmd_adopt_cache(args: argparse.Namespace) -> int:
     from eeg_assets.lib.cache.adopt import adopt_split
 
-    report = adopt_split(Path(args.data_dir), Path(args.cache_dir))
+    report = adopt_split(Path(args.data_dir), Path(args.cache_dir), _config_of(args.cache_dir))
     print(report.summary(Path(args.cache_dir)))
     return 0
 
 
-def _refresh_index_and_manifest(cache_dir: Path) -> None:
+def _cmd_convert_cache(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.cache.convert import ConvertError, convert_split
+    from eeg_assets.lib.cache.ledger import LedgerError
+
+    try:
+        report = convert_split(Path(args.source), Path(args.target), args.layout)
+    except (ConvertError, LedgerError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(report.summary())
+    _refresh_index_and_manifest(Path(args.target), CacheConfig(layout=args.layout),
+                                "convert-cache")
+    if report.refused:
+        raise CommandError(f"{len(report.refused)} file(s) of {args.source} failed verification "
+                           "and were not converted (listed above)")
+    return 0
+
+
+def _config_of(cache_dir) -> CacheConfig:
+    """The configuration of an existing cache split: the default one in the layout its files
+    are in."""
+    from eeg_assets.lib.cache.layout import detect_layout
+
+    return CacheConfig(layout=detect_layout(Path(cache_dir)))
+
+
+def _refresh_index_and_manifest(cache_dir: Path, config: CacheConfig,
+                                command: str = "build-cache") -> None:
     """Bring _dataset_index.json and manifest.json up to date from the recorded facts (cheap)."""
     from eeg_assets.lib.dataset.index import DatasetError, collect_facts, update_index
     from eeg_assets.lib.dataset.manifest import category_counts, update_manifest
 
-    facts = collect_facts(cache_dir)
-    index = update_index(cache_dir, facts=facts)
-    print(f"[build-cache] {cache_dir / '_dataset_index.json'}: {len(index.files)} files, "
+    facts = collect_facts(cache_dir, config)
+    index = update_index(cache_dir, config, facts=facts)
+    print(f"[{command}] {cache_dir / '_dataset_index.json'}: {len(index.files)} files, "
           f"{index.total_windows} windows")
     try:
-        counts = category_counts(update_manifest(cache_dir, facts=facts))
+        counts = category_counts(update_manifest(cache_dir, config, facts=facts))
     except DatasetError as exc:
-        print(f"[build-cache] warning: no manifest.json: {exc}")
+        print(f"[{command}] warning: no manifest.json: {exc}")
         return
-    print(f"[build-cache] {cache_dir / 'manifest.json'}: "
+    print(f"[{command}] {cache_dir / 'manifest.json'}: "
           + ", ".join(f"{n} {category}" for category, n in counts.items()))
 
 
@@ -113,7 +153,7 @@ def _cmd_scan_cache(args: argparse.Namespace) -> int:
 
     cache_dir = Path(args.cache_dir)
     try:
-        result = scan_manifest(cache_dir)
+        result = scan_manifest(cache_dir, _config_of(cache_dir))
     except (DatasetError, NpzFormatError, OSError) as exc:
         raise CommandError(str(exc)) from exc
     for warning in manifest_warnings(result.facts):
@@ -134,7 +174,8 @@ def _cmd_scan_cache(args: argparse.Namespace) -> int:
 def _cmd_verify_cache(args: argparse.Namespace) -> int:
     from eeg_assets.lib.cache.verify import verify_cache_command
 
-    return verify_cache_command(Path(args.cache_dir), verify_all=args.all)
+    return verify_cache_command(Path(args.cache_dir), verify_all=args.all,
+                                config=_config_of(args.cache_dir))
 
 
 def _cmd_balanced_info(args: argparse.Namespace) -> int:
@@ -152,8 +193,9 @@ def _cmd_balanced_info(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     try:
-        split = prepare_split(Path(args.cache_dir), flags)
-        composition = balanced_composition(split, balance)
+        config = _config_of(args.cache_dir)
+        split = prepare_split(Path(args.cache_dir), flags, config)
+        composition = balanced_composition(split, balance, config)
     except (DatasetError, NpzFormatError, OSError) as exc:
         raise CommandError(f"no balanced training set for {args.cache_dir}: {exc}") from exc
     print(f"[balanced-info] {args.cache_dir}: seed {balance.seed}, full {balance.full_ratio} x "
@@ -254,9 +296,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="split name recorded with the outputs")
     p.add_argument("--limit-files", type=_positive_int, default=None,
                    help="build at most N recordings (also BGB_LIMIT_FILES, BGB_SMOKE_TEST=1: 3)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--layout", choices=LAYOUT_CHOICES, default=_default_layout(),
+                   help="windows: <stem>_windows.npz (default); continuous: <stem>_data.npy + "
+                        "<stem>_labels.npy, a sixth of the disk (also EEG_ASSETS_CACHE_LAYOUT)")
     p.set_defaults(func=_cmd_build_cache)
+
+    p = _command(sub, "convert-cache", help="rebuild a cache split in the other layout from its "
+                 "cache files (no EDF read; verified, incremental, atomic)")
+    p.add_argument("--from", dest="source", required=True, type=_existing_path,
+                   help="cache split folder to read (its layout is read from its files)")
+    p.add_argument("--to", dest="target", required=True,
+                   help="cache split folder to write (e.g. cache/tusz_mmap/train)")
+    p.add_argument("--layout", required=True, choices=LAYOUT_CHOICES, help="the target's layout")
+    p.set_defaults(func=_cmd_convert_cache)
 
     p = _command(sub, "adopt-cache", help="after a lost ledger: take back the NPZs that verify "
                  "and match their recordings (the rest is rebuilt by the next build)")

@@ -34,12 +34,16 @@ SPLITS = ("train", "val", "eval")
 DEFAULT_SPLIT_FOLDERS = {"train": "train", "val": "dev", "eval": "eval"}
 DEFAULT_RAW_ROOT = "data/sample_corpus/edf"
 DEFAULT_CACHE_ROOT = "cache/tusz"
+#: The cache root of the continuous layout when ``EEG_ASSETS_CACHE_ROOT`` is unset (the folder the
+#: upstream scripts' memory-mapped layout uses), so the two layouts never share a folder.
+DEFAULT_CONTINUOUS_CACHE_ROOT = "cache/tusz_mmap"
 DEFAULT_RESULTS_ROOT = "results"
 #: The repository's experiments folder (``sample.toml``, ``seizure_transformer.toml``).
 DEFAULT_EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 #: Where the cache chain, training and evaluation run: this machine, or Modal (volumes, CPU
 #: fan-out, GPU).
 BACKENDS = ("local", "modal")
+CACHE_LAYOUTS = ("windows", "continuous")  # eeg_assets.lib.cache.layout.LAYOUTS
 #: What reaches Modal's servers from the Dagster process (``module:attribute``); tests name a
 #: stand-in here.
 DEFAULT_MODAL_CLIENT = "eeg_assets.remote.modal_client:ModalClient"
@@ -108,6 +112,8 @@ class Settings:
 
     raw_root: Path = Path(DEFAULT_RAW_ROOT)
     cache_root: Path = Path(DEFAULT_CACHE_ROOT)
+    #: ``windows`` (NPZs of whole windows) or ``continuous`` (``eeg_assets.lib.cache.layout``).
+    cache_layout: str = "windows"
     results_root: Path = Path(DEFAULT_RESULTS_ROOT)
     #: One TOML file per experiment (:mod:`eeg_assets.lib.model.experiment`); importable, so a
     #: user's model factory can live beside its file.
@@ -136,6 +142,7 @@ class Settings:
         defaults = cls()
         train = defaults.train
         backend = env.choice("EEG_ASSETS_BACKEND", defaults.backend, BACKENDS)
+        layout = env.choice("EEG_ASSETS_CACHE_LAYOUT", defaults.cache_layout, CACHE_LAYOUTS)
         if env.is_set("EEG_ASSETS_TRAIN_BACKEND"):
             raise SettingsError("EEG_ASSETS_TRAIN_BACKEND is no longer read: EEG_ASSETS_BACKEND "
                                 "chooses where the cache chain, training and evaluation all run "
@@ -146,7 +153,9 @@ class Settings:
                                 "false alarms per 24 h, 0 or more")
         return cls(
             raw_root=env.path("EEG_ASSETS_RAW_ROOT", DEFAULT_RAW_ROOT),
-            cache_root=env.path("EEG_ASSETS_CACHE_ROOT", DEFAULT_CACHE_ROOT),
+            cache_root=env.path("EEG_ASSETS_CACHE_ROOT", DEFAULT_CONTINUOUS_CACHE_ROOT
+                                if layout == "continuous" else DEFAULT_CACHE_ROOT),
+            cache_layout=layout,
             results_root=env.path("EEG_ASSETS_RESULTS_ROOT", DEFAULT_RESULTS_ROOT),
             experiments_dir=env.path("EEG_ASSETS_EXPERIMENTS_DIR", str(DEFAULT_EXPERIMENTS_DIR)),
             workers=env.number("EEG_ASSETS_WORKERS", defaults.workers, int),
@@ -176,7 +185,7 @@ class Settings:
         )
 
     def cache_config(self) -> CacheConfig:
-        return CacheConfig(notch_hz=self.notch_hz or None)
+        return CacheConfig(notch_hz=self.notch_hz or None, layout=self.cache_layout)
 
     def balance_config(self) -> BalanceConfig:
         return BalanceConfig(seed=self.balance_seed)

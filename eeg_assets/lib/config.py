@@ -63,6 +63,9 @@ class CacheConfig:
     #: A channel whose standard deviation exceeds this is rejected: scalp EEG is tens of uV and
     #: artefacts reach a few mV, so more means a wrong physical range or unit in the header.
     max_channel_std_uv: float = 10_000.0
+    #: File layout of the cache (``eeg_assets.lib.cache.layout``): ``windows`` (the NPZs of
+    #: docs/cache-format.md) or ``continuous`` (the signal once, windows cut on reading).
+    layout: str = "windows"
 
     @property
     def window_samples(self) -> int:
@@ -77,6 +80,9 @@ class CacheConfig:
         data["seizure_labels"] = sorted(self.seizure_labels)
         data["background_labels"] = sorted(self.background_labels)
         data["cache_format"] = CACHE_FORMAT
+        if self.layout == "windows":
+            # The default layout leaves the version of every windows cache as it was.
+            del data["layout"]
         return data
 
     @classmethod

@@ -74,7 +74,7 @@ def operating_curve_png(sweep: list[dict], threshold: float, title: str,
                         max_fa_per_24h: float | None = None) -> bytes:
     """Sensitivity (%) against false alarms per 24 h over thresholds, one line per scorer.
 
-    ``sweep`` rows hold ``threshold`` and ``<scorer>_sensitivity`` (a fraction; None where
+    ``sweep`` rows hold ``threshold`` and ``<scorer>_sensitivity_pct`` (a percentage; None where
     undefined) and ``<scorer>_fa_per_24h``; the operating ``threshold`` is marked and labelled,
     and the rule's ``max_fa_per_24h`` drawn as a vertical line. The x axis is logarithmic from
     0.1 to 1,000 FA/24h (0 is drawn at 0.1), where the operating points worth comparing lie.
@@ -82,10 +82,10 @@ def operating_curve_png(sweep: list[dict], threshold: float, title: str,
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     low, high = FA_AXIS
     for (scorer, label), colour in zip(scorers, ("#1b9e77", "#d95f02", "#7570b3")):
-        rows = [r for r in sweep if r.get(f"{scorer}_sensitivity") is not None
+        rows = [r for r in sweep if r.get(f"{scorer}_sensitivity_pct") is not None
                 and r.get(f"{scorer}_fa_per_24h") is not None]
         fa = [min(max(r[f"{scorer}_fa_per_24h"], low), high) for r in rows]
-        sensitivity = [100 * r[f"{scorer}_sensitivity"] for r in rows]
+        sensitivity = [r[f"{scorer}_sensitivity_pct"] for r in rows]
         ax.plot(fa, sensitivity, marker=".", color=colour, label=label)
         for r, x, y in zip(rows, fa, sensitivity):
             if r["threshold"] == threshold:

@@ -3,7 +3,7 @@
 Modules: ``assets`` (the cache chain), ``checks_cache`` / ``checks_dataset`` (its asset checks),
 ``training`` (``experiments`` and ``trained_model``, by experiment), ``evaluation``
 (``model_evaluation``, by experiment and split), ``comparison`` (``model_comparison``), ``raw``
-(``raw_edf_recordings``, observed), ``sensors`` (the raw-drop sensor), ``partitions``,
+(``raw_edf_recordings``, each split's listing), ``sensors`` (the raw-drop sensor), ``partitions``,
 ``backend`` (the ``backend`` resource: where the chain, training and evaluation run, local or
 Modal) and ``modal_launch`` (a spawned Modal call as a Pipes session). Every asset is a
 thin call into :mod:`eeg_assets.lib`.
@@ -57,10 +57,10 @@ def build_defs(settings: Settings) -> dg.Definitions:
     """
     split_cache_job = dg.define_asset_job(
         "split_cache_job",
-        # raw_edf_recordings first: the run observes the split it builds, and walks it once
+        # raw_edf_recordings first: the run lists the split it builds, and walks it once
         selection=(dg.AssetSelection.assets(assets.raw_edf_recordings.key)
                    | dg.AssetSelection.groups(assets.GROUP)),
-        description="Observe, build, index, manifest and balance one split (what the drop sensor "
+        description="List, build, index, manifest and balance one split (what the drop sensor "
                     "launches).",
     )
     experiments = load_experiments_of(settings)

@@ -104,7 +104,10 @@ def build_cache_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={"numpy"},
         description="`<cache>/<split>/<edf_stem>_windows.npz`: windows (n,19,15360) and labels "
-                    "(n,15360), float32, uncompressed. Incremental: only new or changed recordings "
+                    "(n,15360), float32, uncompressed; in the continuous layout "
+                    "(EEG_ASSETS_CACHE_LAYOUT=continuous) `<edf_stem>_data.npy` (samples,19) "
+                    "float32 and `_labels.npy` (samples,) uint8, the windows cut on reading. "
+                    "Incremental: only new or changed recordings "
                     "are built, in a process pool (or over Modal containers, EEG_ASSETS_BACKEND="
                     "modal); bad recordings are quarantined with a reason.",
     )

@@ -35,7 +35,7 @@ from eeg_assets.lib.dataset.chain_checks import CheckOutcome, CheckRequest, run_
 from eeg_assets.orchestration.modal_launch import run_on_modal
 from eeg_assets.remote.deployment import CACHE_APP, TRAIN_APP, code_version
 from eeg_assets.remote.modal_client import ModalUnavailable, load_client
-from eeg_assets.remote.volume_layout import CACHE_ROOT, RAW_ROOT, RESULTS_MOUNT
+from eeg_assets.remote.volume_layout import RAW_ROOT, RESULTS_MOUNT, cache_subdir
 from eeg_assets.settings import Settings
 
 #: What ``launch`` runs: job -> the Pipes entry module (locally) or the app's function (Modal).
@@ -105,7 +105,7 @@ class LocalBackend(Backend):
 
     def run_step(self, context, step, split):
         settings = self.settings
-        # run_tag: the listing raw_edf_recordings recorded when this run observed the split
+        # run_tag: the listing raw_edf_recordings recorded when this run materialized the split
         return run(self.request(step, split, run_tag=context.run.run_id),
                    Path(settings.raw_root), Path(settings.cache_root), context.log,
                    workers=settings.workers or None)
@@ -203,7 +203,7 @@ class ModalBackend(Backend):
         context.log.info(report.summary())
 
     def cache_path(self, split):
-        return Path(CACHE_ROOT) / split
+        return Path(RESULTS_MOUNT) / cache_subdir(self.settings.cache_layout) / split
 
     def results_path(self, name):
         return Path(RESULTS_MOUNT) / name

@@ -50,10 +50,12 @@ def _row(instance: dg.DagsterInstance, experiment: Experiment) -> ExperimentRow 
                         epochs=trained.get("epochs"), val_auroc=trained.get("val_auroc"),
                         threshold=evaluated.get("threshold"),
                         sweep=list(evaluated.get("sweep") or []))
+    # Sensitivities in percent, as model_evaluation reports them (an evaluation older than the
+    # _pct keys has none: evaluate it again; its fractions are never mixed in).
     for scorer in SCORERS:
-        setattr(row, f"{scorer}_sensitivity", evaluated.get(f"{scorer}_sensitivity"))
+        setattr(row, f"{scorer}_sensitivity_pct", evaluated.get(f"{scorer}_sensitivity_pct"))
         setattr(row, f"{scorer}_fa_per_24h", evaluated.get(f"{scorer}_fa_per_24h"))
-    row.szcore_subject_sensitivity = evaluated.get("szcore_subject_sensitivity")
+    row.szcore_subject_sensitivity_pct = evaluated.get("szcore_subject_sensitivity_pct")
     row.szcore_subject_fa_per_24h = evaluated.get("szcore_subject_fa_per_24h")
     worst = evaluated.get("szcore_subject_false_alarms") or {}
     if isinstance(worst, dict):
@@ -73,8 +75,9 @@ def build_model_comparison(experiments: list[Experiment]) -> dg.AssetsDefinition
         kinds={"csv"},
         description="Every experiment evaluated on eval, best first: model size and training, "
                     "val AUROC, and on eval at the val-chosen threshold OVERLAP, TAES and "
-                    "SzCORE sensitivity and FA/24h (SzCORE pooled over files and averaged per "
-                    "subject); `<results>/comparison/leaderboard.csv` and the operating curves.",
+                    "SzCORE sensitivity (%) and FA/24h (SzCORE pooled over files and averaged "
+                    "per subject); `<results>/comparison/leaderboard.csv` and the operating "
+                    "curves.",
     )
     def model_comparison(context: dg.AssetExecutionContext,
                          settings: dg.ResourceParam[Settings]) -> dg.MaterializeResult:

@@ -28,8 +28,9 @@ from eeg_assets.settings import Settings
 
 ASSET = "model_evaluation"
 EVALUATION_DIR = "evaluation"
-#: Bump when what an evaluation writes or how it scores changes.
-EVALUATION_FORMAT = 1
+#: Bump when what an evaluation writes, reports or how it scores changes (2: sensitivity, PPV,
+#: precision and F1 reported in percent, keys ending in _pct).
+EVALUATION_FORMAT = 2
 
 _CHECK_DESCRIPTIONS = {
     "one_hypothesis_per_reference": "hyp.list pairs every scored recording (built or shorter "

@@ -23,7 +23,8 @@ ledger). The files still arriving move to the store too when there are many of t
 
 **Observations.** When a split's applied set changes (and at the sensor's first tick), the tick
 reports an observation of ``raw_edf_recordings[split]``: recordings, EEG hours and a data version
-that is the digest of the recordings' fingerprints.
+that is the digest of the recordings' fingerprints. The run it requests materializes
+``raw_edf_recordings[split]`` first, from its own listing, with the same figures and version.
 """
 
 from __future__ import annotations

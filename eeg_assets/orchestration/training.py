@@ -9,6 +9,7 @@ asset materialize --select experiments``) marks only that experiment's model sta
 """
 
 import json
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +32,11 @@ from eeg_assets.settings import Settings
 
 TRAINED_MODEL_DIR = "trained_model"
 EXPERIMENTS_ASSET = "experiments"
+
+# observable_source_asset and DataVersionsByPartition are marked beta; their warnings would
+# repeat at every load and run.
+warnings.filterwarnings("ignore", message=".*(observable_source_asset|DataVersionsByPartition)",
+                        category=dg.BetaWarning)
 
 def _consumed_version(context: dg.AssetExecutionContext, asset: str, partition: str,
                       path: Path | None) -> str:

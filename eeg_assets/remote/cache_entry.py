@@ -41,7 +41,7 @@ from eeg_assets.lib.cache.raw_upload import upload_stamps
 from eeg_assets.lib.cache.remote_build import Batch, FanOut, fetch_ledger, publish_ledger
 from eeg_assets.lib.dataset.chain import NPZ_WINDOWS, ChainRequest, StepError, StepOutcome, run
 from eeg_assets.lib.dataset.chain_checks import CheckOutcome, CheckRequest, run_check
-from eeg_assets.remote.volume_layout import CACHE_SUBDIR, RAW_SUBDIR
+from eeg_assets.remote.volume_layout import RAW_SUBDIR, cache_subdir
 
 
 @dataclass
@@ -64,9 +64,8 @@ class Volumes:
     def raw_root(self) -> Path:
         return self.raw_mount / RAW_SUBDIR
 
-    @property
-    def cache_root(self) -> Path:
-        return self.results_mount / CACHE_SUBDIR
+    def cache_root(self, layout: str) -> Path:
+        return self.results_mount / cache_subdir(layout)
 
     def sync(self) -> None:
         """Publish this container's writes and see everyone else's: ``commit()`` then an explicit
@@ -88,7 +87,7 @@ def _inputs_of(volumes: Volumes, stack: ExitStack) -> None:
 
 def run_remote(request: ChainRequest, volumes: Volumes, log) -> StepOutcome:
     """Run one step on the volumes, from their latest committed state; commit what it wrote."""
-    key = f"{volumes.volume_name}/{CACHE_SUBDIR}/{request.split}"
+    key = f"{volumes.volume_name}/{cache_subdir(request.cache.layout)}/{request.split}"
     with ExitStack() as stack:
         try:
             stack.enter_context(split_lease(volumes.leases, key,
@@ -100,10 +99,10 @@ def run_remote(request: ChainRequest, volumes: Volumes, log) -> StepOutcome:
         volumes.latest()
         _inputs_of(volumes, stack)
         if request.step != NPZ_WINDOWS:
-            outcome = run(request, volumes.raw_root, volumes.cache_root, log)
+            outcome = run(request, volumes.raw_root, volumes.cache_root(request.cache.layout), log)
             volumes.sync()
             return outcome
-        cache_dir = volumes.cache_root / request.split
+        cache_dir = volumes.cache_root(request.cache.layout) / request.split
         cache_dir.mkdir(parents=True, exist_ok=True)
         state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ledger.")))
         try:
@@ -123,8 +122,8 @@ def run_remote(request: ChainRequest, volumes: Volumes, log) -> StepOutcome:
             volumes.raw_root, cache_dir, sync=volumes.sync,
             publish=lambda: publish_ledger(state_dir, cache_dir), batch_size=request.batch_size,
             flush_every_s=request.flush_every_s, log=log.info)
-        outcome = run(request, volumes.raw_root, volumes.cache_root, log, runner=fan_out,
-                      state_dir=state_dir)
+        outcome = run(request, volumes.raw_root, volumes.cache_root(request.cache.layout), log,
+                      runner=fan_out, state_dir=state_dir)
         publish_ledger(state_dir, cache_dir)  # also when nothing was built: removals
         volumes.sync()
         return outcome
@@ -136,7 +135,8 @@ def check_remote(request: CheckRequest, volumes: Volumes, log) -> CheckOutcome:
     volumes.latest()
     with ExitStack() as stack:
         _inputs_of(volumes, stack)
-        outcome = run_check(request, volumes.raw_root, volumes.cache_root, log)
+        outcome = run_check(request, volumes.raw_root, volumes.cache_root(request.cache.layout),
+                            log)
     volumes.sync()
     return outcome
 

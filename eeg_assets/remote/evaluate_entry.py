@@ -12,7 +12,7 @@ from dagster_pipes import PipesContext, open_dagster_pipes
 
 from eeg_assets.lib.model.evaluate_run import EvaluationRequest, run_evaluation
 from eeg_assets.lib.scoring import SCORERS
-from eeg_assets.remote.metadata import float_value
+from eeg_assets.remote.metadata import float_value, percent_value
 
 #: The checks ``run_evaluation`` computes, in the order the asset declares them.
 CHECKS = ("one_hypothesis_per_reference", "durations_match_references", "files_reproduce_scores",
@@ -20,14 +20,14 @@ CHECKS = ("one_hypothesis_per_reference", "durations_match_references", "files_r
 
 
 def _figures(summary: dict) -> dict:
-    """Each scorer's headline figures: sensitivity (a fraction), FA/24h and PPV, rounded for
-    people (scores.json keeps them whole), and its counts."""
+    """Each scorer's headline figures: sensitivity and PPV in percent, FA/24h, rounded for
+    people (scores.json keeps them whole, as fractions), and its counts."""
     metadata = {}
     for scorer in SCORERS:
         counts = summary[scorer]
-        metadata[f"{scorer}_sensitivity"] = float_value(counts["sensitivity"])
+        metadata[f"{scorer}_sensitivity_pct"] = percent_value(counts["sensitivity"])
         metadata[f"{scorer}_fa_per_24h"] = float_value(counts["fa_per_24h"])
-        metadata[f"{scorer}_ppv"] = float_value(counts["ppv"])
+        metadata[f"{scorer}_ppv_pct"] = percent_value(counts["ppv"])
         for name in ("targets", "hits", "false_alarms"):
             metadata[f"{scorer}_{name}"] = float_value(counts[name])
     return metadata
@@ -41,8 +41,9 @@ def _per_subject(summary: dict) -> dict:
     rows = per_subject.get("by_subject") or []
     return {
         "szcore_subjects": {"raw_value": per_subject.get("subjects", len(rows)), "type": "int"},
-        **{f"szcore_subject_{name}": float_value(per_subject.get(name))
-           for name in ("sensitivity", "precision", "f1", "fa_per_24h")},
+        **{f"szcore_subject_{name}_pct": percent_value(per_subject.get(name))
+           for name in ("sensitivity", "precision", "f1")},
+        "szcore_subject_fa_per_24h": float_value(per_subject.get("fa_per_24h")),
         # subject -> false alarms, most first: who the detector troubles most
         "szcore_subject_false_alarms": {"raw_value": {
             row["subject"]: row["false_alarms"] for row in rows[:5]}, "type": "json"},
@@ -52,11 +53,17 @@ def _per_subject(summary: dict) -> dict:
 
 
 def _sweep(summary: dict) -> list[dict]:
-    """The operating curve, compact: per threshold each scorer's sensitivity and FA/24h."""
-    return [{"threshold": row["threshold"],
-             **{f"{scorer}_{figure}": row[scorer][figure] for scorer in SCORERS
-                for figure in ("sensitivity", "fa_per_24h")}}
-            for row in summary["sweep"]]
+    """The operating curve, compact: per threshold each scorer's sensitivity (percent) and
+    FA/24h, 4 significant digits."""
+    points = []
+    for row in summary["sweep"]:
+        point = {"threshold": row["threshold"]}
+        for scorer in SCORERS:
+            figures = row[scorer]
+            point[f"{scorer}_sensitivity_pct"] = percent_value(figures["sensitivity"])["raw_value"]
+            point[f"{scorer}_fa_per_24h"] = float_value(figures["fa_per_24h"])["raw_value"]
+        points.append(point)
+    return points
 
 
 def _report(pipes: PipesContext, summary: dict) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 import modal
 
 from eeg_assets.remote.deployment import CACHE_APP, LEASES_DICT, PIPES_QUEUE, code_version
-from eeg_assets.remote.volume_layout import CACHE_SUBDIR, RAW_MOUNT, RAW_SUBDIR, RESULTS_MOUNT
+from eeg_assets.remote.volume_layout import RAW_MOUNT, RAW_SUBDIR, RESULTS_MOUNT, cache_subdir
 from eeg_assets.settings import ModalSettings
 
 #: The packages whose versions shape an NPZ's bytes: the container gets this machine's.
@@ -71,8 +71,10 @@ def build_batch(batch: list[list[str]], split: str, cache_config: dict) -> list[
     # A warm container may have served an earlier run: see the latest upload and cache.
     raw_volume.reload()
     results_volume.reload()
-    return build(batch, Path(RAW_MOUNT) / RAW_SUBDIR, Path(RESULTS_MOUNT) / CACHE_SUBDIR / split,
-                 CacheConfig.from_dict(cache_config), commit=results_volume.commit)
+    config = CacheConfig.from_dict(cache_config)
+    return build(batch, Path(RAW_MOUNT) / RAW_SUBDIR,
+                 Path(RESULTS_MOUNT) / cache_subdir(config.layout) / split, config,
+                 commit=results_volume.commit)
 
 
 def _map_batches(batches, request):

@@ -19,7 +19,9 @@ from eeg_assets.lib.model.train_run import (
     non_finite_metrics,
     run_training,
 )
+from eeg_assets.lib.scoring import in_percent
 from eeg_assets.remote.metadata import float_value as _float
+from eeg_assets.remote.metadata import percent_value, text_value
 
 #: Tolerance when the checkpoint is re-evaluated: bit-identical on the same CPU setup, float
 #: rounding elsewhere (different thread counts or a GPU).
@@ -34,14 +36,17 @@ def _report(pipes: PipesContext, summary: dict) -> None:
         metadata={
             "val_auroc": _float(best.get("val_auroc")),
             # At the training threshold, NEDC OVERLAP and SzCORE (model_evaluation[val] agrees).
-            "val_overlap_sensitivity": _float(best.get("val_overlap_sensitivity")),
+            "val_overlap_sensitivity_pct": percent_value(best.get("val_overlap_sensitivity")),
             "val_overlap_fa_per_24h": _float(best.get("val_overlap_fa_per_24h")),
-            "val_szcore_sensitivity": _float(best.get("val_szcore_sensitivity")),
+            "val_szcore_sensitivity_pct": percent_value(best.get("val_szcore_sensitivity")),
             "val_szcore_fa_per_24h": _float(best.get("val_szcore_fa_per_24h")),
             "val_loss": _float(best.get("val_loss")),
             "best_epoch": {"raw_value": summary["best_epoch"], "type": "int"},
             "epochs": {"raw_value": len(summary["history"]), "type": "int"},
-            "history": {"raw_value": summary["history"], "type": "json"},
+            # each epoch's figures, sensitivities, PPV and F1 in percent (the checkpoint and
+            # training_summary.json keep fractions)
+            "history": {"raw_value": [in_percent(epoch) for epoch in summary["history"]],
+                        "type": "json"},
             "train_seconds": _float(summary["train_seconds"]),
             "windows_per_s": _float(summary["windows_per_s"]),
             "device": {"raw_value": summary["device"], "type": "text"},
@@ -64,11 +69,16 @@ def _report(pipes: PipesContext, summary: dict) -> None:
     reproduces = (reported_auroc is not None and reproduced_auroc is not None and (
         (math.isnan(reported_auroc) and math.isnan(reproduced_auroc))
         or abs(reported_auroc - reproduced_auroc) <= REPRODUCTION_TOLERANCE))
+    # As text: the check page would plot every experiment's AUROC as one series (and the
+    # constant tolerance as a flat line).
     pipes.report_asset_check(
         "checkpoint_reproduces_metrics", passed=bool(reproduces),
-        metadata={"reported_val_auroc": _float(reported_auroc),
-                  "reproduced_val_auroc": _float(reproduced_auroc),
-                  "tolerance": {"raw_value": REPRODUCTION_TOLERANCE, "type": "float"}})
+        metadata={"reported_val_auroc": text_value(reported_auroc),
+                  "reproduced_val_auroc": text_value(reproduced_auroc),
+                  "difference": text_value(
+                      abs(reported_auroc - reproduced_auroc)
+                      if reported_auroc is not None and reproduced_auroc is not None else None),
+                  "tolerance": text_value(REPRODUCTION_TOLERANCE)})
     non_finite = non_finite_metrics(summary)
     pipes.report_asset_check(
         "metrics_finite", passed=not non_finite,

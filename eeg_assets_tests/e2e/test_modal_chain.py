@@ -157,9 +157,38 @@ def test_the_modal_chain_writes_on_the_volume_what_the_local_chain_writes(
         assert {k: v.value for k, v in check.metadata.items() if k not in where} == \
             {k: v.value for k, v in theirs.metadata.items() if k not in where}, name
     assert all(check.passed for check in remote_checks.values())
-    assert remote_checks["npz_schema"].metadata["files_verified"].value == 4
+    assert remote_checks["npz_schema"].metadata["files_verified"].value == "4"
     assert remote_checks["manifest_current"].metadata["path"].value == \
         "/results/cache/tusz/eval/manifest.json"
+
+
+def test_the_continuous_layout_on_modal_writes_what_a_local_build_writes(
+        sample_raw_root, volumes, tmp_path):  # noqa: F811
+    """EEG_ASSETS_CACHE_LAYOUT=continuous on the Modal backend: the coordinator and the build
+    containers write the continuous layout under /results/cache/tusz_mmap, and every check of
+    the chain passes on it."""
+    from eeg_assets.lib.cache.build import build_split
+    from eeg_assets.lib.config import CacheConfig
+
+    settings = replace(modal_settings(sample_raw_root, tmp_path, build_batch=3),
+                       cache_layout="continuous")
+    with dg.instance_for_test() as instance:
+        result = run_chain(settings, instance)
+        assert result.success, failure_message(result)
+        checks = check_results(result)
+        meta = values(materializations(result)["npz_windows"])
+    assert meta["layout"] == "continuous"
+    assert meta["cache_dir"] == "/results/cache/tusz_mmap/eval"
+    assert checks and all(check.passed for check in checks.values()), \
+        {name: check.metadata for name, check in checks.items() if not check.passed}
+    local = tmp_path / "local_continuous"
+    build_split(sample_raw_root / "eval", local, split="eval",
+                config=CacheConfig(layout="continuous"), workers=1, progress=None,
+                log=lambda _line: None)
+    on_volume = volumes["results"] / "cache" / "tusz_mmap" / "eval"
+    written = {p.name: p.read_bytes() for p in sorted(on_volume.glob("*.npy"))}
+    assert written == {p.name: p.read_bytes() for p in sorted(local.glob("*.npy"))}
+    assert len(written) == 8 and not list(on_volume.glob("*.npz"))
 
 
 def test_npz_schema_on_the_modal_backend_opens_the_volumes_files(
@@ -177,12 +206,12 @@ def test_npz_schema_on_the_modal_backend_opens_the_volumes_files(
         full = run_chain(settings, instance, tags={VERIFY_TAG: VERIFY_ALL})
     # without the tag, unchanged files that passed are only sampled: ceil(0.2% of 4) = 1 file
     sample = check_results(sampled)["npz_schema"]
-    assert sample.metadata["files_verified"].value == 1
+    assert sample.metadata["files_verified"].value == "1"
     assert sample.passed == (sample.metadata["sampled"].value != f"- {damaged.name}")
     schema = check_results(full)["npz_schema"]
     assert not schema.passed
     assert (schema.metadata["verify_all"].value, schema.metadata["files_verified"].value) == \
-        (True, 4)
+        (True, "4")
     assert schema.metadata["first_problems"].value == f"- {damaged.name}: window 0 has NaN/Inf"
     assert not full.success and set(materializations(full)) == {"npz_windows"}  # blocking
 

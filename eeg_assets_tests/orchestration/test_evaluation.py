@@ -250,8 +250,9 @@ def test_score_over_the_written_files_reproduces_the_metadata(local, run_cli, sp
     meta = metadata_of(local.runs[("model_evaluation", split)])
     assert scores["recordings"] == meta["recordings_scored"]
     for scorer in ("overlap", "taes", "szcore"):
-        # for people: 4 significant digits (scores.json keeps the whole values)
-        assert float(f"{scores[scorer]['sensitivity']:.4g}") == meta[f"{scorer}_sensitivity"]
+        # for people: percent, 4 significant digits (scores.json keeps whole fractions)
+        assert float(f"{scores[scorer]['sensitivity_pct']:.4g}") == \
+            meta[f"{scorer}_sensitivity_pct"]
         assert float(f"{scores[scorer]['fa_per_24h']:.4g}") == meta[f"{scorer}_fa_per_24h"]
         assert scores[scorer]["targets"] == meta[f"{scorer}_targets"], scorer
     assert scores["duration_s"] == pytest.approx(sum(
@@ -262,7 +263,8 @@ def test_score_over_the_written_files_reproduces_the_metadata(local, run_cli, sp
 def test_metadata_reports_the_figures_threshold_recordings_and_curve(local):
     meta = metadata_of(local.runs[("model_evaluation", "val")])
     for scorer in ("overlap", "taes", "szcore"):
-        assert 0.0 <= meta[f"{scorer}_sensitivity"] <= 1.0
+        assert 0.0 <= meta[f"{scorer}_sensitivity_pct"] <= 100.0
+        assert f"{scorer}_sensitivity" not in meta  # one convention: percent, named so
         assert math.isfinite(meta[f"{scorer}_fa_per_24h"]) and meta[f"{scorer}_fa_per_24h"] >= 0
     assert 0.0 <= meta["auroc"] <= 1.0
     assert meta["threshold"] in SWEEP_THRESHOLDS and meta["threshold_target_met"] is True
@@ -275,9 +277,9 @@ def test_metadata_reports_the_figures_threshold_recordings_and_curve(local):
     assert excluded["status"] == "quarantined" and "flat EEG channel" in excluded["reason"]
     assert [row["threshold"] for row in meta["sweep"]] == list(SWEEP_THRESHOLDS)
     # The rule: the most sensitive threshold, the highest among equally sensitive ones.
-    best = max(row["overlap_sensitivity"] for row in meta["sweep"])
+    best = max(row["overlap_sensitivity_pct"] for row in meta["sweep"])
     assert meta["threshold"] == max(row["threshold"] for row in meta["sweep"]
-                                    if row["overlap_sensitivity"] == best)
+                                    if row["overlap_sensitivity_pct"] == best)
     match = re.fullmatch(r"!\[sensitivity against false alarms per 24 h over thresholds\]"
                          r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", meta["operating_curve"])
     assert match and base64.b64decode(match.group(1)).startswith(PNG_MAGIC)
@@ -416,7 +418,8 @@ def test_modal_and_local_evaluations_report_the_same_scores(on_modal, local):
     remote = metadata_of(on_modal.runs[("model_evaluation", "val")])
     here = metadata_of(local.runs[("model_evaluation", "val")])
     assert remote.keys() == here.keys()
-    for key in ("threshold", "overlap_sensitivity", "overlap_fa_per_24h", "taes_sensitivity",
-                "szcore_sensitivity", "szcore_fa_per_24h", "auroc", "recordings_scored"):
+    for key in ("threshold", "overlap_sensitivity_pct", "overlap_fa_per_24h",
+                "taes_sensitivity_pct", "szcore_sensitivity_pct", "szcore_fa_per_24h", "auroc",
+                "recordings_scored"):
         assert remote[key] == here[key], key
 

@@ -130,8 +130,9 @@ def test_two_experiments_of_a_users_own_are_trained_evaluated_and_compared(
     assert tuple(rows[0]) == COLUMNS and {r["experiment"] for r in rows} == {"narrow", "wide"}
     by_name = {r["experiment"]: r for r in rows}
     assert by_name["wide"]["model_parameters"] == "169"
-    for row in rows:
-        assert row["overlap_sensitivity"] != "" and row["szcore_subject_sensitivity"] != ""
+    for row in rows:  # sensitivities in percent, as model_evaluation reports them
+        assert row["overlap_sensitivity_pct"] != "" and row["szcore_subject_sensitivity_pct"] != ""
+        assert 0 <= float(row["overlap_sensitivity_pct"]) <= 100
     assert (tmp_path / "results" / "comparison" / "operating_curves.png").read_bytes()[:4] == \
         b"\x89PNG"
 

@@ -106,7 +106,7 @@ def test_sensors_are_running_by_default_and_target_the_chain():
     assert drop_sensor.job_name == "split_cache_job"
     assert drop_sensor.minimum_interval_seconds and drop_sensor.minimum_interval_seconds <= 60
     job = defs.resolve_job_def("split_cache_job")
-    # the run observes the split it builds first
+    # the run lists the split it builds first (materializes raw_edf_recordings)
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
         "raw_edf_recordings", *CHAIN}
 
@@ -305,7 +305,7 @@ def test_after_a_build_the_first_tick_runs_only_what_was_not_built(built_eval, i
     assert observed["eval"].metadata["recordings"].value == 4
     # eval's hours are the durations its ledger recorded (sample corpus eval: 12 minutes)
     assert observed["eval"].metadata["hours"].value == 0.2
-    assert observed["eval"].metadata["recordings_without_duration"].value == 0
+    assert observed["eval"].metadata["recordings_without_duration"].value == "0"  # text: no plot
 
 
 def observations(instance: dg.DagsterInstance, partition: str) -> list[dg.AssetObservation]:
@@ -322,7 +322,7 @@ def test_observations_give_recordings_hours_and_a_data_version(raw_root, tmp_pat
         ticker.tick()  # seen: nothing settled yet
         (empty,) = observations(instance, "eval")
         assert empty.metadata["recordings"].value == 0
-        assert empty.metadata["recordings_waiting"].value == 2
+        assert empty.metadata["recordings_waiting"].value == "2"
         ticker.settle()
         latest = observations(instance, "eval")[0]  # newest first
         assert latest.metadata["recordings"].value == 2
@@ -332,13 +332,19 @@ def test_observations_give_recordings_hours_and_a_data_version(raw_root, tmp_pat
         ticker.requests()
         assert len(observations(instance, "eval")) == 2  # a quiet tick reports nothing
 
-        # "Observe" in the UI (the observable asset's own function) gives the same version
-        job = dg.define_asset_job("observe_raw", selection=[raw_edf_recordings.key])
-        observe_defs = dg.Definitions(assets=[raw_edf_recordings], jobs=[job],
-                                      resources={"settings": ticker.settings})
-        assert observe_defs.resolve_job_def("observe_raw").execute_in_process(
+        # the split run the sensor requests materializes the split first, from its own walk:
+        # the same version and figures, and the partition shows as present in the UI
+        job = dg.define_asset_job("list_raw", selection=[raw_edf_recordings.key])
+        list_defs = dg.Definitions(assets=[raw_edf_recordings], jobs=[job],
+                                   resources={"settings": ticker.settings})
+        assert list_defs.resolve_job_def("list_raw").execute_in_process(
             instance=instance, partition_key="eval").success
-        assert observations(instance, "eval")[0].tags["dagster/data_version"] == version
+        (record,) = instance.fetch_materializations(raw_edf_recordings.key, limit=5).records
+        listed = record.asset_materialization
+        assert listed.partition == "eval" and listed.tags["dagster/data_version"] == version
+        assert {k: v.value for k, v in listed.metadata.items()} == {
+            k: v.value for k, v in latest.metadata.items()}
+        assert instance.get_materialized_partitions(raw_edf_recordings.key) == {"eval"}
 
         # a changed annotation is a new data version
         os.utime(first.annotation, ns=(T0, T0))

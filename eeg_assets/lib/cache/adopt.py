@@ -20,10 +20,13 @@ import numpy as np
 from eeg_assets.lib.cache.annotations import parse_annotation
 from eeg_assets.lib.cache.build import split_lock
 from eeg_assets.lib.cache.discovery import Recording, list_recordings
-from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger, RecordingEntry
-from eeg_assets.lib.cache.npzio import npz_name_for, open_member
+from eeg_assets.lib.cache.layout import (
+    CHECKSUMS_KEY, CONTINUOUS, cache_file_name, fingerprint_of, scan_continuous,
+)
+from eeg_assets.lib.cache.ledger import BUILT, Ledger, RecordingEntry
+from eeg_assets.lib.cache.npzio import open_member
 from eeg_assets.lib.cache.references import REFERENCE_KEY, reference_details
-from eeg_assets.lib.cache.verify import check_npz_file
+from eeg_assets.lib.cache.verify import verify_cache_file
 from eeg_assets.lib.cache.windows import count_windows, label_mask, window_seizure_counts
 from eeg_assets.lib.config import DEFAULT_CONFIG, CacheConfig
 from eeg_assets.lib.signals.channels import plan_channels
@@ -61,7 +64,10 @@ def _expected(recording: Recording, config: CacheConfig) -> tuple[list[int], dic
     return counts, details
 
 
-def _stored_counts(path: Path) -> list[int]:
+def _stored_counts(path: Path, config: CacheConfig) -> list[int]:
+    if config.layout == CONTINUOUS:
+        _n_windows, counts = scan_continuous(path, config.window_samples, config.stride_samples)
+        return list(counts)
     labels = open_member(path, "labels")
     try:
         return [int(np.count_nonzero(row > 0)) for row in labels]
@@ -85,14 +91,15 @@ def adopt_split(data_dir: Path, cache_dir: Path, config: CacheConfig = DEFAULT_C
     with split_lock(cache_dir, log), Ledger(cache_dir) as ledger:
         known = ledger.entries()
         for recording in listing.recordings:
-            name = npz_name_for(recording.stem)
+            name = cache_file_name(recording.stem, config.layout)
             path = cache_dir / name
             if recording.source in known or not path.is_file():
                 continue
             if recording.annotation_path is None:
                 report.refused.append(f"{name}: {recording.source} has no annotation file")
                 continue
-            _, problems = check_npz_file(path, config)
+            check = verify_cache_file(path, config)
+            problems = check.problems
             if problems:
                 report.refused.append(f"{name}: {problems[0]}")
                 continue
@@ -101,17 +108,19 @@ def adopt_split(data_dir: Path, cache_dir: Path, config: CacheConfig = DEFAULT_C
             except (ValueError, OSError) as exc:
                 report.refused.append(f"{name}: {recording.source}: {exc}")
                 continue
-            stored = _stored_counts(path)
+            stored = _stored_counts(path, config)
             if stored != expected:
                 report.refused.append(
                     f"{name}: {len(stored)} windows with seizure samples {sum(stored)}, but "
                     f"{recording.source} gives {len(expected)} windows with {sum(expected)}")
                 continue
+            if config.layout == CONTINUOUS:
+                details[CHECKSUMS_KEY] = check.checksum  # as read now: what later checks compare
             ledger.put(RecordingEntry(
                 source=recording.source, stem=recording.stem, status=BUILT,
                 config_version=config.version(), edf_fingerprint=str(recording.edf),
                 annotation_fingerprint=recording.annotation_fingerprint, npz_name=name,
-                npz_fingerprint=str(FileFingerprint.of(path)), n_windows=len(stored),
+                npz_fingerprint=fingerprint_of(path), n_windows=len(stored),
                 seizure_samples=stored, details=details))
             report.adopted.append(recording.source)
     return report

@@ -49,12 +49,15 @@ from eeg_assets.lib.cache.ledger import (
     QUARANTINED,
     TOO_SHORT,
     LEDGER_NAME,
-    FileFingerprint,
     Ledger,
     LedgerError,
     RecordingEntry,
 )
-from eeg_assets.lib.cache.npzio import NPZ_SUFFIX, WindowedArray, npz_name_for, write_npz
+from eeg_assets.lib.cache.layout import (
+    CHECKSUMS_KEY, CONTINUOUS, cache_file_name, cache_files_on_disk, fingerprint_of,
+    remove_cache_file, write_continuous,
+)
+from eeg_assets.lib.cache.npzio import WindowedArray, write_npz
 from eeg_assets.lib.cache.references import (
     REFERENCE_KEY,
     add_missing_reference,
@@ -223,26 +226,37 @@ def _build_into(entry: RecordingEntry, edf_path: Path, annotation_path: Path, ca
         data = _conditioned_signals(recording, plan, fs, n_raw, n_samples, config, edf_path)
 
     mask = label_mask(annotation.seizures, n_samples, config)
-    npz_path = cache_dir / npz_name_for(entry.stem)
+    cache_path = cache_dir / cache_file_name(entry.stem, config.layout)
     window, stride = config.window_samples, config.stride_samples
     try:
-        write_npz(npz_path, windows=WindowedArray(data, n_windows, window, stride),
-                  labels=WindowedArray(mask, n_windows, window, stride))
+        if config.layout == CONTINUOUS:
+            # The samples the windows cover (the trailing < stride no window holds is not kept,
+            # as in the windows layout), so either layout converts into the other exactly.
+            covered = (n_windows - 1) * stride + window
+            checksums = write_continuous(cache_path, data[:, :covered], mask[:covered])
+            entry.details[CHECKSUMS_KEY] = checksums.to_text()
+        else:
+            write_npz(cache_path, windows=WindowedArray(data, n_windows, window, stride),
+                      labels=WindowedArray(mask, n_windows, window, stride))
     except OSError as exc:
-        raise OutputWriteError(_write_failure(exc, npz_path, n_windows, config)) from exc
+        raise OutputWriteError(_write_failure(exc, cache_path, n_samples, n_windows,
+                                              config)) from exc
     entry.status = BUILT
-    entry.npz_name = npz_path.name
-    entry.npz_fingerprint = str(FileFingerprint.of(npz_path))
+    entry.npz_name = cache_path.name
+    entry.npz_fingerprint = fingerprint_of(cache_path)
     entry.n_windows = n_windows
     entry.seizure_samples = window_seizure_counts(mask, config)
 
 
-def _write_failure(exc: OSError, npz_path: Path, n_windows: int, config: CacheConfig) -> str:
-    """Why an NPZ could not be written, with the space it needs where the disk is full."""
+def _write_failure(exc: OSError, npz_path: Path, n_samples: int, n_windows: int,
+                   config: CacheConfig) -> str:
+    """Why a cache file could not be written, with the space it needs where the disk is full."""
     message = f"could not write {npz_path}: {exc.strerror or exc}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        # windows (n, channels, window) and labels (n, window), float32, plus the zip's headers
-        needed = n_windows * config.window_samples * (len(config.channels) + 1) * 4 + 4096
+        if config.layout == CONTINUOUS:  # float32 (n, channels) and uint8 (n,), plus headers
+            needed = n_samples * (len(config.channels) * 4 + 1) + 256
+        else:  # windows (n, channels, window) and labels (n, window), float32, plus the zip's
+            needed = n_windows * config.window_samples * (len(config.channels) + 1) * 4 + 4096
         try:
             free = shutil.disk_usage(npz_path.parent).free
         except OSError:
@@ -330,15 +344,6 @@ def _is_current(entry: RecordingEntry | None, recording: Recording, version: str
     return entry.status != BUILT or npz_on_disk.get(entry.npz_name) == entry.npz_fingerprint
 
 
-def _npz_on_disk(cache_dir: Path) -> dict[str, str]:
-    """``{name: fingerprint}`` of the split's cache files: one listing, one stat per file."""
-    found = {}
-    with os.scandir(cache_dir) as entries:
-        for entry in entries:
-            if entry.name.endswith(NPZ_SUFFIX) and not entry.name.startswith("."):
-                st = entry.stat()
-                found[entry.name] = str(FileFingerprint(st.st_size, st.st_mtime_ns))
-    return found
 
 
 def build_split(
@@ -417,7 +422,7 @@ def _build_locked(listing: SplitListing, recordings: list[Recording], report: Bu
         write_listing(cache_dir, listing, run_tag)
         entries = ledger.entries()
         _remove_leftovers(cache_dir)
-        npz_on_disk = _npz_on_disk(cache_dir)
+        npz_on_disk = cache_files_on_disk(cache_dir)
         report.removed = _remove_vanished(listing, cache_dir, ledger, entries, npz_on_disk)
 
         todo: list[Recording] = []
@@ -460,8 +465,9 @@ def _build_locked(listing: SplitListing, recordings: list[Recording], report: Bu
                 report.failed.append(entry)
                 report.kept_stale.append(entry.source)
                 continue
-            if entry.status != BUILT and previous is not None and previous.npz_name:
-                (cache_dir / previous.npz_name).unlink(missing_ok=True)
+            if (previous is not None and previous.npz_name
+                    and (entry.status != BUILT or previous.npz_name != entry.npz_name)):
+                remove_cache_file(cache_dir, previous.npz_name)  # or the other layout's file
             ledger.put(entry)
             if entry.status == BUILT:
                 report.built.append(entry)
@@ -476,7 +482,7 @@ def _build_locked(listing: SplitListing, recordings: list[Recording], report: Bu
                 report.quarantined.append(entry)
             if entry.status == BUILT:
                 npz_on_disk[entry.npz_name] = entry.npz_fingerprint
-            elif previous is not None and previous.npz_name:
+            if previous is not None and previous.npz_name != entry.npz_name:
                 npz_on_disk.pop(previous.npz_name, None)
         if run_tag:
             write_listing(cache_dir, replace(listing, npz=tuple(sorted(npz_on_disk.items()))),
@@ -504,14 +510,20 @@ def guard_ledger(ledger_dir: Path, cache_dir: Path) -> None:
         lost = True
     if not lost:
         return
-    present = _npz_on_disk(cache_dir) if Path(cache_dir).is_dir() else {}
+    present = cache_files_on_disk(cache_dir) if Path(cache_dir).is_dir() else {}
     if present:
+        kind = _kind(present)
         raise LedgerError(path, (
-            f"missing or empty, but {cache_dir} holds {len(present)} NPZ file(s). Nothing was "
+            f"missing or empty, but {cache_dir} holds {len(present)} {kind} file(s). Nothing was "
             f"deleted. Run `python -m eeg_assets adopt-cache --data-dir <the split's raw folder> "
-            f"--cache-dir {cache_dir}` to take back the NPZs that verify and match their "
-            "recordings (the rest is rebuilt by the next build), or delete the NPZs to rebuild "
+            f"--cache-dir {cache_dir}` to take back the {kind} files that verify and match their "
+            f"recordings (the rest is rebuilt by the next build), or delete them to rebuild "
             "the split from scratch"))
+
+
+def _kind(names) -> str:
+    """How messages call a split's cache files: NPZ in the windows layout."""
+    return "NPZ" if all(name.endswith(".npz") for name in names) else "cache"
 
 
 def _remove_leftovers(cache_dir: Path) -> None:
@@ -532,7 +544,7 @@ def _remove_vanished(listing: SplitListing, cache_dir: Path, ledger: Ledger,
     vanished = [s for s in entries if s not in listed and not listing.within_unreadable(s)]
     for source in vanished:
         if entries[source].npz_name:
-            (cache_dir / entries[source].npz_name).unlink(missing_ok=True)
+            remove_cache_file(cache_dir, entries[source].npz_name)
             npz_on_disk.pop(entries[source].npz_name, None)
     ledger.remove(vanished)
     for source in vanished:
@@ -540,7 +552,7 @@ def _remove_vanished(listing: SplitListing, cache_dir: Path, ledger: Ledger,
     owned = {e.npz_name for e in entries.values() if e.npz_name}
     for name in [n for n in npz_on_disk if n not in owned]:
         # renamed into place by a build killed before its ledger write
-        (cache_dir / name).unlink(missing_ok=True)
+        remove_cache_file(cache_dir, name)
         del npz_on_disk[name]
     return vanished
 

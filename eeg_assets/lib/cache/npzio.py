@@ -109,12 +109,12 @@ def write_npz(path: Path, **members: np.ndarray | WindowedArray) -> None:
                 array = np.asarray(member, order="C")
                 shape, dtype, pieces = array.shape, array.dtype, [array]
                 data_crc = zlib.crc32(array)
-            archive.add(f"{name}.npy", _npy_header(shape, dtype), pieces,
+            archive.add(f"{name}.npy", npy_header(shape, dtype), pieces,
                         math.prod(shape) * dtype.itemsize, data_crc)
         archive.close()
 
 
-def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     if dtype.hasobject or not dtype.isnative:
         raise ValueError(f"cannot write a {dtype} array to an NPZ here")
     header = io.BytesIO()

@@ -33,11 +33,11 @@ from threadpoolctl import threadpool_limits
 
 from eeg_assets.lib.cache.build import build_recording
 from eeg_assets.lib.cache.discovery import Recording, recording_at
+from eeg_assets.lib.cache.layout import fingerprint_bytes, fingerprint_of, fingerprint_sizes
 from eeg_assets.lib.cache.ledger import (
     BUILT,
     FAILED,
     LEDGER_NAME,
-    FileFingerprint,
     RecordingEntry,
 )
 from eeg_assets.lib.config import CacheConfig
@@ -208,14 +208,16 @@ class FanOut:
             entry.annotation_fingerprint = seen_inputs.annotation_fingerprint
         if entry.status != BUILT:
             return
-        npz = self.cache_dir / entry.npz_name
-        built_size = int(entry.npz_fingerprint.split(":")[0])
-        seen = FileFingerprint.of(npz) if npz.is_file() else None
-        if seen is None or seen.size != built_size:
+        built_size = fingerprint_bytes(entry.npz_fingerprint)
+        try:
+            seen = fingerprint_of(self.cache_dir / entry.npz_name)
+        except FileNotFoundError:
+            seen = None
+        if seen is None or fingerprint_sizes(seen) != fingerprint_sizes(entry.npz_fingerprint):
             entry.status, entry.npz_name, entry.npz_fingerprint = FAILED, "", ""
-            entry.reason = (f"{edf_path.name}: its NPZ ({built_size} bytes) is not on the volume "
-                            f"after the build (found {seen.size if seen else 'nothing'}); "
-                            "retried next run")
+            entry.reason = (f"{edf_path.name}: its cache file ({built_size} bytes) is not on the "
+                            f"volume after the build (found "
+                            f"{fingerprint_bytes(seen) if seen else 'nothing'}); retried next run")
             return
-        entry.npz_fingerprint = str(seen)
+        entry.npz_fingerprint = seen
 

@@ -31,13 +31,24 @@ from __future__ import annotations
 import math
 import random
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.cache.ledger import BUILT, FileFingerprint, Ledger
+from eeg_assets.lib.cache.layout import (
+    CONTINUOUS,
+    ContinuousChecksums,
+    cache_files_on_disk,
+    count_windows_of,
+    labels_name,
+    layout_of,
+    open_continuous,
+    recorded_checksums,
+)
+from eeg_assets.lib.cache.ledger import BUILT, Ledger
 from eeg_assets.lib.cache.npzio import (
     NpzChecksumError,
     NpzFormatError,
@@ -180,6 +191,145 @@ def verify_npz_file(path: Path, config: CacheConfig, verified_checksum: str = ""
     return check
 
 
+def verify_cache_file(path: Path, config: CacheConfig, verified_checksum: str = "",
+                      written: ContinuousChecksums | None = None) -> FileCheck:
+    """:func:`verify_npz_file` or :func:`verify_continuous_file`, by the file's layout."""
+    if layout_of(Path(path).name) == CONTINUOUS:
+        return verify_continuous_file(path, config, verified_checksum, written)
+    return verify_npz_file(path, config, verified_checksum)
+
+
+def verify_continuous_file(path: Path, config: CacheConfig, verified_checksum: str = "",
+                           written: ContinuousChecksums | None = None) -> FileCheck:
+    """Check one continuous cache file (``<stem>_data.npy`` and its ``_labels.npy``): dtypes,
+    shapes, every byte against the CRC-32 recorded when the files were written, and every
+    sample's value, in one sequential read of each file.
+
+    Parameters
+    ----------
+    path : Path
+        The data file.
+    config : CacheConfig
+        Its channels, window and stride (samples) and clip range (sigma).
+    verified_checksum : str, optional
+        The checksum the file passed with before (:attr:`FileCheck.checksum`); "" compares none.
+    written : ContinuousChecksums, optional
+        The CRC-32s the build recorded when it wrote the files; ``None`` compares none.
+
+    Returns
+    -------
+    FileCheck
+        Problems name the window(s) holding a bad sample, one line each, starting with the name.
+    """
+    path = Path(path)
+    name = path.name
+    check = FileCheck()
+    try:
+        data, labels = open_continuous(path)
+    except (NpzFormatError, OSError, ValueError) as exc:
+        check.problems.append(f"{name}: unreadable: {exc}")
+        return check
+    n_samples, n_channels = data.shape
+    window, stride = config.window_samples, config.stride_samples
+    n_windows = count_windows_of(n_samples, window, stride)
+    if n_channels != len(config.channels) or n_windows == 0:
+        check.problems.append(f"{name}: data shape {data.shape}, expected (n>={window}, "
+                              f"{len(config.channels)})")
+        return check
+    data_offset, labels_offset = data.offset, labels.offset
+    del data, labels  # read below as plain files: one sequential pass each
+    limit = config.clip_sigma + 1e-4  # float32 rounding of a value clipped at the limit
+    not_finite, outside, not_binary = [], [], []
+    largest = 0.0
+    try:
+        data_crc = _scan_npy(path, data_offset, n_channels * 4, np.float32, check,
+                             lambda first, rows: _bad_samples(first, rows, limit, not_finite,
+                                                              outside))
+        labels_path = path.parent / labels_name(name)
+        labels_crc = _scan_npy(labels_path, labels_offset, 1, np.uint8, check,
+                               lambda first, rows: not_binary.extend(
+                                   (first + np.flatnonzero(rows > 1)).tolist()))
+    except OSError as exc:
+        check.problems.append(f"{name}: unreadable: {exc}")
+        return check
+    computed = ContinuousChecksums(data=data_crc, labels=labels_crc)
+    check.checksum = computed.to_text()
+    if outside:
+        largest = float(np.abs(np.load(path, mmap_mode="r")[outside[:_LISTED]]).max())
+    findings = []
+    geometry = (window, stride, n_windows)
+    if not_finite:
+        windows = _windows_of(not_finite, *geometry)
+        findings.append(f"{_windows(windows)} {_verb(windows, 'has', 'have')} NaN/Inf")
+    if outside:
+        windows = _windows_of(outside, *geometry)
+        findings.append(f"{_windows(windows)} {_verb(windows, 'exceeds', 'exceed')} "
+                        f"+-{config.clip_sigma} sigma (|value| up to {largest:.6g})")
+    if not_binary:
+        findings.append(f"labels of {_windows(_windows_of(not_binary, *geometry))} are not "
+                        "binary")
+    if written is not None and not findings:
+        for part, stored, read in (("data", written.data, data_crc),
+                                   ("labels", written.labels, labels_crc)):
+            if stored != read:
+                findings.append(f"{part} fails its CRC-32 check (stored {stored:08x}, read "
+                                f"{read:08x}): its bytes changed after it was written")
+    if verified_checksum and check.checksum != verified_checksum and not findings:
+        findings.append(f"its checksums are {check.checksum}, but it passed verification with "
+                        f"{verified_checksum}: its content was replaced with size and mtime "
+                        "unchanged")
+    check.problems += [f"{name}: {line}" for line in findings]
+    check.windows = n_windows
+    return check
+
+
+def _scan_npy(path: Path, offset: int, row_bytes: int, dtype, check: FileCheck,
+              on_rows) -> int:
+    """CRC-32 of a whole ``.npy`` file, handing its rows to ``on_rows(first_row, rows)`` in
+    chunks (flat for one-byte rows) as they are read."""
+    rows_per_chunk = max(1, CHUNK_BYTES // row_bytes)
+    buffer = bytearray(rows_per_chunk * row_bytes)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        header = fh.read(offset)
+        crc = zlib.crc32(header)
+        check.bytes_read += len(header)
+        first = 0
+        while True:
+            n = 0
+            while n < len(buffer):  # a short read (network file systems) must not split a row
+                got = fh.readinto(view[n:])
+                if not got:
+                    break
+                n += got
+            if not n:
+                return crc
+            crc = zlib.crc32(view[:n], crc)
+            check.bytes_read += n
+            whole = n - n % row_bytes
+            rows = np.frombuffer(buffer, dtype=dtype, count=whole // np.dtype(dtype).itemsize)
+            if row_bytes > 1:
+                rows = rows.reshape(-1, row_bytes // np.dtype(dtype).itemsize)
+            on_rows(first, rows)
+            first += len(rows)
+
+
+def _bad_samples(first: int, rows: np.ndarray, limit: float, not_finite: list[int],
+                 outside: list[int]) -> None:
+    inside = (rows.max(axis=1) <= limit) & (rows.min(axis=1) >= -limit)
+    for row in np.flatnonzero(~inside).tolist():
+        (outside if np.isfinite(rows[row]).all() else not_finite).append(first + row)
+
+
+def _windows_of(samples: list[int], window: int, stride: int, n_windows: int) -> list[int]:
+    """The windows that hold any of ``samples`` (sample indices, ascending)."""
+    found: set[int] = set()
+    for sample in samples:
+        low = max(0, -(-(sample - window + 1) // stride))
+        found.update(range(low, min(n_windows - 1, sample // stride) + 1))
+    return sorted(found)
+
+
 def _numbered(chunks) -> Iterator[tuple[int, np.ndarray]]:
     """``(index of the chunk's first row, chunk)``."""
     first = 0
@@ -307,8 +457,7 @@ def verify_split(cache_dir: Path, config: CacheConfig, *, verify_all: bool = Fal
     report = VerifyReport(verify_all=verify_all)
     ledger = Ledger(cache_dir)
     entries = {e.npz_name: e for e in ledger.entries().values() if e.status == BUILT}
-    fingerprints = dict(recorded) if recorded is not None else {
-        p.name: str(FileFingerprint.of(p)) for p in cache_dir.glob("*.npz")}
+    fingerprints = dict(recorded) if recorded is not None else cache_files_on_disk(cache_dir)
     on_disk = {name: cache_dir / name for name in fingerprints}
     report.files = len(on_disk)
     report.missing = sorted(set(entries) - set(on_disk))
@@ -346,7 +495,8 @@ def verify_split(cache_dir: Path, config: CacheConfig, *, verify_all: bool = Fal
         # Only a file whose size and mtime are those it passed at must hold the content it
         # passed with; any other is checked as new.
         recorded_checksum = entry.verified_checksum if name in unchanged else ""
-        check = verify_npz_file(on_disk[name], config, recorded_checksum)
+        written = recorded_checksums(entry.details) if entry is not None else None
+        check = verify_cache_file(on_disk[name], config, recorded_checksum, written)
         problems = ledger_problems.get(name, []) + check.problems
         report.verified.append(name)
         report.windows_checked += check.windows

@@ -33,12 +33,12 @@ from eeg_assets.lib.cache.build import (
 from eeg_assets.lib.cache.discovery import recorded_listing, recorded_npz
 from eeg_assets.lib.cache.ledger import (
     BUILT,
-    FileFingerprint,
     Ledger,
     LedgerError,
     RecordingEntry,
 )
-from eeg_assets.lib.cache.npzio import NpzFormatError, open_member
+from eeg_assets.lib.cache.layout import fingerprint_bytes, open_windows
+from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.lib.config import (
     DEFAULT_BALANCE,
     DEFAULT_CONFIG,
@@ -207,7 +207,7 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
     rows = [{"recording": e.source, "status": e.status, "reason": e.reason}
             for e in report.quarantined + report.failed + report.too_short]
     # the NPZs as the build found or wrote them: the sizes of their fingerprints, no stat each
-    npz_bytes = sum(FileFingerprint.parse(e.npz_fingerprint).size for e in built)
+    npz_bytes = sum(fingerprint_bytes(e.npz_fingerprint) for e in built)
     return StepOutcome(ledger_data_version(entries), {
         "recordings": report.recordings,
         "files_built": len(report.built),
@@ -224,6 +224,7 @@ def _npz_windows(request: ChainRequest, raw_dir: Path, cache_dir: Path, log: Log
         "build_seconds": round(report.seconds, 2),
         "npz_gb_on_disk": round(npz_bytes / 1e9, 3),
         "config_version": report.config_version,
+        "layout": request.cache.layout,
         "files_with_warnings": len(report.warned),
         # Tables only where there is something to list (an empty one renders as a bare header).
         # not_built: quarantined, failed (will retry) and too short: the three counts above.
@@ -288,8 +289,8 @@ def _example_window_png(cache_dir: Path, table: ManifestTable, config: CacheConf
         first = table.first(category)
         if first is not None:
             name, i = first
-            windows = open_member(cache_dir / name, "windows")
-            labels = open_member(cache_dir / name, "labels")
+            windows, labels = open_windows(cache_dir / name, config.window_samples,
+                                           config.stride_samples)
             return window_png(np.asarray(windows[i]), np.asarray(labels[i]), config.channels,
                               config.target_fs, f"{name} window {i} ({category})")
     return None

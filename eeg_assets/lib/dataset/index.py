@@ -21,7 +21,6 @@ Index format (``_dataset_index.json``, one JSON object; lists aligned and sorted
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -29,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.cache.ledger import FileFingerprint, RecordingEntry, built_entries
+from eeg_assets.lib.cache.layout import (
+    CONTINUOUS, cache_files_on_disk, fingerprint_of, layout_of, scan_continuous,
+)
+from eeg_assets.lib.cache.ledger import RecordingEntry, built_entries
 from eeg_assets.lib.cache.npzio import (
     NpzFormatError,
     member_names,
@@ -41,8 +43,6 @@ from eeg_assets.lib.files import write_bytes_atomic
 
 INDEX_NAME = "_dataset_index.json"
 INDEX_FORMAT = 1
-#: Any NPZ in a cache folder counts, ours (``npzio.NPZ_SUFFIX``) or foreign.
-NPZ_EXTENSION = ".npz"
 
 #: Elements of ``labels`` counted per step of a scan: bounds the temporary boolean array.
 _SCAN_CHUNK_ELEMENTS = 1 << 24
@@ -145,7 +145,7 @@ def collect_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *,
             files.append(_facts_from_ledger(entry, config))
             continue
         facts = scan_npz(cache_dir / name, fingerprint,
-                         entry.config_version if entry is not None else None)
+                         entry.config_version if entry is not None else None, config)
         scanned.append(name)
         if entry is not None and not _agrees(entry, facts):
             disagreements.append(name)
@@ -155,15 +155,9 @@ def collect_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG, *,
 
 
 def _npz_on_disk(cache_dir: Path) -> list[tuple[str, str]]:
-    """``(name, fingerprint)`` of the split's NPZs, by name; temporary files start with a dot."""
-    found = []
-    with os.scandir(cache_dir) as entries:
-        for entry in entries:
-            if entry.name.endswith(NPZ_EXTENSION) and not entry.name.startswith(".") \
-                    and entry.is_file():
-                st = entry.stat()  # as FileFingerprint.of, without building a Path per file
-                found.append((entry.name, str(FileFingerprint(st.st_size, st.st_mtime_ns))))
-    return sorted(found)
+    """``(name, fingerprint)`` of the split's cache files of either layout (any NPZ counts, ours
+    or foreign), by name; temporary files start with a dot."""
+    return list(cache_files_on_disk(cache_dir).items())
 
 
 def _facts_from_ledger(entry: RecordingEntry, config: CacheConfig) -> NpzFacts:
@@ -183,9 +177,16 @@ def _agrees(entry: RecordingEntry, facts: NpzFacts) -> bool:
 
 
 def scan_npz(path: Path, fingerprint: str | None = None,
-             config_version: str | None = None) -> NpzFacts:
-    """Facts of one NPZ from its headers and its ``labels`` array (never its windows' data)."""
+             config_version: str | None = None, config: CacheConfig = DEFAULT_CONFIG) -> NpzFacts:
+    """Facts of one cache file from its headers and its labels (never its windows' data)."""
     path = Path(path)
+    if fingerprint is None:
+        fingerprint = fingerprint_of(path)
+    if layout_of(path.name) == CONTINUOUS:
+        n_windows, counts = scan_continuous(path, config.window_samples, config.stride_samples)
+        return NpzFacts(npz_name=path.name, fingerprint=fingerprint, n_windows=n_windows,
+                        window_samples=config.window_samples, seizure_samples=counts,
+                        config_version=config_version)
     try:
         members = member_names(path)
         if "windows" not in members:
@@ -196,7 +197,7 @@ def scan_npz(path: Path, fingerprint: str | None = None,
         raise NpzFormatError(f"{path}: not a readable NPZ ({exc})") from None
     return NpzFacts(
         npz_name=path.name,
-        fingerprint=fingerprint if fingerprint is not None else str(FileFingerprint.of(path)),
+        fingerprint=fingerprint,
         n_windows=int(windows_shape[0]),
         window_samples=counts[1] if counts is not None else int(windows_shape[-1]),
         seizure_samples=counts[0] if counts is not None else None,

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.cache.ledger import built_entries
+from eeg_assets.lib.cache.layout import CONTINUOUS, layout_of, recorded_checksums, scan_continuous
+from eeg_assets.lib.cache.ledger import RecordingEntry, built_entries
 from eeg_assets.lib.cache.npzio import (
     NpzChecksumError,
     NpzFormatError,
@@ -462,8 +463,7 @@ def scan_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG
         if entry is not None and entry.npz_fingerprint != fingerprint:
             entry = None  # the file was replaced after the ledger recorded it
         try:
-            facts = _scan_npz_checked(cache_dir / name, fingerprint,
-                                      entry.config_version if entry is not None else None)
+            facts = _scan_npz_checked(cache_dir / name, fingerprint, entry, config)
         except NpzChecksumError as exc:
             damaged.append(f"{name}: {exc.detail}")
             continue
@@ -476,11 +476,22 @@ def scan_facts(cache_dir: Path, config: CacheConfig = DEFAULT_CONFIG
     return split, tuple(damaged)
 
 
-def _scan_npz_checked(path: Path, fingerprint: str, config_version: str | None) -> NpzFacts:
-    """As ``index.scan_npz``, reading ``labels`` once through its CRC-32 check.
+def _scan_npz_checked(path: Path, fingerprint: str, entry: RecordingEntry | None,
+                      config: CacheConfig) -> NpzFacts:
+    """As ``index.scan_npz``, reading the labels once through their CRC-32 check: the one the
+    NPZ's zip records, or for a continuous cache file the one its ledger ``entry`` recorded when
+    it was written (a file no entry describes is scanned unchecked).
 
     Raises :class:`NpzChecksumError` when the labels' bytes are not the ones written.
     """
+    config_version = entry.config_version if entry is not None else None
+    if layout_of(path.name) == CONTINUOUS:
+        checksums = recorded_checksums(entry.details) if entry is not None else None
+        n_windows, counts = scan_continuous(path, config.window_samples, config.stride_samples,
+                                            checksums.labels if checksums else None)
+        return NpzFacts(npz_name=path.name, fingerprint=fingerprint, n_windows=n_windows,
+                        window_samples=config.window_samples, seizure_samples=counts,
+                        config_version=config_version)
     try:
         members = member_names(path)
         if "windows" not in members:

@@ -1,9 +1,10 @@
 """Torch datasets over the window cache, and the choice of the training dataset.
 
-Reading one item copies one window (and its label row) out of a memory-mapped, uncompressed NPZ
-member: nothing else of the file is read or decompressed. Memory maps are opened lazily in the
-process that reads (a DataLoader worker opens its own) and kept in a small LRU, because every map
-holds a file descriptor and a TUSZ split has thousands of files.
+Reading one item copies one window (and its label row) out of a memory-mapped file: a member of
+an uncompressed NPZ, or rows of a continuous cache file (``eeg_assets.lib.cache.layout``), one
+contiguous read either way; nothing else of the file is read or decompressed. Memory maps are
+opened lazily in the process that reads (a DataLoader worker opens its own) and kept in a small
+LRU, because every map holds a file descriptor and a TUSZ split has thousands of files.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from eeg_assets.lib.cache.npzio import open_member
+from eeg_assets.lib.cache.layout import open_windows
 from eeg_assets.lib.cache.references import SplitReferences, read_references
 from eeg_assets.lib.config import (
     DEFAULT_BALANCE,
@@ -60,11 +61,13 @@ DEFAULT_MAX_OPEN_FILES = 128
 
 
 class _MappedMembers:
-    """Per-process LRU of memory-mapped NPZ members; pickles without its maps."""
+    """Per-process LRU of memory-mapped cache files; pickles without its maps."""
 
-    def __init__(self, cache_dir: Path, max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+    def __init__(self, cache_dir: Path, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                 config: CacheConfig = DEFAULT_CONFIG):
         self.cache_dir = Path(cache_dir)
         self.max_open_files = max_open_files
+        self.geometry = (config.window_samples, config.stride_samples)
         self._reset()
 
     def _reset(self) -> None:
@@ -72,20 +75,21 @@ class _MappedMembers:
         self._maps: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def __getstate__(self) -> dict:
-        return {"cache_dir": self.cache_dir, "max_open_files": self.max_open_files}
+        return {"cache_dir": self.cache_dir, "max_open_files": self.max_open_files,
+                "geometry": self.geometry}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._reset()
 
     def get(self, npz_name: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(windows, labels)`` of one NPZ, mapped in this process."""
+        """``(windows, labels)`` of one cache file, mapped in this process."""
         if self._pid != os.getpid():  # a forked worker must not share its parent's maps
             self._reset()
         maps = self._maps.get(npz_name)
         if maps is None:
             path = self.cache_dir / npz_name
-            maps = (open_member(path, "windows"), open_member(path, "labels"))
+            maps = open_windows(path, *self.geometry)
             self._maps[npz_name] = maps
             if len(self._maps) > self.max_open_files:
                 self._maps.popitem(last=False)
@@ -97,9 +101,10 @@ class _MappedMembers:
 class _CachedWindows(Dataset):
     """Reads ``(window, label)`` tensors of a cache split, one window's bytes at a time."""
 
-    def __init__(self, cache_dir: Path, max_open_files: int = DEFAULT_MAX_OPEN_FILES):
+    def __init__(self, cache_dir: Path, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                 config: CacheConfig = DEFAULT_CONFIG):
         self.cache_dir = Path(cache_dir)
-        self._members = _MappedMembers(self.cache_dir, max_open_files)
+        self._members = _MappedMembers(self.cache_dir, max_open_files, config)
 
     def read_window(self, npz_name: str, window_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         windows, labels = self._members.get(npz_name)
@@ -112,8 +117,9 @@ class BalancedSeizureDataset(_CachedWindows):
     """The balanced training windows of a split (see :mod:`eeg_assets.lib.dataset.balanced`)."""
 
     def __init__(self, cache_dir: Path, composition: BalancedComposition,
-                 max_open_files: int = DEFAULT_MAX_OPEN_FILES):
-        super().__init__(cache_dir, max_open_files)
+                 max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+                 config: CacheConfig = DEFAULT_CONFIG):
+        super().__init__(cache_dir, max_open_files, config)
         self.composition = composition
         self.windows: tuple[WindowRef, ...] = composition.windows
 
@@ -126,7 +132,7 @@ class BalancedSeizureDataset(_CachedWindows):
         """Compose from ``manifest`` (default: the split's, validated or rebuilt first)."""
         if manifest is None:
             manifest = ensure_manifest(cache_dir, config, log=log)
-        return cls(cache_dir, compose_balanced(manifest, balance, files=files))
+        return cls(cache_dir, compose_balanced(manifest, balance, files=files), config=config)
 
     @property
     def seizure_ratio(self) -> float:
@@ -156,7 +162,7 @@ class EEGWindowDataset(_CachedWindows):
                  files: Sequence[str] | None = None, config: CacheConfig = DEFAULT_CONFIG,
                  log: Log = print, max_open_files: int = DEFAULT_MAX_OPEN_FILES,
                  references: SplitReferences | None = None):
-        super().__init__(cache_dir, max_open_files)
+        super().__init__(cache_dir, max_open_files, config)
         self._given_references = references
         self.timeline = (config.target_fs, config.stride_samples)
         if index is None:
@@ -236,15 +242,17 @@ def select_training_dataset(cache_dir: Path, balance: BalanceConfig = DEFAULT_BA
     except BalancedSetError as exc:
         if not flags.smoke_test:
             raise
-        return _fallback(split, config, log, reason=str(exc))
-    dataset = BalancedSeizureDataset(split.cache_dir, composition)
+        return smoke_test_fallback(split, config, log, reason=str(exc))
+    dataset = BalancedSeizureDataset(split.cache_dir, composition, config=config)
     for line in dataset_log_lines(composition):
         log(line)
     return TrainingDataset(dataset, composition.seizure_ratio, composition.pos_weight)
 
 
-def _fallback(split: PreparedSplit, config: CacheConfig, log: Log, reason: str
-              ) -> TrainingDataset:
+def smoke_test_fallback(split: PreparedSplit, config: CacheConfig, log: Log, reason: str
+                        ) -> TrainingDataset:
+    """``EEGWindowDataset`` over ``split.files``, with the ratio and weight counted from the
+    index's facts: a smoke test whose files cannot give a balanced set (``reason``)."""
     log(f"[DATASET] BalancedSeizureDataset unavailable in smoke test ({reason}); "
         "falling back to EEGWindowDataset")
     dataset = EEGWindowDataset(split.cache_dir, split.index, files=split.files, config=config,

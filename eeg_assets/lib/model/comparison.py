@@ -1,9 +1,9 @@
 """Experiments side by side: a leaderboard and their operating curves.
 
 Each row is one evaluated experiment: its model's size and training, its AUROC on val, and on
-eval, at the threshold chosen on val, every scorer's sensitivity and false alarms per 24 h
-(OVERLAP and TAES as NEDC pools them over files; SzCORE pooled over files as NEDC does and,
-where the evaluation computed it, averaged per subject as SzCORE's benchmark does).
+eval, at the threshold chosen on val, every scorer's sensitivity (in percent) and false alarms
+per 24 h (OVERLAP and TAES as NEDC pools them over files; SzCORE pooled over files as NEDC does
+and, where the evaluation computed it, averaged per subject as SzCORE's benchmark does).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ PLOT_NAME = "operating_curves.png"
 
 @dataclass
 class ExperimentRow:
-    """One experiment's figures; fractions for sensitivities, counts per 24 h for false alarms.
+    """One experiment's figures; sensitivities in percent (``_pct``, as ``model_evaluation``
+    reports them), false alarms per 24 h.
 
     ``None`` where the figure was not computed (e.g. SzCORE per subject by an older evaluation).
     """
@@ -31,17 +32,17 @@ class ExperimentRow:
     epochs: int | None = None
     val_auroc: float | None = None
     threshold: float | None = None
-    overlap_sensitivity: float | None = None
+    overlap_sensitivity_pct: float | None = None
     overlap_fa_per_24h: float | None = None
-    taes_sensitivity: float | None = None
+    taes_sensitivity_pct: float | None = None
     taes_fa_per_24h: float | None = None
-    szcore_sensitivity: float | None = None
+    szcore_sensitivity_pct: float | None = None
     szcore_fa_per_24h: float | None = None
-    szcore_subject_sensitivity: float | None = None
+    szcore_subject_sensitivity_pct: float | None = None
     szcore_subject_fa_per_24h: float | None = None
     #: ``"<subject> (<false alarms>)"`` of the subjects with the most false alarms on eval.
     most_false_alarms: str = ""
-    #: Eval's sweep: ``[{threshold, overlap_sensitivity, overlap_fa_per_24h, szcore_...}]``.
+    #: Eval's sweep: ``[{threshold, overlap_sensitivity_pct, overlap_fa_per_24h, szcore_...}]``.
     sweep: list[dict] = field(default_factory=list)
 
 
@@ -52,7 +53,7 @@ COLUMNS = tuple(f.name for f in fields(ExperimentRow) if f.name != "sweep")
 def ranked(rows: Sequence[ExperimentRow]) -> list[ExperimentRow]:
     """Best first: eval OVERLAP sensitivity, then fewer false alarms; unevaluated last."""
     def key(row: ExperimentRow):
-        sensitivity = row.overlap_sensitivity
+        sensitivity = row.overlap_sensitivity_pct
         return (sensitivity is None, -(sensitivity or 0.0), row.overlap_fa_per_24h or 0.0,
                 row.experiment)
     return sorted(rows, key=key)
@@ -80,16 +81,17 @@ def curves_png(rows: Sequence[ExperimentRow], title: str = "eval") -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, scorer in zip(axes, ("overlap", "szcore")):
         for row in ranked(rows):
-            points = sorted((p[f"{scorer}_fa_per_24h"], p[f"{scorer}_sensitivity"])
+            points = sorted((p[f"{scorer}_fa_per_24h"], p[f"{scorer}_sensitivity_pct"])
                             for p in row.sweep
-                            if p.get(f"{scorer}_fa_per_24h") is not None)
+                            if p.get(f"{scorer}_fa_per_24h") is not None
+                            and p.get(f"{scorer}_sensitivity_pct") is not None)
             if points:
-                line, = ax.plot([max(x, 0.1) for x, _ in points], [100 * y for _, y in points],
+                line, = ax.plot([max(x, 0.1) for x, _ in points], [y for _, y in points],
                                 label=row.experiment)
             chosen = (getattr(row, f"{scorer}_fa_per_24h"),
-                      getattr(row, f"{scorer}_sensitivity"))
+                      getattr(row, f"{scorer}_sensitivity_pct"))
             if None not in chosen:
-                ax.plot(max(chosen[0], 0.1), 100 * chosen[1], "o",
+                ax.plot(max(chosen[0], 0.1), chosen[1], "o",
                         color=line.get_color() if points else None)
         ax.set_xscale("log")
         ax.set_xlim(0.1, 1000)

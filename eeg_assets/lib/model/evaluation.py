@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eeg_assets.lib.cache.layout import layout_of, stem_of
 from eeg_assets.lib.cache.references import Reference, SplitReferences
 from eeg_assets.lib.config import DEFAULT_CONFIG
 from eeg_assets.lib.model.auroc import BinnedAUROC
@@ -54,12 +55,12 @@ FIGURES = ("sensitivity", "fa_per_24h", "ppv", "f1", "targets", "hits", "false_a
 
 
 def bname_from_npz(npz_name: str) -> str:
-    """``aaaaadkb_s010_t000_windows.npz`` -> ``aaaaadkb_s010_t000`` (the EDF stem)."""
-    suffix = "_windows.npz"
+    """``aaaaadkb_s010_t000_windows.npz`` (or ``..._data.npy``) -> ``aaaaadkb_s010_t000``."""
     name = Path(npz_name).name
-    if not name.endswith(suffix):
-        raise ValueError(f"{npz_name!r} is not a cache file name (<edf_stem>{suffix})")
-    return name[: -len(suffix)]
+    if layout_of(name) is None or stem_of(name) == Path(name).stem:
+        raise ValueError(f"{npz_name!r} is not a cache file name (<edf_stem>_windows.npz or "
+                         "<edf_stem>_data.npy)")
+    return stem_of(name)
 
 
 def reference_events(reference: Reference) -> RecordingEvents:

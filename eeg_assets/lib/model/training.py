@@ -595,7 +595,7 @@ def _write_checkpoints(learner: _Learner, progress: _Progress, is_best: bool, ou
 def _epoch_line(metrics: dict, epochs: int, is_best: bool) -> str:
     return (f"epoch {metrics['epoch']}/{epochs}: train loss {metrics['train_loss']:.4f}, val loss "
             f"{metrics['val_loss']:.4f}, AUROC {metrics['val_auroc']:.4f}, OVERLAP sensitivity "
-            f"{metrics['val_overlap_sensitivity']:.3f}, FA/24h "
+            f"{100 * metrics['val_overlap_sensitivity']:.1f}%, FA/24h "
             f"{metrics['val_overlap_fa_per_24h']:.1f}, "
             f"{metrics['windows_per_s']:.1f} windows/s, {metrics['epoch_seconds']:.1f} s"
             + (" (best)" if is_best else ""))

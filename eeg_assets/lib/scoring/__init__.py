@@ -8,7 +8,8 @@ files (``tsv``), summable counts (``counts``) and the reports of the ``score`` c
 (``report``). Totals sum counts and durations over recordings and derive the figures from the
 sums (docs/tusz.md, "Evaluation conventions"); beside them, SzCORE's figures averaged per subject
 as the SzCORE benchmark reports them (``subjects``). Sensitivities are fractions, NaN on a zero
-denominator.
+denominator; what people read (``score``'s text and ``--json``, metadata, plots) shows them,
+PPV, precision and F1 as percentages under keys ending in ``_pct`` (``in_percent``).
 
 Pure: no Dagster. May import ``cache.annotations`` (the annotation parser) and the bottom modules
 (``config``, ``flags``, ``files``), nothing else of the library.
@@ -32,7 +33,8 @@ from eeg_assets.lib.scoring.events import (
 )
 from eeg_assets.lib.scoring.nedc import score_overlap, score_taes
 from eeg_assets.lib.scoring.report import (
-    SCORERS, FileScores, ScoreReport, format_report, score_pairs, score_paths, score_recording,
+    PERCENT_FIGURES, SCORERS, FileScores, ScoreReport, format_report, in_percent, percent_key,
+    score_pairs, score_paths, score_recording,
 )
 from eeg_assets.lib.scoring.subjects import (
     SUBJECT_FIGURES, SubjectCounts, subject_averages, subject_of,
@@ -43,10 +45,11 @@ from eeg_assets.lib.scoring.tsv import (
 )
 
 __all__ = [
-    "EventCounts", "FileScores", "RecordingEvents", "SCORERS", "SUBJECT_FIGURES",
-    "SZCORE_PARAMETERS", "ScoreReport", "ScoringError", "SubjectCounts", "TSV_COLUMNS",
-    "TSV_SUFFIX", "annotation_format", "check_durations", "format_events_tsv", "format_report",
-    "merge_events", "pair_files", "read_events", "read_events_tsv", "read_pairs",
-    "score_overlap", "score_pairs", "score_paths", "score_recording", "score_szcore",
-    "score_taes", "subject_averages", "subject_of", "tsv_path", "write_events_tsv",
+    "EventCounts", "FileScores", "PERCENT_FIGURES", "RecordingEvents", "SCORERS",
+    "SUBJECT_FIGURES", "SZCORE_PARAMETERS", "ScoreReport", "ScoringError", "SubjectCounts",
+    "TSV_COLUMNS", "TSV_SUFFIX", "annotation_format", "check_durations", "format_events_tsv",
+    "format_report", "in_percent", "merge_events", "pair_files", "percent_key", "read_events",
+    "read_events_tsv", "read_pairs", "score_overlap", "score_pairs", "score_paths",
+    "score_recording", "score_szcore", "score_taes", "subject_averages", "subject_of", "tsv_path",
+    "write_events_tsv",
 ]

@@ -87,16 +87,20 @@ class ScoreReport:
 
     def to_json(self, per_file: bool = False) -> dict:
         """``{"recordings", "duration_s", "overlap": {...}, "taes": {...}, "szcore": {...},
-        "szcore_per_subject": {...}}`` (plus ``"files"`` with ``per_file``); sensitivities as
-        fractions, NaN as ``None``."""
+        "szcore_per_subject": {...}}`` (plus ``"files"`` with ``per_file``): the ``score
+        --json`` output. Sensitivity, PPV, precision and F1 as percentages under keys ending in
+        ``_pct`` (:func:`in_percent`), as the text prints them; NaN as ``None``."""
         out: dict = {"recordings": self.recordings,
                      "duration_s": self.totals["overlap"].duration_s}
-        out.update({name: _json_safe(c.as_dict()) for name, c in self.totals.items()})
-        out["szcore_per_subject"] = json_safe(self.per_subject())
+        out.update({name: _json_safe(in_percent(c.as_dict())) for name, c in self.totals.items()})
+        per_subject = in_percent(self.per_subject())
+        per_subject["by_subject"] = [in_percent(row) for row in per_subject["by_subject"]]
+        out["szcore_per_subject"] = json_safe(per_subject)
         if per_file:
             out["files"] = [{"ref": f.ref, "hyp": f.hyp, "subject": f.subject,
                              "duration_s": f.duration_s,
-                             **{name: _json_safe(c.as_dict()) for name, c in f.scores.items()}}
+                             **{name: _json_safe(in_percent(c.as_dict()))
+                                for name, c in f.scores.items()}}
                             for f in self.files]
         return out
 
@@ -192,6 +196,34 @@ def _decimal(value: float) -> str:
 
 def _percent(fraction: float) -> str:
     return "n/a" if math.isnan(fraction) else f"{fraction * 100:.4f}%"
+
+
+#: Ratios shown to people as percentages (``score``'s text and ``--json``, asset metadata,
+#: plots, the leaderboard), as NEDC prints sensitivity and PPV; the library computes fractions.
+PERCENT_FIGURES = ("sensitivity", "ppv", "precision", "f1")
+
+
+def percent_key(key: str) -> str | None:
+    """The key of ``key``'s figure as a percentage, ``None`` if it is not one of
+    :data:`PERCENT_FIGURES`: ``sensitivity`` -> ``sensitivity_pct``, ``val_overlap_f1`` ->
+    ``val_overlap_f1_pct``, ``sensitivity_std`` -> ``sensitivity_pct_std``."""
+    base, std = (key[:-4], "_std") if key.endswith("_std") else (key, "")
+    if any(base == figure or base.endswith(f"_{figure}") for figure in PERCENT_FIGURES):
+        return f"{base}_pct{std}"
+    return None
+
+
+def in_percent(figures: dict) -> dict:
+    """``figures`` with each of :data:`PERCENT_FIGURES` (a fraction) as a percentage under
+    :func:`percent_key`, in the same order; other keys as they are, NaN and ``None`` too."""
+    out = {}
+    for key, value in figures.items():
+        pct = percent_key(key)
+        if pct is None:
+            out[key] = value
+        else:
+            out[pct] = value if value is None else 100.0 * value
+    return out
 
 
 def _json_safe(figures: dict[str, float]) -> dict[str, float | None]:

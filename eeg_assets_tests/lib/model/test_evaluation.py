@@ -35,6 +35,7 @@ from eeg_assets.lib.scoring import (
     TSV_COLUMNS,
     EventCounts,
     RecordingEvents,
+    in_percent,
     read_events,
     score_paths,
     score_recording,
@@ -588,8 +589,11 @@ def test_score_on_the_written_tsv_folders_gives_the_csv_bi_figures(evaluated, tm
         assert result.returncode == 0, result.stderr
         results[form] = json.loads(result.stdout)
     assert results["tsv"] == results["csv_bi"] == results["lists"]
+    # score --json in percent (keys ending in _pct), scores.json in fractions
     for scorer in ("overlap", "taes", "szcore"):
         assert results["tsv"][scorer] == {
             k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in evaluated[scorer].items()}, scorer
-    assert results["tsv"]["szcore_per_subject"] == evaluated["szcore_per_subject"]
+            for k, v in in_percent(evaluated[scorer]).items()}, scorer
+    per_subject = in_percent(evaluated["szcore_per_subject"])
+    per_subject["by_subject"] = [in_percent(row) for row in per_subject["by_subject"]]
+    assert results["tsv"]["szcore_per_subject"] == per_subject

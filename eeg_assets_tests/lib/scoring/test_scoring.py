@@ -36,14 +36,22 @@ def nedc_sample(real_data):
     return real_data / "nedc_sample"
 
 
+def _sensitivity_pct(figures: dict) -> float:
+    """In percent: ``score --json`` gives ``sensitivity_pct``, the library a fraction."""
+    if "sensitivity_pct" in figures:
+        assert "sensitivity" not in figures  # one convention per output
+        return figures["sensitivity_pct"]
+    return figures["sensitivity"] * 100
+
+
 def _assert_nedc_figures(overlap: dict, taes: dict) -> None:
     assert {k: overlap[k] for k in ("targets", "hits", "misses", "false_alarms")} == {
         k: NEDC_OVERLAP[k] for k in ("targets", "hits", "misses", "false_alarms")}
-    assert f"{overlap['sensitivity'] * 100:.4f}" == NEDC_OVERLAP["sensitivity_pct"]
+    assert f"{_sensitivity_pct(overlap):.4f}" == NEDC_OVERLAP["sensitivity_pct"]
     assert f"{overlap['fa_per_24h']:.4f}" == NEDC_OVERLAP["fa_per_24h"]
     assert taes["targets"] == NEDC_TAES["targets"]
     assert f"{taes['hits']:.2f}" == NEDC_TAES["hits"]
-    assert f"{taes['sensitivity'] * 100:.4f}" == NEDC_TAES["sensitivity_pct"]
+    assert f"{_sensitivity_pct(taes):.4f}" == NEDC_TAES["sensitivity_pct"]
     assert f"{taes['fa_per_24h']:.4f}" == NEDC_TAES["fa_per_24h"]
 
 
@@ -64,7 +72,11 @@ def test_cli_json_gives_nedc_figures_and_per_file_sums(nedc_sample, run_cli):
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     _assert_nedc_figures(out["overlap"], out["taes"])
-    assert 0 <= out["szcore"]["sensitivity"] <= 1
+    assert 0 <= out["szcore"]["sensitivity_pct"] <= 100
+    # percentages under _pct keys, as the text prints them: PPV and F1 too
+    assert set(out["overlap"]) == {"targets", "hits", "misses", "false_alarms", "duration_s",
+                                   "sensitivity_pct", "fa_per_24h", "ppv_pct", "f1_pct"}
+    assert out["overlap"]["ppv_pct"] == pytest.approx(100 * 604 / 606)
     assert len(out["files"]) == 30
     for scorer in ("overlap", "taes", "szcore"):
         for key in ("targets", "hits", "false_alarms"):
@@ -218,7 +230,7 @@ def test_empty_files_and_json_nulls(tmp_path, run_cli):
     out = json.loads(result.stdout)
     for name in ("overlap", "taes", "szcore"):
         assert out[name]["targets"] == 0 and out[name]["false_alarms"] == 0
-        assert out[name]["sensitivity"] is None and out[name]["fa_per_24h"] == 0
+        assert out[name]["sensitivity_pct"] is None and out[name]["fa_per_24h"] == 0
 
 
 def test_zero_duration_is_an_error_naming_the_file(tmp_path):
@@ -485,9 +497,13 @@ def test_szcore_per_subject_by_hand(tmp_path, run_cli):
     result = run_cli("score", "--ref", tmp_path / "ref", "--hyp", tmp_path / "hyp", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)["szcore_per_subject"]
-    assert {k: v for k, v in out.items() if k != "by_subject"} == pytest.approx(
-        {k: v for k, v in per_subject.items() if k != "by_subject"})
-    assert out["by_subject"][0]["sensitivity"] is None        # JSON null, not NaN
+    assert {k: v for k, v in out.items() if k != "by_subject"} == pytest.approx({
+        "subjects": 3, "sensitivity_pct": 25.0, "sensitivity_pct_std": 25.0,
+        "precision_pct": 25.0, "precision_pct_std": 25.0, "f1_pct": 100 / 6,
+        "f1_pct_std": 100 * math.sqrt(1 / 18), "fa_per_24h": 43.2,
+        "fa_per_24h_std": 43.2 * math.sqrt(2 / 3)})                # in percent, as printed
+    assert out["by_subject"][0]["sensitivity_pct"] is None    # JSON null, not NaN
+    assert out["by_subject"][1]["precision_pct"] == 50.0
     text = run_cli("score", "--ref", tmp_path / "ref", "--hyp", tmp_path / "hyp").stdout
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
     assert rows["mean"][1:] == ["25.0000%", "25.0000%", "16.6667%", "43.2000"]
