@@ -54,7 +54,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_build import TUSZ_HOURS, write_corpus  # a sibling module of this script
+from bench_build import TUSZ_HOURS, write_corpus  # sibling modules of this script
+from bench_verify import drop_page_cache
 from eeg_assets.lib.cache.build import build_split
 from eeg_assets.lib.cache.layout import CONTINUOUS, WINDOWS, cache_files_on_disk, files_of, stem_of
 from eeg_assets.lib.config import CacheConfig
@@ -113,18 +114,6 @@ def flush_to_disk(folder: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-
-def drop_page_cache(paths: list[Path]) -> bool:
-    """Ask the OS to forget the files' cached pages (as bench_verify does); False where it cannot
-    be asked. Pages mapped by a live memory map stay, so callers close their maps first."""
-    if not hasattr(os, "posix_fadvise"):
-        return False
-    os.sync()  # dirty pages cannot be dropped
-    for path in paths:
-        with open(path, "rb") as fh:
-            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    return True
 
 
 def resident_bytes(paths: list[Path]) -> int | None:

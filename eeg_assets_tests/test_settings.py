@@ -52,9 +52,12 @@ def test_definitions_built_from_settings_carry_their_code_versions_and_resources
     default = Settings(raw_root=tmp_path / "raw", cache_root=tmp_path / "cache")
     european = Settings(raw_root=tmp_path / "raw", cache_root=tmp_path / "cache", notch_hz=50)
     versions, other = _code_versions(build_defs(default)), _code_versions(build_defs(european))
-    assert set(versions) == {"npz_windows", "dataset_index", "manifest", "balanced_dataset",
-                             "trained_model", "model_evaluation"}
-    assert all(versions[name] != other[name] for name in versions)  # the notch shapes every byte
+    shaped = {"npz_windows", "dataset_index", "manifest", "balanced_dataset", "trained_model",
+              "model_evaluation"}
+    assert set(versions) == shaped | {"raw_edf_recordings"}
+    assert all(versions[name] != other[name] for name in shaped)  # the notch shapes every byte
+    # ... but not the listing of the raw files
+    assert versions["raw_edf_recordings"] == other["raw_edf_recordings"]
     defs = build_defs(european)
     assert defs.resources["settings"] is european
     assert defs.resources["backend"].name == "local"
