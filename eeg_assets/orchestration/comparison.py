@@ -49,6 +49,7 @@ def _row(instance: dg.DagsterInstance, experiment: Experiment) -> ExperimentRow 
                         model_parameters=trained.get("model_parameters"),
                         epochs=trained.get("epochs"), val_auroc=trained.get("val_auroc"),
                         threshold=evaluated.get("threshold"),
+                        max_fa_per_24h=experiment.max_fa_per_24h,
                         sweep=list(evaluated.get("sweep") or []))
     # Sensitivities in percent, as model_evaluation reports them (an evaluation older than the
     # _pct keys has none: evaluate it again; its fractions are never mixed in).

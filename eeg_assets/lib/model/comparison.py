@@ -32,6 +32,8 @@ class ExperimentRow:
     epochs: int | None = None
     val_auroc: float | None = None
     threshold: float | None = None
+    #: The rule the threshold was chosen by on val: the most sensitive within this many FA/24h.
+    max_fa_per_24h: float | None = None
     overlap_sensitivity_pct: float | None = None
     overlap_fa_per_24h: float | None = None
     taes_sensitivity_pct: float | None = None
@@ -72,7 +74,8 @@ def leaderboard_csv(rows: Sequence[ExperimentRow]) -> bytes:
 
 def curves_png(rows: Sequence[ExperimentRow], title: str = "eval") -> bytes:
     """Sensitivity against FA/24h on a log axis (0.1 to 1,000), OVERLAP and SzCORE side by
-    side, one curve per experiment, its val-chosen operating point marked."""
+    side, one curve per experiment, its val-chosen operating point marked, and each rule's
+    target (``max_fa_per_24h``) as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,6 +96,11 @@ def curves_png(rows: Sequence[ExperimentRow], title: str = "eval") -> bytes:
             if None not in chosen:
                 ax.plot(max(chosen[0], 0.1), chosen[1], "o",
                         color=line.get_color() if points else None)
+        for target in sorted({row.max_fa_per_24h for row in rows
+                              if row.max_fa_per_24h is not None and 0.1 <= row.max_fa_per_24h
+                              <= 1000}):
+            ax.axvline(target, color="grey", linestyle="--", linewidth=1,
+                       label=f"target {target:g} FA/24h")
         ax.set_xscale("log")
         ax.set_xlim(0.1, 1000)
         ax.set_xlabel("false alarms per 24 h")
