@@ -144,6 +144,7 @@ def _refresh_index_and_manifest(cache_dir: Path, config: CacheConfig,
 
 
 def _cmd_scan_cache(args: argparse.Namespace) -> int:
+    from eeg_assets.lib.cache.layout import file_kind
     from eeg_assets.lib.cache.npzio import NpzFormatError
     from eeg_assets.lib.dataset.index import INDEX_NAME, DatasetError
     from eeg_assets.lib.dataset.manifest import (
@@ -159,7 +160,8 @@ def _cmd_scan_cache(args: argparse.Namespace) -> int:
     for warning in manifest_warnings(result.facts):
         print(f"warning: {warning}", file=sys.stderr)
     counts = category_counts(result.manifest)
-    print(f"[scan-cache] {cache_dir}: read the labels of {len(result.facts.files)} NPZ file(s)")
+    kind = file_kind(f.npz_name for f in result.facts.files)
+    print(f"[scan-cache] {cache_dir}: read the labels of {len(result.facts.files)} {kind} file(s)")
     print(f"[scan-cache] wrote {MANIFEST_NAME}: {describe_counts(counts)}")
     print(f"[scan-cache] wrote {INDEX_NAME}: {len(result.facts.files)} files, "
           f"{sum(f.n_windows for f in result.facts.files)} windows")

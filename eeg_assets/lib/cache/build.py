@@ -54,7 +54,7 @@ from eeg_assets.lib.cache.ledger import (
     RecordingEntry,
 )
 from eeg_assets.lib.cache.layout import (
-    CHECKSUMS_KEY, CONTINUOUS, cache_file_name, cache_files_on_disk, fingerprint_of,
+    CHECKSUMS_KEY, CONTINUOUS, cache_file_name, cache_files_on_disk, file_kind, fingerprint_of,
     remove_cache_file, write_continuous,
 )
 from eeg_assets.lib.cache.npzio import WindowedArray, write_npz
@@ -512,18 +512,13 @@ def guard_ledger(ledger_dir: Path, cache_dir: Path) -> None:
         return
     present = cache_files_on_disk(cache_dir) if Path(cache_dir).is_dir() else {}
     if present:
-        kind = _kind(present)
+        kind = file_kind(present)
         raise LedgerError(path, (
             f"missing or empty, but {cache_dir} holds {len(present)} {kind} file(s). Nothing was "
             f"deleted. Run `python -m eeg_assets adopt-cache --data-dir <the split's raw folder> "
             f"--cache-dir {cache_dir}` to take back the {kind} files that verify and match their "
             f"recordings (the rest is rebuilt by the next build), or delete them to rebuild "
             "the split from scratch"))
-
-
-def _kind(names) -> str:
-    """How messages call a split's cache files: NPZ in the windows layout."""
-    return "NPZ" if all(name.endswith(".npz") for name in names) else "cache"
 
 
 def _remove_leftovers(cache_dir: Path) -> None:

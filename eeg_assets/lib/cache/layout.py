@@ -104,6 +104,11 @@ def detect_layout(cache_dir: Path, default: str = WINDOWS) -> str:
     return layouts.pop() if len(layouts) == 1 else default
 
 
+def file_kind(names) -> str:
+    """What messages call cache files: "NPZ" in the windows layout, else "cache"."""
+    return "NPZ" if all(name.endswith(".npz") for name in names) else "cache"
+
+
 def is_cache_file(name: str) -> bool:
     return not name.startswith(".") and layout_of(name) is not None
 

@@ -43,6 +43,7 @@ from eeg_assets.lib.cache.layout import (
     ContinuousChecksums,
     cache_files_on_disk,
     count_windows_of,
+    file_kind,
     labels_name,
     layout_of,
     open_continuous,
@@ -518,7 +519,8 @@ def format_verify_report(report: VerifyReport, cache_dir: Path) -> list[str]:
     fresh = len(report.verified) - len(report.sampled)
     how = ("every file" if report.verify_all else
            f"{fresh} new or changed, {len(report.sampled)} sampled from the verified ones")
-    lines = [f"[verify-cache] {cache_dir}: {report.files} NPZ file(s), opened "
+    kind = file_kind([*report.verified, *report.missing, *report.failed])
+    lines = [f"[verify-cache] {cache_dir}: {report.files} {kind} file(s), opened "
              f"{len(report.verified)} ({how}), {report.windows_checked} windows checked"]
     if report.sampled:
         lines.append(f"[verify-cache] sampled: {', '.join(report.sampled)}")

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eeg_assets.lib.cache.layout import CONTINUOUS, layout_of, recorded_checksums, scan_continuous
+from eeg_assets.lib.cache.layout import (
+    CONTINUOUS, file_kind, layout_of, recorded_checksums, scan_continuous,
+)
 from eeg_assets.lib.cache.ledger import RecordingEntry, built_entries
 from eeg_assets.lib.cache.npzio import (
     NpzChecksumError,
@@ -427,7 +429,8 @@ def _damaged_message(cache_dir: Path, damaged: tuple[str, ...], outcome: str) ->
     shown = 20  # each line names a file; the count says how many more
     more = [f"  ... and {len(damaged) - shown} more"] if len(damaged) > shown else []
     return "\n".join(
-        [f"the labels of {len(damaged)} NPZ file(s) in {cache_dir} fail their CRC-32 check, so "
+        [f"the labels of {len(damaged)} {file_kind(d.split(':')[0] for d in damaged)} file(s) "
+         f"in {cache_dir} fail their CRC-32 check, so "
          "scan-cache took no labels from them:"]
         + [f"  {line}" for line in damaged[:shown]] + more
         + [f"{outcome}; delete them and run build-cache to rebuild them, then scan-cache again"])
