@@ -48,7 +48,8 @@ import torch
 from torch import nn
 
 from eeg_assets.lib.config import DEFAULT_CONFIG
-from eeg_assets.lib.dataset.torch_datasets import select_training_dataset
+from eeg_assets.lib.dataset.balanced import read_balanced
+from eeg_assets.lib.dataset.torch_datasets import BalancedSeizureDataset
 from eeg_assets.lib.flags import EnvFlags
 from eeg_assets.lib.model.experiment import ExperimentError, load_experiment
 from eeg_assets.lib.model.factory import (
@@ -166,14 +167,16 @@ def real_training(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainCo
 
 def instrumented_steps(train_dir: Path, config: TrainConfig, device: torch.device, steps: int,
                        warmup: int, search_path: Path | None = None) -> dict:
-    """Data wait vs compute per training step, with fit's dataset, model, loader and step."""
-    training = select_training_dataset(train_dir, flags=EnvFlags(), log=lambda _line: None)
-    dataset = training.dataset
+    """Data wait vs compute per training step, with fit's dataset, model, loader and step: the
+    balanced set the run before wrote (``real_training`` prepares it as a standalone run does)."""
+    composition = read_balanced(train_dir)
+    dataset = BalancedSeizureDataset(train_dir, composition)
     if device.type == "cpu" and config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     model = build_checked_model(config, device, (CHANNELS, CONFIG.window_samples), search_path)
     optimizer = make_optimizer(model, config)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(training.pos_weight, device=device))
+    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(composition.pos_weight,
+                                                             device=device))
     sampler = EpochSampler(len(dataset), config.seed)
     loader = _make_loader(dataset, config.batch_size, config.num_workers, device, config.seed,
                           sampler)

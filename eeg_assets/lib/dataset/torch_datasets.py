@@ -1,4 +1,4 @@
-"""Torch datasets over the window cache, and the choice of the training dataset.
+"""Torch datasets over the window cache, and the dataset a smoke-test training run falls back to.
 
 Reading one item copies one window (and its label row) out of a memory-mapped file: a member of
 an uncompressed NPZ, or rows of a continuous cache file (``eeg_assets.lib.cache.layout``), one
@@ -31,14 +31,10 @@ from eeg_assets.lib.config import (
 )
 from eeg_assets.lib.dataset.balanced import (
     BalancedComposition,
-    BalancedSetError,
     PreparedSplit,
     WindowRef,
-    balanced_composition,
     compose_balanced,
-    dataset_log_lines,
     pos_weight,
-    prepare_split,
 )
 from eeg_assets.lib.dataset.index import (
     DatasetError,
@@ -54,7 +50,6 @@ from eeg_assets.lib.dataset.manifest import (
     count_categories,
     ensure_manifest,
 )
-from eeg_assets.lib.flags import EnvFlags
 
 #: Files whose two members stay mapped per process (two descriptors each).
 DEFAULT_MAX_OPEN_FILES = 128
@@ -222,31 +217,6 @@ class TrainingDataset:
     pos_weight: float
     #: Why the balanced set was not used (smoke tests only); ``None`` when it was.
     fallback_reason: str | None = None
-
-
-def select_training_dataset(cache_dir: Path, balance: BalanceConfig = DEFAULT_BALANCE,
-                            flags: EnvFlags | None = None, log: Log = print,
-                            config: CacheConfig = DEFAULT_CONFIG) -> TrainingDataset:
-    """Pick the training dataset as the upstream training scripts do.
-
-    Validates or rebuilds the index and the manifest (BGB_FORCE_MANIFEST_REBUILD=1 deletes and
-    rebuilds the manifest), applies BGB_LIMIT_FILES / BGB_SMOKE_TEST to the index's files, and
-    uses :class:`BalancedSeizureDataset`. Only in a smoke test does a failure to compose the
-    balanced set fall back to :class:`EEGWindowDataset`; otherwise it is raised. ``flags``
-    defaults to the environment at call time.
-    """
-    flags = flags if flags is not None else EnvFlags.from_env()
-    split = prepare_split(cache_dir, flags, config, log)
-    try:
-        composition = balanced_composition(split, balance, config, log)
-    except BalancedSetError as exc:
-        if not flags.smoke_test:
-            raise
-        return smoke_test_fallback(split, config, log, reason=str(exc))
-    dataset = BalancedSeizureDataset(split.cache_dir, composition, config=config)
-    for line in dataset_log_lines(composition):
-        log(line)
-    return TrainingDataset(dataset, composition.seizure_ratio, composition.pos_weight)
 
 
 def smoke_test_fallback(split: PreparedSplit, config: CacheConfig, log: Log, reason: str

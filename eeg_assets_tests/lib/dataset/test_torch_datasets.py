@@ -10,19 +10,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from eeg_assets.lib.dataset.balanced import BalancedSetError
-from eeg_assets.lib.config import BalanceConfig
-from eeg_assets.lib.dataset.torch_datasets import (
-    BalancedSeizureDataset, EEGWindowDataset, select_training_dataset,
-)
-from eeg_assets.lib.flags import EnvFlags
+from eeg_assets.lib.dataset.torch_datasets import BalancedSeizureDataset, EEGWindowDataset
 from eeg_assets.lib.dataset.index import update_index
-from eeg_assets.lib.dataset.manifest import MANIFEST_NAME
 from eeg_assets.lib.cache.npzio import NpzFormatError
 from eeg_assets.synthetic.fake_cache import SMALL_CONFIG, write_recording
 
 CFG = SMALL_CONFIG  # windows (n, 3, 100), labels (n, 100)
-QUIET = EnvFlags()
 
 
 def on_disk(cache: Path, npz_name: str, window_idx: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,86 +130,3 @@ def test_compressed_npz_is_refused_not_decompressed(tmp_path):
         EEGWindowDataset(cache, index=index, config=CFG, log=lambda _line: None)[0]
     with pytest.raises(NpzFormatError, match="compressed"):  # the index check scans it
         EEGWindowDataset(cache, config=CFG, log=lambda _line: None)
-
-
-# ------------------------------------------------------------------------------------------------
-# select_training_dataset
-# ------------------------------------------------------------------------------------------------
-
-def test_select_uses_the_balanced_set_and_prints_the_seed_lines(split):
-    lines: list[str] = []
-    chosen = select_training_dataset(split, flags=QUIET, log=lines.append, config=CFG)
-    assert isinstance(chosen.dataset, BalancedSeizureDataset)
-    assert chosen.fallback_reason is None
-    assert chosen.seizure_ratio == 0.3
-    assert chosen.pos_weight == pytest.approx((0.7 / 0.3) ** 0.5)
-    assert lines[-4:] == [
-        "[DATASET] BalancedSeizureDataset: 10 windows from manifest",
-        "[DATASET] Using BalancedSeizureDataset known distribution",
-        "[DATASET] Seizure ratio: 30.0% (from manifest)",
-        "[DATASET] Using pos_weight: 1.53 (sqrt scaling)",
-    ]
-    assert (split / MANIFEST_NAME).exists()
-
-
-def test_select_limits_files_in_index_order(split):
-    lines: list[str] = []
-    chosen = select_training_dataset(split, flags=EnvFlags(limit_files=1), log=lines.append,
-                                     config=CFG)
-    assert {ref.npz_name for ref in chosen.dataset.windows} == {"aaaaaaaa_s001_t000_windows.npz"}
-    assert "[DATASET] Using the first 1 of 4 files (BGB_LIMIT_FILES)" in lines
-
-
-def test_select_reads_the_flags_from_the_environment(split, monkeypatch):
-    monkeypatch.setenv("BGB_LIMIT_FILES", "2")
-    lines: list[str] = []
-    select_training_dataset(split, log=lines.append, config=CFG)
-    assert "[DATASET] Using the first 2 of 4 files (BGB_LIMIT_FILES)" in lines
-
-
-def test_select_force_rebuild_deletes_and_rebuilds(split):
-    select_training_dataset(split, flags=QUIET, log=lambda _line: None, config=CFG)
-    lines: list[str] = []
-    select_training_dataset(split, flags=EnvFlags(force_manifest_rebuild=True),
-                            log=lines.append, config=CFG)
-    assert any(line.startswith("[MANIFEST] rebuilt manifest.json (BGB_FORCE_MANIFEST_REBUILD=1)")
-               for line in lines)
-
-
-@pytest.fixture
-def no_partial_split(tmp_path: Path) -> Path:
-    cache = tmp_path / "train"
-    write_recording(cache, "aaaaaaaa_s001_t000", [0, 100, 0, 0])
-    write_recording(cache, "bbbbbbbb_s001_t000", [0, 0, 0])
-    write_recording(cache, "cccccccc_s001_t000", [0, 0])
-    write_recording(cache, "dddddddd_s001_t000", [100, 100])  # beyond the smoke test's 3 files
-    return cache
-
-
-def test_smoke_test_falls_back_to_window_dataset_with_exact_ratio(no_partial_split):
-    lines: list[str] = []
-    chosen = select_training_dataset(no_partial_split, flags=EnvFlags(smoke_test=True),
-                                     log=lines.append, config=CFG)
-    assert isinstance(chosen.dataset, EEGWindowDataset)
-    assert len(chosen.dataset) == 9  # 3 files: 4 + 3 + 2 windows
-    assert chosen.seizure_ratio == 1 / 9
-    assert chosen.pos_weight == pytest.approx(8 ** 0.5)
-    assert "no partial_seizure windows" in chosen.fallback_reason
-    assert "[DATASET] Using the first 3 of 4 files (BGB_SMOKE_TEST=1)" in lines
-    assert any(line.startswith("[DATASET] BalancedSeizureDataset unavailable in smoke test")
-               and line.endswith("falling back to EEGWindowDataset") for line in lines)
-    assert lines[-3:] == ["[DATASET] EEGWindowDataset: 9 windows from index",
-                          "[DATASET] Seizure ratio: 11.1% (from index)",
-                          "[DATASET] Using pos_weight: 2.83 (sqrt scaling)"]
-
-
-def test_outside_smoke_tests_a_failed_balanced_set_is_an_error(no_partial_split):
-    with pytest.raises(BalancedSetError, match="no partial_seizure windows"):
-        select_training_dataset(no_partial_split, flags=QUIET, log=lambda _line: None,
-                                config=CFG)
-
-
-def test_balance_config_is_passed_through(split):
-    chosen = select_training_dataset(split, balance=BalanceConfig(background_ratio=1.0),
-                                     flags=QUIET, log=lambda _line: None, config=CFG)
-    assert len(chosen.dataset) == 6 and chosen.seizure_ratio == 0.5
