@@ -11,10 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from eeg_assets.lib.config import CacheConfig
-
-#: ``--layout`` of build-cache and convert-cache (``eeg_assets.lib.cache.layout.LAYOUTS``).
-LAYOUT_CHOICES = ("windows", "continuous")
+from eeg_assets.lib.config import CACHE_LAYOUTS, CacheConfig
 
 
 #: What ``python -m eeg_assets --help`` says above the commands (plain text: argparse prints it).
@@ -71,9 +68,9 @@ def _cmd_build_cache(args: argparse.Namespace) -> int:
         limit = EnvFlags.from_env().file_limit(args.limit_files)
     except ValueError as exc:  # e.g. BGB_LIMIT_FILES=abc: one clear line, not a traceback
         raise CommandError(str(exc)) from exc
-    if args.layout not in LAYOUT_CHOICES:
+    if args.layout not in CACHE_LAYOUTS:
         raise CommandError(f"EEG_ASSETS_CACHE_LAYOUT={args.layout!r}: use one of "
-                           f"{', '.join(LAYOUT_CHOICES)}")
+                           f"{', '.join(CACHE_LAYOUTS)}")
     config = CacheConfig(layout=args.layout)
     try:
         report = build_split(
@@ -301,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--layout", choices=LAYOUT_CHOICES, default=_default_layout(),
+    p.add_argument("--layout", choices=CACHE_LAYOUTS, default=_default_layout(),
                    help="windows: <stem>_windows.npz (default); continuous: <stem>_data.npy + "
                         "<stem>_labels.npy, a sixth of the disk (also EEG_ASSETS_CACHE_LAYOUT)")
     p.set_defaults(func=_cmd_build_cache)
@@ -312,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cache split folder to read (its layout is read from its files)")
     p.add_argument("--to", dest="target", required=True,
                    help="cache split folder to write (e.g. cache/tusz_mmap/train)")
-    p.add_argument("--layout", required=True, choices=LAYOUT_CHOICES, help="the target's layout")
+    p.add_argument("--layout", required=True, choices=CACHE_LAYOUTS, help="the target's layout")
     p.set_defaults(func=_cmd_convert_cache)
 
     p = _command(sub, "adopt-cache", help="after a lost ledger: take back the NPZs that verify "

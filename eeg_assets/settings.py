@@ -22,7 +22,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from eeg_assets.lib.config import BalanceConfig, CacheConfig
+from eeg_assets.lib.config import CACHE_LAYOUTS, BalanceConfig, CacheConfig
 from eeg_assets.lib.model.operating_point import DEFAULT_MAX_FA_PER_24H, ThresholdRule
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ DEFAULT_EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 #: Where the cache chain, training and evaluation run: this machine, or Modal (volumes, CPU
 #: fan-out, GPU).
 BACKENDS = ("local", "modal")
-CACHE_LAYOUTS = ("windows", "continuous")  # eeg_assets.lib.cache.layout.LAYOUTS
 #: What reaches Modal's servers from the Dagster process (``module:attribute``); tests name a
 #: stand-in here.
 DEFAULT_MODAL_CLIENT = "eeg_assets.remote.modal_client:ModalClient"

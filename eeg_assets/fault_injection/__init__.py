@@ -1,7 +1,8 @@
 """Fault injection: bad inputs made from good files, and the crash, disk-full, concurrency and
 staleness scenarios. A harness above every layer (it drives the CLI and the Dagster assets), kept
-apart from :mod:`eeg_assets.synthetic`, which only makes data. Shared by ``eeg_assets_tests/e2e/test_fault_injection.py``,
-``eeg_assets_tests/e2e/test_fault_scenarios.py`` and ``benchmarks/fault_injection.py``.
+apart from :mod:`eeg_assets.synthetic`, which only makes data. Shared by
+``eeg_assets_tests/e2e/test_fault_injection.py``, ``eeg_assets_tests/e2e/test_fault_scenarios.py``
+and ``benchmarks/fault_injection.py``.
 
 Every bad input is made at run time from a *good* recording (written with
 :mod:`eeg_assets.synthetic.edf_writer`): the good EDF or annotation is copied, then truncated,

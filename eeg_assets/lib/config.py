@@ -28,6 +28,9 @@ SEIZURE_LABELS: frozenset[str] = frozenset(
 #: so a new seizure type can never be silently read as background.
 BACKGROUND_LABELS: frozenset[str] = frozenset({"bckg"})
 
+#: The cache's file layouts (``eeg_assets.lib.cache.layout``), the default first.
+CACHE_LAYOUTS = ("windows", "continuous")
+
 #: Schema version of the files this package writes; part of :meth:`CacheConfig.version`.
 CACHE_FORMAT = 2  # 2: resampling as a matrix product (float32 rounding differs)
 
@@ -63,8 +66,8 @@ class CacheConfig:
     #: A channel whose standard deviation exceeds this is rejected: scalp EEG is tens of uV and
     #: artefacts reach a few mV, so more means a wrong physical range or unit in the header.
     max_channel_std_uv: float = 10_000.0
-    #: File layout of the cache (``eeg_assets.lib.cache.layout``): ``windows`` (the NPZs of
-    #: docs/cache-format.md) or ``continuous`` (the signal once, windows cut on reading).
+    #: File layout of the cache (``eeg_assets.lib.cache.layout``): one of :data:`CACHE_LAYOUTS`,
+    #: ``windows`` (the NPZs of docs/cache-format.md) or ``continuous`` (the signal once).
     layout: str = "windows"
 
     @property

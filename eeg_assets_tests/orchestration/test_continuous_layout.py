@@ -9,12 +9,12 @@ from pathlib import Path
 from dagster._core.definitions.data_version import StaleStatus
 
 from eeg_assets.lib.cache.layout import stem_of
+from eeg_assets.orchestration import build_defs
 from eeg_assets.settings import Settings
 from eeg_assets_tests.support.dagster_fixtures import (  # noqa: F401 - sample_raw_root: a fixture
     CHAIN, CHECKS, EVAL_STEMS, check_results, code_version, make_dagster_home, make_settings,
     materialize, materializations, open_instance, sample_raw_root, stale_status,
 )
-from eeg_assets.orchestration import build_defs
 
 
 def test_the_chain_and_its_checks_run_on_the_continuous_layout(sample_raw_root, tmp_path):
@@ -36,8 +36,8 @@ def test_the_chain_and_its_checks_run_on_the_continuous_layout(sample_raw_root, 
     index = json.loads((cache_dir / "_dataset_index.json").read_text())
     assert index["files"] == [f"{stem}_data.npy" for stem in EVAL_STEMS]
     balanced = json.loads((cache_dir / "balanced_dataset.json").read_text())
-    named = {entry["cache_file"] for entries in balanced.values() if isinstance(entries, list)
-             for entry in entries if isinstance(entry, dict) and "cache_file" in entry}
+    named = {entry["cache_file"] for category in ("partial_seizure", "full_seizure", "no_seizure")
+             for entry in balanced[category]}
     assert named and all(name.endswith("_data.npy") for name in named)
     assert {stem_of(name) for name in named} <= set(EVAL_STEMS)
 

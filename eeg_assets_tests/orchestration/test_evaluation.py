@@ -1,6 +1,6 @@
 """``model_evaluation[val|eval]`` materialized on a real Dagster instance, locally and on Modal.
 
-The caches are hand-written NPZs of the real geometry (as in test_trained_model.py) whose ledger
+The caches are hand-written NPZs of the real geometry (support/training_cache.py) whose ledger
 entries carry the references an annotation would give: recordings whose annotation runs past the
 last cached window (one with a seizure there), a recording shorter than one window (no NPZ) and
 a quarantined one. A short training run gives the checkpoint; the evaluations then run on the

@@ -9,7 +9,6 @@ spawned calls run end to end against the stand-in for Modal's servers in test_mo
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import os
 import subprocess
 import sys
@@ -24,31 +23,20 @@ from dagster_pipes import encode_param
 from eeg_assets.orchestration.backend import ModalBackend
 from eeg_assets.settings import Settings
 from eeg_assets_tests.support.modal_spies import (  # noqa: F401 - no_network is a fixture
-    HOST_ONLY, REPO_ROOT, Recorder, no_network, project_dependencies, spy_from_name,
+    HOST_ONLY, REPO_ROOT, Recorder, load_app_module, no_network, project_dependencies,
+    spy_from_name,
 )
 
 APP_FILE = REPO_ROOT / "eeg_assets" / "remote" / "modal_app.py"
-SETTINGS = ("EEG_ASSETS_MODAL_GPU", "EEG_ASSETS_MODAL_VOLUME", "EEG_ASSETS_MODAL_TIMEOUT_S",
-            "EEG_ASSETS_MODAL_CPU", "EEG_ASSETS_MODAL_MEMORY_MB")
-_fresh = itertools.count()
 
 
-def load_app(monkeypatch, recorder: Recorder | None = None, **settings: str):
-    """Import the app file as a new module with only ``settings`` among its variables set."""
-    for name in SETTINGS:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    spec = importlib.util.spec_from_file_location(f"modal_app_under_test_{next(_fresh)}",
-                                                  APP_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_app(monkeypatch, **settings: str):
+    return load_app_module(monkeypatch, APP_FILE, **settings)
 
 
 def test_default_declarations(monkeypatch):
     recorder = Recorder(monkeypatch)
-    app = load_app(monkeypatch, recorder)
+    app = load_app(monkeypatch)
     assert app.app.name == "eeg-assets-train"
     assert list(recorder.functions) == ["train", "evaluate", "ping"]
     for name in ("train", "evaluate"):
@@ -93,7 +81,7 @@ def test_settings_come_from_the_environment(monkeypatch):
 
 def test_the_image_installs_the_package_and_what_the_container_imports(monkeypatch):
     recorder = Recorder(monkeypatch)
-    load_app(monkeypatch, recorder)
+    load_app(monkeypatch)
     (slim,) = [kwargs for name, _args, kwargs in recorder.calls if name == "debian_slim"]
     assert slim["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert recorder.args_of("add_local_python_source") == [("eeg_assets",)]

@@ -9,9 +9,6 @@ stand-in for Modal's servers is in test_modal_chain.py.
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
-import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -27,25 +24,14 @@ from eeg_assets.remote import volume_layout
 from eeg_assets.remote.deployment import APP_FILES, CACHE_APP as CACHE_APP_NAME
 from eeg_assets_tests.support.dagster_fixtures import EVAL_STEMS, make_settings, sample_raw_root  # noqa: F401
 from eeg_assets_tests.support.modal_spies import (  # noqa: F401 - no_network is a fixture
-    HOST_ONLY, REPO_ROOT, Recorder, no_network, project_dependencies, spy_from_name,
+    HOST_ONLY, REPO_ROOT, Recorder, load_app_module, no_network, project_dependencies,
+    spy_from_name,
 )
 
 CACHE_APP = APP_FILES[CACHE_APP_NAME]
 
-_fresh = itertools.count()
-
-
 def load_cache_app(monkeypatch, **settings: str):
-    """Import the app file as a new module with only ``settings`` among the Modal variables."""
-    for name in [n for n in os.environ if n.startswith("EEG_ASSETS_MODAL_")]:
-        monkeypatch.delenv(name)
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    spec = importlib.util.spec_from_file_location(f"modal_cache_under_test_{next(_fresh)}",
-                                                  CACHE_APP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_app_module(monkeypatch, CACHE_APP, **settings)
 
 
 def test_default_declarations(monkeypatch):

@@ -3,6 +3,9 @@ builder, ``App.function`` and ``from_name`` lookups (nothing reaches Modal's ser
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
+import os
 import re
 import socket
 from pathlib import Path
@@ -11,6 +14,21 @@ import modal
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_fresh = itertools.count()
+
+
+def load_app_module(monkeypatch, app_file: Path, **settings: str):
+    """Import a Modal app file as a new module (its declarations run again) with only
+    ``settings`` among the ``EEG_ASSETS_MODAL_*`` variables set."""
+    for name in [n for n in os.environ if n.startswith("EEG_ASSETS_MODAL_")]:
+        monkeypatch.delenv(name)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location(f"{app_file.stem}_under_test_{next(_fresh)}",
+                                                  app_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 #: Dependencies the Dagster process needs but the container must not: it only speaks Pipes.
 HOST_ONLY = {"dagster", "dagster-webserver"}
 

@@ -66,8 +66,7 @@ def _expected(recording: Recording, config: CacheConfig) -> tuple[list[int], dic
 
 def _stored_counts(path: Path, config: CacheConfig) -> list[int]:
     if config.layout == CONTINUOUS:
-        _n_windows, counts = scan_continuous(path, config.window_samples, config.stride_samples)
-        return list(counts)
+        return list(scan_continuous(path, config))
     labels = open_member(path, "labels")
     try:
         return [int(np.count_nonzero(row > 0)) for row in labels]

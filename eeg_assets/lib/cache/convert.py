@@ -171,7 +171,7 @@ def _convert_file(source: Path, target_dir: Path, entry: RecordingEntry,
                   config: CacheConfig) -> RecordingEntry:
     """Write the target file of one verified source file; its ledger entry as a build makes it."""
     window, stride = config.window_samples, config.stride_samples
-    windows, labels = open_windows(source, window, stride)
+    windows, labels = open_windows(source, config)
     n_windows = len(windows)
     covered = (n_windows - 1) * stride + window
     signal = np.empty((len(config.channels), covered), dtype=np.float32)

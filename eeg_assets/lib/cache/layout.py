@@ -30,11 +30,11 @@ from eeg_assets.lib.cache.ledger import FileFingerprint
 from eeg_assets.lib.cache.npzio import (
     NPZ_SUFFIX, NpzChecksumError, NpzFormatError, npy_header, open_member,
 )
+from eeg_assets.lib.cache.windows import count_windows, window_seizure_counts
+from eeg_assets.lib.config import CACHE_LAYOUTS, CacheConfig
 from eeg_assets.lib.files import atomic_path
 
-WINDOWS = "windows"
-CONTINUOUS = "continuous"
-LAYOUTS = (WINDOWS, CONTINUOUS)
+WINDOWS, CONTINUOUS = LAYOUTS = CACHE_LAYOUTS
 DATA_SUFFIX = "_data.npy"
 LABELS_SUFFIX = "_labels.npy"
 DATA_DTYPE = np.dtype("<f4")
@@ -183,10 +183,6 @@ class ContinuousWindows:
         return self.samples[start:start + self.window].T
 
 
-def count_windows_of(n_samples: int, window: int, stride: int) -> int:
-    return 0 if n_samples < window else (n_samples - window) // stride + 1
-
-
 def open_continuous(data_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(data, labels)`` of a continuous cache file, memory-mapped, shapes checked."""
     data_path = Path(data_path)
@@ -207,16 +203,16 @@ def open_continuous(data_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def open_windows(path: Path, window: int, stride: int) -> tuple[object, object]:
+def open_windows(path: Path, config: CacheConfig) -> tuple[object, object]:
     """``(windows, labels)`` of one cache file of either layout: ``windows[i]`` is window ``i``
     ``(channels, window)`` and ``labels[i]`` its mask ``(window,)`` (float32 in the NPZ, uint8 in
     the continuous layout; equal values). Nothing is read until a window is indexed."""
     path = Path(path)
     if layout_of(path.name) == CONTINUOUS:
         data, labels = open_continuous(path)
-        n_windows = count_windows_of(data.shape[0], window, stride)
-        return (ContinuousWindows(data, n_windows, window, stride),
-                ContinuousWindows(labels, n_windows, window, stride))
+        geometry = (count_windows(data.shape[0], config), config.window_samples,
+                    config.stride_samples)
+        return ContinuousWindows(data, *geometry), ContinuousWindows(labels, *geometry)
     return open_member(path, "windows"), open_member(path, "labels")
 
 
@@ -243,25 +239,22 @@ def recorded_checksums(details: dict) -> ContinuousChecksums | None:
     return ContinuousChecksums.parse(text) if text else None
 
 
-def scan_continuous(data_path: Path, window: int, stride: int, labels_crc: int | None = None
-                    ) -> tuple[int, tuple[int, ...]]:
-    """``(n_windows, seizure samples per window)`` of a continuous cache file, from its labels
-    file (a byte per sample) and the data file's header; never the signal.
+def scan_continuous(data_path: Path, config: CacheConfig, labels_crc: int | None = None
+                    ) -> tuple[int, ...]:
+    """The seizure samples of each window of a continuous cache file (one per window), from
+    its labels file (a byte per sample) and the data file's header; never the signal.
 
     Raises :class:`~eeg_assets.lib.cache.npzio.NpzChecksumError` when ``labels_crc`` is given and
     the labels file's bytes are not the ones written.
     """
     data_path = Path(data_path)
-    data, labels = open_continuous(data_path)
+    _data, labels = open_continuous(data_path)
     labels_path = data_path.parent / labels_name(data_path.name)
     if labels_crc is not None:
         computed = file_checksum(labels_path)
         if computed != labels_crc:
             raise NpzChecksumError(labels_path, "labels", labels_crc, computed)
-    n_windows = count_windows_of(data.shape[0], window, stride)
-    cumulative = np.concatenate([[0], np.cumsum(np.asarray(labels) > 0, dtype=np.int64)])
-    starts = np.arange(n_windows, dtype=np.int64) * stride
-    return n_windows, tuple((cumulative[starts + window] - cumulative[starts]).tolist())
+    return tuple(window_seizure_counts(np.asarray(labels), config))
 
 
 def write_continuous(data_path: Path, signal: np.ndarray, mask: np.ndarray
@@ -304,9 +297,3 @@ def file_checksum(path: Path) -> int:
             if not n:
                 return crc
             crc = zlib.crc32(view[:n], crc)
-
-
-def continuous_checksums(data_path: Path) -> ContinuousChecksums:
-    data_path = Path(data_path)
-    return ContinuousChecksums(data=file_checksum(data_path),
-                               labels=file_checksum(data_path.parent / labels_name(data_path.name)))

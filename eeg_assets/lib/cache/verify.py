@@ -42,7 +42,6 @@ from eeg_assets.lib.cache.layout import (
     CONTINUOUS,
     ContinuousChecksums,
     cache_files_on_disk,
-    count_windows_of,
     file_kind,
     labels_name,
     layout_of,
@@ -50,6 +49,7 @@ from eeg_assets.lib.cache.layout import (
     recorded_checksums,
 )
 from eeg_assets.lib.cache.ledger import BUILT, Ledger
+from eeg_assets.lib.cache.windows import count_windows
 from eeg_assets.lib.cache.npzio import (
     NpzChecksumError,
     NpzFormatError,
@@ -232,7 +232,7 @@ def verify_continuous_file(path: Path, config: CacheConfig, verified_checksum: s
         return check
     n_samples, n_channels = data.shape
     window, stride = config.window_samples, config.stride_samples
-    n_windows = count_windows_of(n_samples, window, stride)
+    n_windows = count_windows(n_samples, config)
     if n_channels != len(config.channels) or n_windows == 0:
         check.problems.append(f"{name}: data shape {data.shape}, expected (n>={window}, "
                               f"{len(config.channels)})")

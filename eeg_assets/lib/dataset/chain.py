@@ -289,8 +289,7 @@ def _example_window_png(cache_dir: Path, table: ManifestTable, config: CacheConf
         first = table.first(category)
         if first is not None:
             name, i = first
-            windows, labels = open_windows(cache_dir / name, config.window_samples,
-                                           config.stride_samples)
+            windows, labels = open_windows(cache_dir / name, config)
             return window_png(np.asarray(windows[i]), np.asarray(labels[i]), config.channels,
                               config.target_fs, f"{name} window {i} ({category})")
     return None

@@ -183,10 +183,7 @@ def scan_npz(path: Path, fingerprint: str | None = None,
     if fingerprint is None:
         fingerprint = fingerprint_of(path)
     if layout_of(path.name) == CONTINUOUS:
-        n_windows, counts = scan_continuous(path, config.window_samples, config.stride_samples)
-        return NpzFacts(npz_name=path.name, fingerprint=fingerprint, n_windows=n_windows,
-                        window_samples=config.window_samples, seizure_samples=counts,
-                        config_version=config_version)
+        return continuous_facts(path, fingerprint, config_version, config)
     try:
         members = member_names(path)
         if "windows" not in members:
@@ -203,6 +200,16 @@ def scan_npz(path: Path, fingerprint: str | None = None,
         seizure_samples=counts[0] if counts is not None else None,
         config_version=config_version,
     )
+
+
+def continuous_facts(path: Path, fingerprint: str, config_version: str | None,
+                     config: CacheConfig, labels_crc: int | None = None) -> NpzFacts:
+    """Facts of one continuous cache file from its labels file, read through ``labels_crc``
+    when one is given (:func:`~eeg_assets.lib.cache.layout.scan_continuous`)."""
+    counts = scan_continuous(path, config, labels_crc)
+    return NpzFacts(npz_name=Path(path).name, fingerprint=fingerprint, n_windows=len(counts),
+                    window_samples=config.window_samples, seizure_samples=counts,
+                    config_version=config_version)
 
 
 def _label_counts(path: Path, windows_shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from eeg_assets.lib.cache.layout import (
-    CONTINUOUS, file_kind, layout_of, recorded_checksums, scan_continuous,
+    CONTINUOUS, file_kind, layout_of, recorded_checksums,
 )
 from eeg_assets.lib.cache.ledger import RecordingEntry, built_entries
 from eeg_assets.lib.cache.npzio import (
@@ -55,6 +55,7 @@ from eeg_assets.lib.dataset.index import (
     _agrees,
     _npz_on_disk,
     collect_facts,
+    continuous_facts,
     config_change_reason,
     dumps_canonical,
     file_differences,
@@ -490,11 +491,8 @@ def _scan_npz_checked(path: Path, fingerprint: str, entry: RecordingEntry | None
     config_version = entry.config_version if entry is not None else None
     if layout_of(path.name) == CONTINUOUS:
         checksums = recorded_checksums(entry.details) if entry is not None else None
-        n_windows, counts = scan_continuous(path, config.window_samples, config.stride_samples,
-                                            checksums.labels if checksums else None)
-        return NpzFacts(npz_name=path.name, fingerprint=fingerprint, n_windows=n_windows,
-                        window_samples=config.window_samples, seizure_samples=counts,
-                        config_version=config_version)
+        return continuous_facts(path, fingerprint, config_version, config,
+                                checksums.labels if checksums else None)
     try:
         members = member_names(path)
         if "windows" not in members:

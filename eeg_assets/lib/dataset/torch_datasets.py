@@ -62,7 +62,7 @@ class _MappedMembers:
                  config: CacheConfig = DEFAULT_CONFIG):
         self.cache_dir = Path(cache_dir)
         self.max_open_files = max_open_files
-        self.geometry = (config.window_samples, config.stride_samples)
+        self.config = config
         self._reset()
 
     def _reset(self) -> None:
@@ -71,7 +71,7 @@ class _MappedMembers:
 
     def __getstate__(self) -> dict:
         return {"cache_dir": self.cache_dir, "max_open_files": self.max_open_files,
-                "geometry": self.geometry}
+                "config": self.config}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -84,7 +84,7 @@ class _MappedMembers:
         maps = self._maps.get(npz_name)
         if maps is None:
             path = self.cache_dir / npz_name
-            maps = open_windows(path, *self.geometry)
+            maps = open_windows(path, self.config)
             self._maps[npz_name] = maps
             if len(self._maps) > self.max_open_files:
                 self._maps.popitem(last=False)

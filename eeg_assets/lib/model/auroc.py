@@ -62,11 +62,11 @@ class BinnedAUROC:
     tie; otherwise half, and the bin adds ``0.5 * pos_b * neg_b / (P * N)`` to the error bound
     :meth:`compute` returns. Between bins the order is exact, so ``|binned - exact| <= bound``.
 
-    Measured bounds (``eeg_assets_tests/lib/model/test_auroc.py``, 1 M samples): 6e-7 for log-odds normal
-    scores (float32 or mean of six bf16 windows), 2e-9 for bf16 single windows, 5e-10 with exact
-    0s and 1s, 0 for constant or five-valued scores, 2.4e-5 for classes overlapping within 0.5
-    log-odds; above 1e-4 only when the scores crowd into a few bins (4.7e-3 with every score
-    in 1.000-1.010 %, true error 6e-6).
+    Measured bounds (``eeg_assets_tests/lib/model/test_auroc.py``, 1 M samples): 6e-7 for
+    log-odds normal scores (float32 or mean of six bf16 windows), 2e-9 for bf16 single windows,
+    5e-10 with exact 0s and 1s, 0 for constant or five-valued scores, 2.4e-5 for classes
+    overlapping within 0.5 log-odds; above 1e-4 only when the scores crowd into a few bins
+    (4.7e-3 with every score in 1.000-1.010 %, true error 6e-6).
 
     State: 39 MB (two int64 counts and four uint32 extremes per bin) whatever the number of
     samples; ~40 ns per sample on one CPU core. Why not torchmetrics'

@@ -64,6 +64,7 @@ def by_stem(names) -> dict[str, str]:
 def test_the_continuous_files_are_the_signal_once_time_major(caches):
     _windows_dir, continuous_dir = caches
     assert cache_files(continuous_dir) == [f"{stem}_data.npy" for stem in EVAL_STEMS]
+    windows_by_stem = {e.stem: e.n_windows for e in Ledger(continuous_dir).entries().values()}
     for stem in EVAL_STEMS:
         data = np.load(continuous_dir / f"{stem}_data.npy")
         labels = np.load(continuous_dir / f"{stem}_labels.npy")
@@ -71,9 +72,7 @@ def test_the_continuous_files_are_the_signal_once_time_major(caches):
         assert labels.dtype == np.uint8 and labels.shape == (data.shape[0],)
         assert set(np.unique(labels)) <= {0, 1}
         # exactly the samples the windows cover
-        n_windows = Ledger(continuous_dir).entries()[next(
-            s for s, e in Ledger(continuous_dir).entries().items() if e.stem == stem)].n_windows
-        assert data.shape[0] == (n_windows - 1) * S + W
+        assert data.shape[0] == (windows_by_stem[stem] - 1) * S + W
 
 
 def test_both_layouts_give_every_window_and_label_bit_for_bit(caches):
@@ -82,8 +81,8 @@ def test_both_layouts_give_every_window_and_label_bit_for_bit(caches):
     assert npz.keys() == continuous.keys() == set(EVAL_STEMS)
     total = 0
     for stem in EVAL_STEMS:
-        windows_a, labels_a = open_windows(windows_dir / npz[stem], W, S)
-        windows_b, labels_b = open_windows(continuous_dir / continuous[stem], W, S)
+        windows_a, labels_a = open_windows(windows_dir / npz[stem], WINDOWS_CONFIG)
+        windows_b, labels_b = open_windows(continuous_dir / continuous[stem], CONTINUOUS_CONFIG)
         assert len(windows_a) == len(windows_b) == len(labels_b) > 0
         for i in range(len(windows_a)):
             a = np.asarray(windows_a[i])
@@ -135,7 +134,7 @@ def test_each_sample_is_stored_once_where_the_windows_store_it_six_times(caches)
     windows_dir, continuous_dir = caches
     for stem in EVAL_STEMS:
         npz = (windows_dir / f"{stem}_windows.npz").stat().st_size
-        n_windows = len(open_windows(windows_dir / f"{stem}_windows.npz", W, S)[0])
+        n_windows = len(open_windows(windows_dir / f"{stem}_windows.npz", WINDOWS_CONFIG)[0])
         assert 0 < npz - n_windows * W * 20 * 4 < 1024
         continuous = sum((continuous_dir / f"{stem}{suffix}").stat().st_size
                          for suffix in ("_data.npy", "_labels.npy"))
